@@ -1,0 +1,1 @@
+//! Cross-service tests live in `tests/tests/`; this library only anchors the crate.
