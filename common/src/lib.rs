@@ -9,5 +9,6 @@ pub mod crypto;
 pub mod ops;
 pub mod redis;
 pub mod registry;
+pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
