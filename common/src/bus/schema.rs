@@ -72,3 +72,73 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod documented_examples {
+    //! Every JSON example in `docs/bus.md` must be readable by the types it illustrates, so the
+    //! page cannot drift from the code.
+
+    use crate::bus::command::Command;
+    use crate::bus::event::Event;
+    use crate::bus::query::{ListChatsReply, ListUsersReply, ListUsersRequest, QueryError};
+    use crate::bus::result::CommandResult;
+
+    #[test]
+    fn every_example_in_bus_md_reads() {
+        let page = include_str!("../../../docs/bus.md");
+        let mut seen = Vec::new();
+        let mut rest = page;
+        while let Some(start) = rest.find("```json ") {
+            let after = &rest[start + "```json ".len()..];
+            let (kind, body) = after.split_once('\n').expect("a fence line ends");
+            let end = body.find("```").expect("a fence closes");
+            let json = &body[..end];
+            let outcome = match kind.trim() {
+                "event" => Event::from_slice(json.as_bytes())
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                "command" => Command::from_slice(json.as_bytes())
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                "result" => CommandResult::from_slice(json.as_bytes())
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                "list_users_request" => serde_json::from_str::<ListUsersRequest>(json)
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                "list_users_reply" => serde_json::from_str::<ListUsersReply>(json)
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                "list_chats_reply" => serde_json::from_str::<ListChatsReply>(json)
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                "query_error" => serde_json::from_str::<QueryError>(json)
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                other => Err(format!("unknown example kind {other:?}")),
+            };
+            if let Err(err) = outcome {
+                panic!(
+                    "docs/bus.md example `{}` does not read: {err}\n{json}",
+                    kind.trim()
+                );
+            }
+            seen.push(kind.trim().to_owned());
+            rest = &body[end + 3..];
+        }
+        for kind in [
+            "event",
+            "command",
+            "result",
+            "list_users_request",
+            "list_users_reply",
+            "list_chats_reply",
+            "query_error",
+        ] {
+            assert!(
+                seen.iter().any(|k| k == kind),
+                "docs/bus.md has no `{kind}` example"
+            );
+        }
+    }
+}
