@@ -219,7 +219,7 @@ pub struct StreamSettings {
 impl StreamSettings {
     /// Reads the `NATS_*` stream variables.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
+        let settings = Self {
             replicas: env.int_in("NATS_STREAM_REPLICAS", 1, 1..=5)?,
             duplicate_window: env
                 .positive_duration("NATS_DUPLICATE_WINDOW", Duration::from_secs(600))?,
@@ -227,13 +227,50 @@ impl StreamSettings {
             dlq_max_age: env
                 .positive_duration("NATS_DLQ_MAX_AGE", Duration::from_secs(30 * 24 * 3600))?,
             max_bytes: env.int_in("NATS_MAX_BYTES", 1 << 30, 1 << 20..=i64::MAX)?,
-        })
+        };
+        // JetStream refuses a duplicate window longer than the stream's max age.
+        if settings.duplicate_window > settings.max_age.min(settings.dlq_max_age) {
+            return Err(ConfigError::new(
+                "NATS_DUPLICATE_WINDOW",
+                env.get("NATS_DUPLICATE_WINDOW").unwrap_or("10m"),
+                "must not exceed NATS_MAX_AGE or NATS_DLQ_MAX_AGE",
+            ));
+        }
+        Ok(settings)
     }
 }
 
 impl Default for StreamSettings {
     fn default() -> Self {
         Self::from_env(&Env::default()).expect("defaults are valid")
+    }
+}
+
+/// Where the DingTalk API lives: the new API and the old one (configurable for the
+/// international site, a proxy, or the project's simulator in tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DingTalkEndpoints {
+    /// `DINGTALK_API_URL`: the new ("v1.0") API.
+    pub api_url: String,
+    /// `DINGTALK_OAPI_URL`: the old API.
+    pub oapi_url: String,
+}
+
+impl DingTalkEndpoints {
+    /// Reads `DINGTALK_API_URL` and `DINGTALK_OAPI_URL`.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            api_url: env.url(
+                "DINGTALK_API_URL",
+                "https://api.dingtalk.com",
+                &["https", "http"],
+            )?,
+            oapi_url: env.url(
+                "DINGTALK_OAPI_URL",
+                "https://oapi.dingtalk.com",
+                &["https", "http"],
+            )?,
+        })
     }
 }
 
@@ -322,6 +359,14 @@ mod tests {
                 .unwrap_err()
                 .var,
             "METRICS_ADDR"
+        );
+
+        let env = Env::from_pairs([("NATS_MAX_AGE", "5m")]);
+        assert_eq!(
+            CommonConfig::from_env(&env, "0.0.0.0:9100")
+                .unwrap_err()
+                .var,
+            "NATS_DUPLICATE_WINDOW"
         );
 
         let env = Env::from_pairs([("NATS_MAX_AGE", "0s")]);
