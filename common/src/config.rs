@@ -1,1 +1,371 @@
-//! (to be written)
+//! Settings shared by every service, read once from environment variables.
+//!
+//! Each service has its own typed config struct that embeds [`CommonConfig`]; all of them are
+//! built from an [`Env`] so tests can load configuration from plain pairs instead of mutating
+//! the process environment. A bad value stops start-up with one line naming the variable and
+//! what is allowed ([`ConfigError`]).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A configuration value that could not be used; `Display` is the one line printed at start-up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {var}={value:?}: {allowed}")]
+pub struct ConfigError {
+    /// The environment variable's name.
+    pub var: String,
+    /// What was found (never a secret: secret variables report `***`).
+    pub value: String,
+    /// What is allowed instead.
+    pub allowed: String,
+}
+
+impl ConfigError {
+    fn new(var: &str, value: &str, allowed: impl Into<String>) -> Self {
+        Self {
+            var: var.to_owned(),
+            value: value.to_owned(),
+            allowed: allowed.into(),
+        }
+    }
+}
+
+/// The source of configuration values: the process environment or, in tests, plain pairs.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    vars: HashMap<String, String>,
+}
+
+impl Env {
+    /// Snapshot of the process environment (variables that are not valid UTF-8 are skipped).
+    pub fn from_process() -> Self {
+        Self {
+            vars: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
+        }
+    }
+
+    /// An environment made of the given pairs only.
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    /// The raw value, with empty strings treated as unset (a blank line in an env file).
+    pub fn get(&self, var: &str) -> Option<&str> {
+        self.vars
+            .get(var)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
+    }
+
+    /// A string value or its default.
+    pub fn string(&self, var: &str, default: &str) -> String {
+        self.get(var).unwrap_or(default).to_owned()
+    }
+
+    /// Any `FromStr` value; `allowed` describes valid values for the error line.
+    pub fn parse<T: FromStr>(
+        &self,
+        var: &str,
+        default: T,
+        allowed: &str,
+    ) -> Result<T, ConfigError> {
+        match self.get(var) {
+            None => Ok(default),
+            Some(raw) => raw
+                .trim()
+                .parse()
+                .map_err(|_| ConfigError::new(var, raw, allowed)),
+        }
+    }
+
+    /// A listen address such as `0.0.0.0:8080`.
+    pub fn socket_addr(&self, var: &str, default: &str) -> Result<SocketAddr, ConfigError> {
+        let raw = self.string(var, default);
+        raw.trim().parse().map_err(|_| {
+            ConfigError::new(
+                var,
+                &raw,
+                "expected host:port with an IP address, e.g. 0.0.0.0:8080",
+            )
+        })
+    }
+
+    /// A human duration such as `10m`, `24h` or `1500ms`.
+    pub fn duration(&self, var: &str, default: Duration) -> Result<Duration, ConfigError> {
+        match self.get(var) {
+            None => Ok(default),
+            Some(raw) => humantime::parse_duration(raw.trim()).map_err(|_| {
+                ConfigError::new(
+                    var,
+                    raw,
+                    "expected a duration such as 1500ms, 30s, 10m, 24h or 7d",
+                )
+            }),
+        }
+    }
+
+    /// A positive duration (zero would disable a timeout or a window by accident).
+    pub fn positive_duration(&self, var: &str, default: Duration) -> Result<Duration, ConfigError> {
+        let value = self.duration(var, default)?;
+        if value.is_zero() {
+            return Err(ConfigError::new(
+                var,
+                self.get(var).unwrap_or_default(),
+                "expected a duration greater than zero",
+            ));
+        }
+        Ok(value)
+    }
+
+    /// An integer within `range` (inclusive).
+    pub fn int_in<T>(
+        &self,
+        var: &str,
+        default: T,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<T, ConfigError>
+    where
+        T: FromStr + PartialOrd + Copy + std::fmt::Display,
+    {
+        let allowed = format!(
+            "expected an integer from {} to {}",
+            range.start(),
+            range.end()
+        );
+        let value = self.parse(var, default, &allowed)?;
+        if !range.contains(&value) {
+            return Err(ConfigError::new(
+                var,
+                self.get(var).unwrap_or_default(),
+                allowed,
+            ));
+        }
+        Ok(value)
+    }
+
+    /// A boolean: `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`.
+    pub fn boolean(&self, var: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(var).map(|v| v.trim().to_ascii_lowercase()) {
+            None => Ok(default),
+            Some(v) => match v.as_str() {
+                "true" | "1" | "yes" | "on" => Ok(true),
+                "false" | "0" | "no" | "off" => Ok(false),
+                _ => Err(ConfigError::new(var, &v, "expected true or false")),
+            },
+        }
+    }
+
+    /// A URL whose scheme is one of `schemes`.
+    pub fn url(&self, var: &str, default: &str, schemes: &[&str]) -> Result<String, ConfigError> {
+        let raw = self.string(var, default);
+        let scheme_ok = raw
+            .split_once("://")
+            .is_some_and(|(scheme, rest)| schemes.contains(&scheme) && !rest.is_empty());
+        if !scheme_ok {
+            let allowed = format!("expected a URL starting with {}://", schemes.join("://, "));
+            return Err(ConfigError::new(var, &raw, allowed));
+        }
+        Ok(raw.trim_end_matches('/').to_owned())
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable, for a terminal.
+    Pretty,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pretty" => Ok(Self::Pretty),
+            "json" => Ok(Self::Json),
+            _ => Err(()),
+        }
+    }
+}
+
+/// JetStream stream settings applied when the services provision the bus streams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSettings {
+    /// `NATS_STREAM_REPLICAS`: replicas per stream (1 locally, 3 in production).
+    pub replicas: usize,
+    /// `NATS_DUPLICATE_WINDOW`: how long `Nats-Msg-Id` de-duplication remembers an id.
+    pub duplicate_window: Duration,
+    /// `NATS_MAX_AGE`: how long events, commands and results are kept.
+    pub max_age: Duration,
+    /// `NATS_DLQ_MAX_AGE`: how long dead letters are kept (longer: a human must look at them).
+    pub dlq_max_age: Duration,
+    /// `NATS_MAX_BYTES`: size cap of each stream.
+    pub max_bytes: i64,
+}
+
+impl StreamSettings {
+    /// Reads the `NATS_*` stream variables.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            replicas: env.int_in("NATS_STREAM_REPLICAS", 1, 1..=5)?,
+            duplicate_window: env
+                .positive_duration("NATS_DUPLICATE_WINDOW", Duration::from_secs(600))?,
+            max_age: env.positive_duration("NATS_MAX_AGE", Duration::from_secs(7 * 24 * 3600))?,
+            dlq_max_age: env
+                .positive_duration("NATS_DLQ_MAX_AGE", Duration::from_secs(30 * 24 * 3600))?,
+            max_bytes: env.int_in("NATS_MAX_BYTES", 1 << 30, 1 << 20..=i64::MAX)?,
+        })
+    }
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self::from_env(&Env::default()).expect("defaults are valid")
+    }
+}
+
+/// Settings every service reads.
+#[derive(Debug, Clone)]
+pub struct CommonConfig {
+    /// `NATS_URL`.
+    pub nats_url: String,
+    /// `REDIS_URL`.
+    pub redis_url: String,
+    /// `LOG_FORMAT`: `pretty` or `json`.
+    pub log_format: LogFormat,
+    /// `RUST_LOG`: the tracing filter (default `info`).
+    pub log_filter: String,
+    /// `METRICS_ADDR`: the listener for `/healthz`, `/readyz` and `/metrics`.
+    pub metrics_addr: SocketAddr,
+    /// `SHUTDOWN_TIMEOUT`: how long in-flight work may take to finish after SIGTERM.
+    pub shutdown_timeout: Duration,
+    /// JetStream stream settings.
+    pub streams: StreamSettings,
+}
+
+impl CommonConfig {
+    /// Reads the shared variables; `default_metrics_addr` differs per service so all three can
+    /// run on one host.
+    pub fn from_env(env: &Env, default_metrics_addr: &str) -> Result<Self, ConfigError> {
+        Ok(Self {
+            nats_url: env.url(
+                "NATS_URL",
+                "nats://127.0.0.1:4222",
+                &["nats", "tls", "ws", "wss"],
+            )?,
+            redis_url: env.url("REDIS_URL", "redis://127.0.0.1:6379", &["redis", "rediss"])?,
+            log_format: env.parse("LOG_FORMAT", LogFormat::Pretty, "expected pretty or json")?,
+            log_filter: env.string("RUST_LOG", "info"),
+            metrics_addr: env.socket_addr("METRICS_ADDR", default_metrics_addr)?,
+            shutdown_timeout: env.positive_duration("SHUTDOWN_TIMEOUT", Duration::from_secs(25))?,
+            streams: StreamSettings::from_env(env)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let config = CommonConfig::from_env(&Env::default(), "0.0.0.0:9100").unwrap();
+        assert_eq!(config.nats_url, "nats://127.0.0.1:4222");
+        assert_eq!(config.redis_url, "redis://127.0.0.1:6379");
+        assert_eq!(config.log_format, LogFormat::Pretty);
+        assert_eq!(config.metrics_addr.port(), 9100);
+        assert_eq!(config.streams.replicas, 1);
+        assert_eq!(config.streams.duplicate_window, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn a_bad_value_names_the_variable_and_what_is_allowed() {
+        let env = Env::from_pairs([("LOG_FORMAT", "xml")]);
+        let err = CommonConfig::from_env(&env, "0.0.0.0:9100").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"invalid LOG_FORMAT="xml": expected pretty or json"#
+        );
+
+        let env = Env::from_pairs([("NATS_DUPLICATE_WINDOW", "ten minutes")]);
+        let err = CommonConfig::from_env(&env, "0.0.0.0:9100").unwrap_err();
+        assert_eq!(err.var, "NATS_DUPLICATE_WINDOW");
+        assert!(err.allowed.contains("duration"));
+
+        let env = Env::from_pairs([("NATS_STREAM_REPLICAS", "7")]);
+        let err = CommonConfig::from_env(&env, "0.0.0.0:9100").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"invalid NATS_STREAM_REPLICAS="7": expected an integer from 1 to 5"#
+        );
+
+        let env = Env::from_pairs([("REDIS_URL", "localhost:6379")]);
+        let err = CommonConfig::from_env(&env, "0.0.0.0:9100").unwrap_err();
+        assert_eq!(err.var, "REDIS_URL");
+
+        let env = Env::from_pairs([("METRICS_ADDR", "localhost")]);
+        assert_eq!(
+            CommonConfig::from_env(&env, "0.0.0.0:9100")
+                .unwrap_err()
+                .var,
+            "METRICS_ADDR"
+        );
+
+        let env = Env::from_pairs([("NATS_MAX_AGE", "0s")]);
+        assert_eq!(
+            CommonConfig::from_env(&env, "0.0.0.0:9100")
+                .unwrap_err()
+                .var,
+            "NATS_MAX_AGE"
+        );
+    }
+
+    #[test]
+    fn values_are_parsed_with_their_units() {
+        let env = Env::from_pairs([
+            ("NATS_DUPLICATE_WINDOW", "2m"),
+            ("NATS_MAX_AGE", "24h"),
+            ("LOG_FORMAT", "json"),
+            ("METRICS_ADDR", "127.0.0.1:0"),
+            ("REDIS_URL", "redis://10.0.0.1:6380/"),
+        ]);
+        let config = CommonConfig::from_env(&env, "0.0.0.0:9100").unwrap();
+        assert_eq!(config.streams.duplicate_window, Duration::from_secs(120));
+        assert_eq!(config.streams.max_age, Duration::from_secs(86_400));
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.redis_url, "redis://10.0.0.1:6380");
+    }
+
+    #[test]
+    fn blank_values_count_as_unset() {
+        let env = Env::from_pairs([("LOG_FORMAT", "  ")]);
+        assert_eq!(
+            CommonConfig::from_env(&env, "0.0.0.0:9100")
+                .unwrap()
+                .log_format,
+            LogFormat::Pretty
+        );
+    }
+
+    #[test]
+    fn booleans_accept_the_usual_spellings() {
+        let env = Env::from_pairs([("A", "yes"), ("B", "0"), ("C", "maybe")]);
+        assert!(env.boolean("A", false).unwrap());
+        assert!(!env.boolean("B", true).unwrap());
+        assert_eq!(env.boolean("C", true).unwrap_err().var, "C");
+        assert!(env.boolean("D", true).unwrap());
+    }
+}

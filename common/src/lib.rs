@@ -9,6 +9,7 @@ pub mod crypto;
 pub mod ops;
 pub mod redis;
 pub mod registry;
+pub mod runtime;
 pub mod secret;
 pub mod shutdown;
 pub mod telemetry;

@@ -1,1 +1,12 @@
-fn main() {}
+//! The `dispatcher` binary: configuration from the environment, then [`dispatcher::run`].
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    common::runtime::main(
+        "dispatcher",
+        dispatcher::Config::from_env,
+        |c| &c.common,
+        dispatcher::run,
+    )
+    .await
+}
