@@ -63,7 +63,6 @@ mod store;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use time::OffsetDateTime;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -261,23 +260,16 @@ impl Registry {
             op: "connect",
             source,
         })?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(options.timeout))
-            .set_response_timeout(Some(options.timeout))
-            .set_max_delay(Duration::from_secs(2));
-        let conn = tokio::time::timeout(
-            options.timeout,
-            ConnectionManager::new_with_config(client.clone(), config),
-        )
-        .await
-        .map_err(|_| RegistryError::Timeout {
-            op: "connect",
-            timeout: options.timeout,
-        })?
-        .map_err(|source| RegistryError::Redis {
-            op: "connect",
-            source,
-        })?;
+        let conn = tokio::time::timeout(options.timeout, crate::redis::connect(redis_url))
+            .await
+            .map_err(|_| RegistryError::Timeout {
+                op: "connect",
+                timeout: options.timeout,
+            })?
+            .map_err(|source| RegistryError::Redis {
+                op: "connect",
+                source,
+            })?;
 
         let caches = Arc::new(Caches::new(&options));
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -306,7 +298,8 @@ impl Registry {
     }
 
     /// Stops the invalidation subscriber and waits for it; later reads still work but rely on
-    /// the TTL alone. Dropping every handle has the same effect without the wait.
+    /// the TTL alone. Services call it once their [`crate::shutdown::Shutdown`] fires.
+    /// Dropping every handle has the same effect without the wait.
     pub async fn shutdown(&self) {
         self.inner.shutdown.send_replace(true);
         let task = self
