@@ -851,16 +851,6 @@ impl ConversationKey {
             self.sender
         )
     }
-
-    /// Reverses [`ConversationKey::encoded`]; used by tests and tooling that read key names.
-    pub fn decode(encoded: &str) -> Option<Self> {
-        let (integration, rest) = encoded.split_once(':')?;
-        let (len, rest) = rest.split_once(':')?;
-        let len: usize = len.parse().ok()?;
-        let conversation = rest.get(..len)?;
-        let sender = rest.get(len..)?.strip_prefix(':')?;
-        Self::new(integration.parse().ok()?, conversation, sender).ok()
-    }
 }
 
 impl fmt::Display for ConversationKey {
@@ -903,6 +893,16 @@ mod tests {
             callback_aes_key: Some(AES_KEY.into()),
             ..IntegrationSpec::default()
         }
+    }
+
+    /// Reverses [`ConversationKey::encoded`], proving the encoding unambiguous.
+    fn decode(encoded: &str) -> Option<ConversationKey> {
+        let (integration, rest) = encoded.split_once(':')?;
+        let (len, rest) = rest.split_once(':')?;
+        let len: usize = len.parse().ok()?;
+        let conversation = rest.get(..len)?;
+        let sender = rest.get(len..)?.strip_prefix(':')?;
+        ConversationKey::new(integration.parse().ok()?, conversation, sender).ok()
     }
 
     fn errors_of(spec: IntegrationSpec) -> Vec<FieldError> {
@@ -1214,12 +1214,9 @@ mod tests {
         let b = ConversationKey::new(id.clone(), "cid", "a:b").unwrap();
         assert_ne!(a.encoded(), b.encoded());
         let tricky = ConversationKey::new(id.clone(), "cid$:LWCP=+/", "$:LWCP_v1:$abc==").unwrap();
-        assert_eq!(
-            ConversationKey::decode(&tricky.encoded()).as_ref(),
-            Some(&tricky)
-        );
-        assert_eq!(ConversationKey::decode(&a.encoded()).as_ref(), Some(&a));
-        assert_eq!(ConversationKey::decode("acme:99:short:x"), None);
+        assert_eq!(decode(&tricky.encoded()).as_ref(), Some(&tricky));
+        assert_eq!(decode(&a.encoded()).as_ref(), Some(&a));
+        assert_eq!(decode("acme:99:short:x"), None);
         assert!(ConversationKey::new(id.clone(), "", "s").is_err());
         assert!(ConversationKey::new(id, "c", "has space").is_err());
     }
