@@ -10,6 +10,10 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::registry::{
+    RegistryOptions, SecretsError, SecretsKeys, SECRETS_KEY_PREVIOUS_VAR, SECRETS_KEY_VAR,
+};
+
 /// A configuration value that could not be used; `Display` is the one line printed at start-up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {var}={value:?}: {allowed}")]
@@ -291,6 +295,9 @@ pub struct CommonConfig {
     pub shutdown_timeout: Duration,
     /// JetStream stream settings.
     pub streams: StreamSettings,
+    /// Registry cache, binding TTL and secrets keys (`REGISTRY_CACHE_TTL`,
+    /// `CONVERSATION_BINDING_TTL`, `SECRETS_KEY`, `SECRETS_KEY_PREVIOUS`).
+    pub registry: RegistryOptions,
 }
 
 impl CommonConfig {
@@ -309,8 +316,29 @@ impl CommonConfig {
             metrics_addr: env.socket_addr("METRICS_ADDR", default_metrics_addr)?,
             shutdown_timeout: env.positive_duration("SHUTDOWN_TIMEOUT", Duration::from_secs(25))?,
             streams: StreamSettings::from_env(env)?,
+            registry: registry_options(env)?,
         })
     }
+}
+
+/// The registry's options; secrets keys are reported without echoing them.
+fn registry_options(env: &Env) -> Result<RegistryOptions, ConfigError> {
+    let secrets =
+        SecretsKeys::from_base64(env.get(SECRETS_KEY_VAR), env.get(SECRETS_KEY_PREVIOUS_VAR))
+            .map_err(|err| {
+                let var = match &err {
+                    SecretsError::BadKey { var, .. } => var,
+                    _ => SECRETS_KEY_VAR,
+                };
+                ConfigError::new(var, "***", err.to_string())
+            })?;
+    let mut options = RegistryOptions::new(secrets);
+    options.cache_ttl = env.duration("REGISTRY_CACHE_TTL", RegistryOptions::DEFAULT_CACHE_TTL)?;
+    options.binding_ttl = env.positive_duration(
+        "CONVERSATION_BINDING_TTL",
+        RegistryOptions::DEFAULT_BINDING_TTL,
+    )?;
+    Ok(options)
 }
 
 #[cfg(test)]
@@ -392,6 +420,29 @@ mod tests {
         assert_eq!(config.streams.max_age, Duration::from_secs(86_400));
         assert_eq!(config.log_format, LogFormat::Json);
         assert_eq!(config.redis_url, "redis://10.0.0.1:6380");
+    }
+
+    #[test]
+    fn a_bad_secrets_key_is_named_but_never_echoed() {
+        let env = Env::from_pairs([("SECRETS_KEY", "c2hvcnQ=")]);
+        let err = CommonConfig::from_env(&env, "0.0.0.0:9100").unwrap_err();
+        assert_eq!(err.var, "SECRETS_KEY");
+        assert!(!err.to_string().contains("c2hvcnQ="), "{err}");
+        let env = Env::from_pairs([(
+            "SECRETS_KEY_PREVIOUS",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        )]);
+        assert_eq!(
+            CommonConfig::from_env(&env, "0.0.0.0:9100")
+                .unwrap_err()
+                .var,
+            "SECRETS_KEY"
+        );
+        let key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        let env = Env::from_pairs([("SECRETS_KEY", key), ("REGISTRY_CACHE_TTL", "2s")]);
+        let config = CommonConfig::from_env(&env, "0.0.0.0:9100").unwrap();
+        assert!(config.registry.secrets.is_encrypting());
+        assert_eq!(config.registry.cache_ttl, Duration::from_secs(2));
     }
 
     #[test]

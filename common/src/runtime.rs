@@ -11,6 +11,7 @@ use axum::Router;
 use crate::bus::streams;
 use crate::config::CommonConfig;
 use crate::ops::{self, Listener, Readiness};
+use crate::registry::Registry;
 use crate::shutdown::Shutdown;
 
 /// How long start-up waits for NATS before giving up.
@@ -22,6 +23,14 @@ pub enum StartError {
     /// NATS is unreachable.
     #[error("cannot connect to NATS at NATS_URL={url}: {reason}")]
     Nats {
+        /// The URL tried.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The registry could not start (Redis unreachable).
+    #[error("cannot open the registry at REDIS_URL={url}: {reason}")]
+    Registry {
         /// The URL tried.
         url: String,
         /// What failed.
@@ -58,6 +67,8 @@ pub struct Foundation {
     pub jetstream: jetstream::Context,
     /// The Redis connection (reconnects by itself).
     pub redis: redis::aio::ConnectionManager,
+    /// Integrations and bindings (cached in-process).
+    pub registry: Registry,
     /// The `/healthz`, `/readyz`, `/metrics` listener on `METRICS_ADDR`.
     pub ops: Listener,
 }
@@ -80,6 +91,13 @@ impl Foundation {
                 url: config.redis_url.clone(),
                 reason: err.to_string(),
             })?;
+        config.registry.secrets.warn_if_unencrypted();
+        let registry = Registry::connect(&config.redis_url, config.registry.clone())
+            .await
+            .map_err(|err| StartError::Registry {
+                url: config.redis_url.clone(),
+                reason: err.to_string(),
+            })?;
         let readiness = Readiness::new().nats(nats.clone()).redis(redis.clone());
         let app = ops::router(readiness).merge(extra_routes);
         let ops = ops::serve(config.metrics_addr, app, shutdown.clone())
@@ -94,12 +112,13 @@ impl Foundation {
             nats,
             jetstream,
             redis,
+            registry,
             ops,
         })
     }
 }
 
-/// Connects to NATS under the service's name, failing after [`NATS_CONNECT_TIMEOUT`].
+/// Connects to NATS under the service's name, failing after five seconds.
 pub async fn connect_nats(url: &str, service: &str) -> Result<async_nats::Client, StartError> {
     let connect = async_nats::ConnectOptions::new()
         .name(format!("dingtalk-gateway-{service}"))

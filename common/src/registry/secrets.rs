@@ -184,24 +184,8 @@ impl std::fmt::Debug for SecretsKeys {
 }
 
 impl SecretsKeys {
-    /// Loads `SECRETS_KEY` and `SECRETS_KEY_PREVIOUS` (both optional, base64 of 32 bytes).
-    /// Empty counts as unset. Fails fast, naming the variable, when a value is unusable.
-    pub fn from_env() -> Result<Self, SecretsError> {
-        let read = |var: &'static str| match std::env::var(var) {
-            Ok(value) if value.trim().is_empty() => Ok(None),
-            Ok(value) => Ok(Some(value)),
-            Err(std::env::VarError::NotPresent) => Ok(None),
-            Err(std::env::VarError::NotUnicode(_)) => Err(SecretsError::BadKey {
-                var,
-                got: "a value that is not UTF-8".to_owned(),
-            }),
-        };
-        let current = read(SECRETS_KEY_VAR)?;
-        let previous = read(SECRETS_KEY_PREVIOUS_VAR)?;
-        Self::from_base64(current.as_deref(), previous.as_deref())
-    }
-
-    /// Same as [`SecretsKeys::from_env`] with the values passed in (for tests and tools).
+    /// Keys from `SECRETS_KEY` and `SECRETS_KEY_PREVIOUS` (both optional, base64 of 32 bytes),
+    /// as read by `common::config`. Fails, naming the variable, when a value is unusable.
     pub fn from_base64(
         current: Option<&str>,
         previous: Option<&str>,
