@@ -1,53 +1,79 @@
-//! The ingress: the public face: verifies DingTalk callbacks and publishes them to JetStream.
+//! The ingress: the only public face of the gateway. It accepts what DingTalk sends, proves it
+//! is genuine, puts it on the bus durably, and answers DingTalk fast. It never calls an expert
+//! or the DingTalk API on the callback path.
 //!
 //! The binary (`src/main.rs`) only loads the config and calls [`run`]; everything else lives
-//! here so tests start the same code in-process on free ports.
+//! here so tests start the same code in-process on free ports ([`start`]).
 
+pub mod config;
+pub mod error;
+pub mod metrics;
 pub mod normalize;
+pub mod publish;
+pub mod webhook;
 
-use common::config::{CommonConfig, ConfigError, Env};
+use std::time::Duration;
+
+use common::ops::{self, Listener};
 use common::runtime::{Foundation, StartError};
 use common::shutdown::Shutdown;
 
-/// Everything the ingress reads from the environment.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Settings shared by every service (`METRICS_ADDR` defaults to `0.0.0.0:9100`).
-    pub common: CommonConfig,
-}
-
-impl Config {
-    /// Reads and checks every variable.
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
-            common: CommonConfig::from_env(env, "0.0.0.0:9100")?,
-        })
-    }
-}
+pub use config::Config;
 
 /// A started ingress.
 pub struct Running {
-    /// Its connections and ops listener.
+    /// Connections, registry and the ops listener.
     pub foundation: Foundation,
+    /// The public callback listener (`INGRESS_ADDR`).
+    pub public: Listener,
 }
 
-/// Starts the ingress: connects, provisions the bus streams and serves its ops listener.
+/// Starts the ingress: foundation first, then the public listener.
 pub async fn start(config: &Config, shutdown: &Shutdown) -> Result<Running, StartError> {
     let foundation =
         Foundation::start(&config.common, "ingress", axum::Router::new(), shutdown).await?;
-    Ok(Running { foundation })
+    let state = webhook::WebhookState {
+        registry: foundation.registry.clone(),
+        publisher: publish::Publisher::new(foundation.jetstream.clone(), config.publish_timeout),
+        max_skew: config.callback_max_skew,
+        sign_window: common::crypto::ROBOT_SIGN_WINDOW,
+        clock: webhook::system_clock(),
+    };
+    let public = ops::serve(
+        config.ingress_addr,
+        webhook::router(state),
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|err| StartError::Listen {
+        var: "INGRESS_ADDR",
+        addr: config.ingress_addr,
+        reason: err.to_string(),
+    })?;
+    tracing::info!(addr = %public.addr, "accepting DingTalk callbacks");
+    Ok(Running { foundation, public })
 }
 
-/// Runs the ingress until `shutdown`, then lets in-flight work finish within `SHUTDOWN_TIMEOUT`.
+impl Running {
+    /// Waits for the listeners to finish their in-flight requests (at most `limit`), then stops
+    /// the registry's background task.
+    pub async fn stopped(self, limit: Duration) {
+        common::shutdown::drain(
+            async {
+                let _ = self.public.task.await;
+                let _ = self.foundation.ops.task.await;
+            },
+            limit,
+        )
+        .await;
+        self.foundation.registry.shutdown().await;
+    }
+}
+
+/// Runs the ingress until `shutdown`, then lets in-flight callbacks finish.
 pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), StartError> {
     let running = start(&config, &shutdown).await?;
     shutdown.wait().await;
-    common::shutdown::drain(
-        async {
-            let _ = running.foundation.ops.task.await;
-        },
-        config.common.shutdown_timeout,
-    )
-    .await;
+    running.stopped(config.common.shutdown_timeout).await;
     Ok(())
 }

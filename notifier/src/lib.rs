@@ -47,5 +47,6 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), StartError> {
         config.common.shutdown_timeout,
     )
     .await;
+    running.foundation.registry.shutdown().await;
     Ok(())
 }

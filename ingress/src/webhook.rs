@@ -1,0 +1,334 @@
+//! The public callback routes:
+//!
+//! - `POST /api/dingtalk/webhook/{integration_id}`: robot messages (plain JSON signed with
+//!   `timestamp` + `sign` headers, PROTOCOL §2), event subscriptions (`{"encrypt": …}` with
+//!   `signature`/`msg_signature`, `timestamp`/`timeStamp` and `nonce` in the query, §1), and
+//!   card actions in either form (§4.6b).
+//! - `POST /api/dingtalk/webhook/{integration_id}/card`: card actions, the URL the notifier
+//!   registers with DingTalk.
+//!
+//! Order of checks: integration known and accepting callbacks, body size, JSON, authenticity
+//! (signature before decryption), freshness, shape; then one durable publish; only then 200.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tracing::Instrument;
+
+use common::bus::event::Event;
+use common::bus::{Timestamp, V1};
+use common::crypto::{self, AesKey, CallbackCrypto};
+use common::registry::{ConnectionMode, Integration, IntegrationId, Registry};
+
+use crate::error::CallbackError;
+use crate::normalize::{self, Normalized, PlainKind};
+use crate::publish::{Published, Publisher};
+
+/// Largest callback body accepted; DingTalk's payloads are a few KiB.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// The current time in milliseconds since the epoch; injectable so tests can move the clock.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| Timestamp::now().unix_millis())
+}
+
+/// What the callback handlers share.
+#[derive(Clone)]
+pub struct WebhookState {
+    /// Integrations (cached in-process).
+    pub registry: Registry,
+    /// Where events go.
+    pub publisher: Publisher,
+    /// How old (or how far ahead) an encrypted callback's timestamp may be.
+    pub max_skew: Duration,
+    /// The robot message signature window (PROTOCOL §2.1: one hour).
+    pub sign_window: Duration,
+    /// Now.
+    pub clock: Clock,
+}
+
+/// The public router.
+pub fn router(state: WebhookState) -> Router {
+    Router::new()
+        .route("/api/dingtalk/webhook/{integration_id}", post(webhook))
+        .route(
+            "/api/dingtalk/webhook/{integration_id}/card",
+            post(card_webhook),
+        )
+        .with_state(state)
+}
+
+/// The query of an encrypted callback, accepting both spellings of each parameter (§1.1).
+#[derive(Debug, Default)]
+struct EnvelopeQuery {
+    signature: Option<String>,
+    timestamp: Option<String>,
+    nonce: Option<String>,
+}
+
+impl EnvelopeQuery {
+    fn from_map(mut query: HashMap<String, String>) -> Self {
+        Self {
+            signature: query
+                .remove("msg_signature")
+                .or_else(|| query.remove("signature")),
+            timestamp: query
+                .remove("timeStamp")
+                .or_else(|| query.remove("timestamp")),
+            nonce: query.remove("nonce"),
+        }
+    }
+}
+
+async fn webhook(
+    State(state): State<WebhookState>,
+    Path(integration_id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(
+        &state,
+        &integration_id,
+        EnvelopeQuery::from_map(query),
+        &headers,
+        body,
+        false,
+    )
+    .await
+    .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn card_webhook(
+    State(state): State<WebhookState>,
+    Path(integration_id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(
+        &state,
+        &integration_id,
+        EnvelopeQuery::from_map(query),
+        &headers,
+        body,
+        true,
+    )
+    .await
+    .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn handle(
+    state: &WebhookState,
+    integration_id: &str,
+    query: EnvelopeQuery,
+    headers: &HeaderMap,
+    body: Body,
+    card_route: bool,
+) -> Result<Response, CallbackError> {
+    let integration = lookup(state, integration_id).await?;
+    let body = read_body(body).await?;
+    let json: Value = serde_json::from_slice(&body)
+        .map_err(|err| CallbackError::malformed(format!("the body is not JSON: {err}")))?;
+    let Value::Object(object) = json else {
+        return Err(CallbackError::malformed("the body must be a JSON object"));
+    };
+    if let Some(encrypt) = object.get("encrypt").and_then(Value::as_str) {
+        return encrypted(state, &integration, query, encrypt, card_route).await;
+    }
+    let kind = if card_route {
+        PlainKind::CardAction
+    } else {
+        normalize::classify(&object)
+    };
+    match kind {
+        PlainKind::RobotMessage => {
+            verify_robot_headers(state, &integration, headers, true)?;
+            let normalized = normalize::robot_message(Value::Object(object)).map_err(malformed)?;
+            let event = publish(state, &integration, normalized).await?;
+            Ok(Json(json!({"ok": true, "id": event})).into_response())
+        }
+        PlainKind::CardAction => {
+            // How DingTalk signs HTTP card callbacks is not documented: when the robot-style
+            // headers are present they must verify; without them the event is accepted and
+            // consumers only act on cards the gateway itself sent (by out_track_id).
+            verify_robot_headers(state, &integration, headers, false)?;
+            let normalized =
+                normalize::card_action(Value::Object(object), &body).map_err(malformed)?;
+            publish(state, &integration, normalized).await?;
+            Ok(Json(json!({})).into_response())
+        }
+    }
+}
+
+fn malformed(err: normalize::ShapeError) -> CallbackError {
+    CallbackError::malformed(err.0)
+}
+
+async fn lookup(state: &WebhookState, raw_id: &str) -> Result<Integration, CallbackError> {
+    let Ok(id) = raw_id.parse::<IntegrationId>() else {
+        return Err(CallbackError::unknown_integration(raw_id));
+    };
+    let integration = state
+        .registry
+        .get_integration(&id)
+        .await
+        .map_err(|err| {
+            CallbackError::unavailable(
+                "registry_unavailable",
+                format!("integration lookup failed: {err}"),
+            )
+        })?
+        .ok_or_else(|| CallbackError::unknown_integration(raw_id))?;
+    if integration.connection_mode() == ConnectionMode::Stream {
+        return Err(CallbackError::callbacks_disabled(
+            "this integration receives DingTalk traffic over Stream mode; HTTP callbacks are disabled",
+        ));
+    }
+    if !integration.http_callback_enabled() {
+        return Err(CallbackError::callbacks_disabled(
+            "HTTP callbacks are disabled for this integration",
+        ));
+    }
+    Ok(integration)
+}
+
+async fn read_body(body: Body) -> Result<Bytes, CallbackError> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|err| {
+            let too_large = std::error::Error::source(&err)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                CallbackError::too_large(MAX_BODY_BYTES)
+            } else {
+                CallbackError::malformed(format!("the body could not be read: {err}"))
+            }
+        })
+}
+
+/// Checks the robot `timestamp` + `sign` headers (§2.1); `required` says whether their absence
+/// is an error.
+fn verify_robot_headers(
+    state: &WebhookState,
+    integration: &Integration,
+    headers: &HeaderMap,
+    required: bool,
+) -> Result<(), CallbackError> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+    };
+    match (header("timestamp"), header("sign")) {
+        (Some(timestamp), Some(sign)) => crypto::verify_robot_sign(
+            integration.client_secret().expose(),
+            timestamp,
+            sign,
+            (state.clock)(),
+            state.sign_window,
+        )
+        .map_err(CallbackError::from_crypto),
+        (None, None) if !required => Ok(()),
+        (timestamp, _) => Err(CallbackError::missing(if timestamp.is_none() {
+            "the `timestamp` header is required (milliseconds since the epoch)"
+        } else {
+            "the `sign` header is required (base64 HMAC-SHA256 of timestamp + \"\\n\" + app secret)"
+        })),
+    }
+}
+
+async fn encrypted(
+    state: &WebhookState,
+    integration: &Integration,
+    query: EnvelopeQuery,
+    encrypt: &str,
+    card_route: bool,
+) -> Result<Response, CallbackError> {
+    let (Some(token), Some(aes_key)) =
+        (integration.callback_token(), integration.callback_aes_key())
+    else {
+        return Err(CallbackError::callbacks_disabled(
+            "this integration has no callback_token / callback_aes_key, so it cannot receive encrypted callbacks",
+        ));
+    };
+    let signature = query.signature.ok_or_else(|| {
+        CallbackError::missing("query parameter `signature` (or `msg_signature`) is required")
+    })?;
+    let timestamp = query.timestamp.ok_or_else(|| {
+        CallbackError::missing("query parameter `timestamp` (or `timeStamp`) is required")
+    })?;
+    let nonce = query
+        .nonce
+        .ok_or_else(|| CallbackError::missing("query parameter `nonce` is required"))?;
+    let key = AesKey::parse(aes_key.expose()).map_err(CallbackError::from_crypto)?;
+    let crypto = CallbackCrypto::new(token.expose(), key, integration.client_id());
+    let plaintext = crypto
+        .verify_and_decrypt(&signature, &timestamp, &nonce, encrypt)
+        .map_err(CallbackError::from_crypto)?;
+    crypto::check_timestamp_ms(&timestamp, (state.clock)(), state.max_skew)
+        .map_err(CallbackError::from_crypto)?;
+
+    let decrypted: Value = serde_json::from_str(&plaintext).map_err(|err| {
+        CallbackError::malformed(format!("the decrypted callback is not JSON: {err}"))
+    })?;
+    let event_type = decrypted
+        .get("EventType")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if matches!(
+        event_type,
+        "check_url" | "check_create_suite_url" | "check_update_suite_url"
+    ) {
+        crate::metrics::callback("check_url");
+    } else {
+        let is_card = card_route
+            || decrypted
+                .as_object()
+                .is_some_and(|o| normalize::classify(o) == PlainKind::CardAction);
+        let normalized = if is_card {
+            normalize::card_action(decrypted, plaintext.as_bytes())
+        } else {
+            normalize::subscription_event(&plaintext)
+        }
+        .map_err(malformed)?;
+        publish(state, integration, normalized).await?;
+    }
+    Ok(Json(crypto.success_reply(&timestamp, &nonce)).into_response())
+}
+
+/// Publishes and counts; returns the event id.
+async fn publish(
+    state: &WebhookState,
+    integration: &Integration,
+    normalized: Normalized,
+) -> Result<String, CallbackError> {
+    let event = Event {
+        v: V1,
+        id: format!("{}:{}", integration.id(), normalized.key),
+        integration_id: integration.id().clone(),
+        received_at: Timestamp::now(),
+        body: normalized.body,
+    };
+    let span = tracing::info_span!("callback", event_id = %event.id, kind = event.kind().as_str());
+    match state.publisher.publish(&event).instrument(span).await? {
+        Published::New => crate::metrics::callback("published"),
+        Published::Duplicate => {
+            tracing::debug!("redelivered callback: already on the bus");
+            crate::metrics::callback("duplicate");
+        }
+    }
+    Ok(event.id)
+}
