@@ -56,6 +56,9 @@ pub struct WebhookState {
     pub sign_window: Duration,
     /// Now.
     pub clock: Clock,
+    /// The 16-byte prefix of encrypted acks: `None` draws a random one (always, in service);
+    /// tests fix it to compare an ack with PROTOCOL.md's vectors byte for byte.
+    pub reply_prefix: Option<[u8; 16]>,
 }
 
 /// The public router.
@@ -306,7 +309,11 @@ async fn encrypted(
         .map_err(malformed)?;
         publish(state, integration, normalized).await?;
     }
-    Ok(Json(crypto.success_reply(&timestamp, &nonce)).into_response())
+    let reply = match &state.reply_prefix {
+        Some(prefix) => crypto.encrypted_reply_with_prefix("success", &timestamp, &nonce, prefix),
+        None => crypto.success_reply(&timestamp, &nonce),
+    };
+    Ok(Json(reply).into_response())
 }
 
 /// Publishes and counts; returns the event id.
