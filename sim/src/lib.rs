@@ -37,6 +37,9 @@ mod state;
 mod templates;
 mod tokens;
 
+pub mod cli;
+pub mod client;
+
 pub use api::{Api, Family};
 pub use cards::{CallbackRoute, CardInstance, Delivery, StandardCard, StreamedValue};
 pub use config::{AppCredentials, CustomRobotConfig, Limits, SimConfig};

@@ -38,87 +38,69 @@ pub(super) fn routes() -> Router<SimState> {
         .route("/_sim/downloads", post(add_download))
 }
 
-/// A 400 with a message.
-fn bad_request(message: impl std::fmt::Display) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        Json(json!({ "error": message.to_string() })),
-    )
-        .into_response()
+/// A refused control request: 400 with `{"error": …}`.
+#[derive(Debug)]
+struct ControlError(String);
+
+impl<E: std::fmt::Display> From<E> for ControlError {
+    fn from(err: E) -> Self {
+        ControlError(err.to_string())
+    }
 }
 
+impl IntoResponse for ControlError {
+    fn into_response(self) -> Response {
+        (StatusCode::BAD_REQUEST, Json(json!({ "error": self.0 }))).into_response()
+    }
+}
+
+/// The answer of a control endpoint.
+type Answer = Result<Json<Value>, ControlError>;
+
 /// Parses a JSON body into `T`, or explains why not.
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    serde_json::from_slice(body).map_err(|err| bad_request(format!("invalid JSON body: {err}")))
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ControlError> {
+    serde_json::from_slice(body).map_err(|err| ControlError(format!("invalid JSON body: {err}")))
 }
 
 async fn list_apps(State(state): State<SimState>) -> Json<Value> {
     Json(json!({ "appKeys": state.app_keys() }))
 }
 
-async fn add_app(State(state): State<SimState>, body: Bytes) -> Response {
-    let app: AppCredentials = match parse(&body) {
-        Ok(app) => app,
-        Err(answer) => return answer,
-    };
-    let app_key = app.app_key.clone();
-    let robot_code = app.robot_code().to_owned();
-    match state.register_app(app) {
-        Ok(()) => Json(json!({ "appKey": app_key, "robotCode": robot_code })).into_response(),
-        Err(err) => bad_request(err),
-    }
+async fn add_app(State(state): State<SimState>, body: Bytes) -> Answer {
+    let app: AppCredentials = parse(&body)?;
+    let answer = json!({ "appKey": app.app_key, "robotCode": app.robot_code() });
+    state.register_app(app)?;
+    Ok(Json(answer))
 }
 
-async fn add_custom_robot(State(state): State<SimState>, body: Bytes) -> Response {
-    let robot: CustomRobotConfig = match parse(&body) {
-        Ok(robot) => robot,
-        Err(answer) => return answer,
-    };
-    match state.register_custom_robot(robot) {
-        Ok(()) => Json(json!({ "registered": true })).into_response(),
-        Err(err) => bad_request(err),
-    }
+async fn add_custom_robot(State(state): State<SimState>, body: Bytes) -> Answer {
+    state.register_custom_robot(parse::<CustomRobotConfig>(&body)?)?;
+    Ok(Json(json!({ "registered": true })))
 }
 
-async fn add_group(State(state): State<SimState>, body: Bytes) -> Response {
-    let group: Group = match parse(&body) {
-        Ok(group) => group,
-        Err(answer) => return answer,
-    };
+async fn add_group(State(state): State<SimState>, body: Bytes) -> Answer {
+    let group: Group = parse(&body)?;
     let id = group.open_conversation_id.clone();
-    match state.upsert_group(group) {
-        Ok(()) => Json(json!({ "openConversationId": id })).into_response(),
-        Err(err) => bad_request(err),
-    }
+    state.upsert_group(group)?;
+    Ok(Json(json!({ "openConversationId": id })))
 }
 
 async fn get_directory(State(state): State<SimState>) -> Json<Directory> {
     Json(state.directory())
 }
 
-async fn put_directory(State(state): State<SimState>, body: Bytes) -> Response {
-    match parse::<Directory>(&body) {
-        Ok(directory) => {
-            state.set_directory(directory);
-            Json(json!({ "replaced": true })).into_response()
-        }
-        Err(answer) => answer,
-    }
+async fn put_directory(State(state): State<SimState>, body: Bytes) -> Answer {
+    state.set_directory(parse::<Directory>(&body)?);
+    Ok(Json(json!({ "replaced": true })))
 }
 
 async fn list_faults(State(state): State<SimState>) -> Json<Value> {
     Json(json!({ "faults": state.faults() }))
 }
 
-async fn add_fault(State(state): State<SimState>, body: Bytes) -> Response {
-    let fault: Fault = match parse(&body) {
-        Ok(fault) => fault,
-        Err(answer) => return answer,
-    };
-    match state.add_fault(fault) {
-        Ok(added) => Json(added).into_response(),
-        Err(err) => bad_request(err),
-    }
+async fn add_fault(State(state): State<SimState>, body: Bytes) -> Answer {
+    let added = state.add_fault(parse::<Fault>(&body)?)?;
+    Ok(Json(serde_json::to_value(added)?))
 }
 
 async fn clear_faults(State(state): State<SimState>) -> Json<Value> {
@@ -127,11 +109,11 @@ async fn clear_faults(State(state): State<SimState>) -> Json<Value> {
 }
 
 /// `?api=&app=` as a filter.
-fn filter(query: &HashMap<String, String>) -> Result<CallFilter, Response> {
+fn filter(query: &HashMap<String, String>) -> Result<CallFilter, ControlError> {
     let api = match query.get("api").filter(|name| !name.is_empty()) {
         None => None,
         Some(name) => Some(Api::parse(name).ok_or_else(|| {
-            bad_request(format!("unknown api {name:?}; allowed: {}", Api::names()))
+            ControlError(format!("unknown api {name:?}; allowed: {}", Api::names()))
         })?),
     };
     Ok(CallFilter {
@@ -143,27 +125,23 @@ fn filter(query: &HashMap<String, String>) -> Result<CallFilter, Response> {
 async fn list_calls(
     State(state): State<SimState>,
     Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    match filter(&query) {
-        Ok(filter) => {
-            let (dropped, _) = state.dropped_calls();
-            Json(json!({ "calls": state.calls(&filter), "dropped": dropped })).into_response()
-        }
-        Err(answer) => answer,
-    }
+) -> Answer {
+    let filter = filter(&query)?;
+    let (dropped, _) = state.dropped_calls();
+    Ok(Json(
+        json!({ "calls": state.calls(&filter), "dropped": dropped }),
+    ))
 }
 
 async fn list_rejected(
     State(state): State<SimState>,
     Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    match filter(&query) {
-        Ok(filter) => {
-            let (_, dropped) = state.dropped_calls();
-            Json(json!({ "calls": state.rejected(&filter), "dropped": dropped })).into_response()
-        }
-        Err(answer) => answer,
-    }
+) -> Answer {
+    let filter = filter(&query)?;
+    let (_, dropped) = state.dropped_calls();
+    Ok(Json(
+        json!({ "calls": state.rejected(&filter), "dropped": dropped }),
+    ))
 }
 
 async fn clear_calls(State(state): State<SimState>) -> Json<Value> {
@@ -186,14 +164,16 @@ async fn add_download(
     State(state): State<SimState>,
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
-) -> Response {
+) -> Answer {
     if body.is_empty() {
-        return bad_request("the body is the file's content and must not be empty");
+        return Err(ControlError(
+            "the body is the file's content and must not be empty".to_owned(),
+        ));
     }
     let file_name = query
         .get("fileName")
         .cloned()
         .unwrap_or_else(|| "file.bin".to_owned());
     let code = state.add_download(&file_name, body);
-    Json(json!({ "downloadCode": code })).into_response()
+    Ok(Json(json!({ "downloadCode": code })))
 }
