@@ -126,7 +126,7 @@ pub struct SimState {
 
 /// What `POST /_sim/faults` did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(untagged)]
 pub enum FaultAdded {
     /// A rule was added with this id.
     Rule {
