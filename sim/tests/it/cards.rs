@@ -448,3 +448,132 @@ async fn streaming_without_guid_or_with_non_string_content_is_refused() {
     .assert_new_error(400, "invalidParameter");
     t.assert_only_refused(Api::CardStreaming, 2, "content");
 }
+
+#[tokio::test]
+async fn standard_card_to_an_unknown_user_or_a_receiver_without_user_id_is_refused() {
+    let t = TestSim::start().await;
+    let token = t.new_token().await;
+    for receiver in [json!({"userId": "ghost"}), json!({"unionId": "x"})] {
+        let mut body = standard_send("biz-9");
+        body.as_object_mut().unwrap().remove("openConversationId");
+        body["singleChatReceiver"] = json!(receiver.to_string());
+        let answer = t.post_new(Api::StandardCardSend.path(), &token, body).await;
+        assert_eq!(answer.status, 400, "{}", answer.body);
+    }
+    t.assert_only_refused(Api::StandardCardSend, 2, "singleChatReceiver");
+}
+
+#[tokio::test]
+async fn standard_card_contents_must_be_typed_items() {
+    let t = TestSim::start().await;
+    let token = t.new_token().await;
+    let mut body = standard_send("biz-10");
+    body["cardData"] = json!(json!({"contents": [{"text": "no type"}]}).to_string());
+    t.post_new(Api::StandardCardSend.path(), &token, body)
+        .await
+        .assert_new_error(400, "invalidParameter");
+    t.assert_only_refused(Api::StandardCardSend, 1, "contents");
+}
+
+#[tokio::test]
+async fn standard_card_send_options_json_fields_must_be_json_strings() {
+    let t = TestSim::start().await;
+    let token = t.new_token().await;
+    let mut body = standard_send("biz-11");
+    body["sendOptions"] = json!({"atUserListJson": "[{not json"});
+    t.post_new(Api::StandardCardSend.path(), &token, body)
+        .await
+        .assert_new_error(400, "invalidParameter");
+    let mut typed = standard_send("biz-12");
+    typed["sendOptions"] = json!({"atUserListJson": [{"userId": "user001"}]});
+    t.post_new(Api::StandardCardSend.path(), &token, typed)
+        .await
+        .assert_new_error(400, "invalidParameter");
+    let mut fine = standard_send("biz-13");
+    fine["sendOptions"] = json!({"atAll": false,
+        "atUserListJson": json!([{"nickName": "Li", "userId": "user001"}]).to_string()});
+    t.post_new(Api::StandardCardSend.path(), &token, fine)
+        .await
+        .assert_ok();
+}
+
+#[tokio::test]
+async fn standard_card_update_with_card_data_as_an_object_is_refused() {
+    let t = TestSim::start().await;
+    let token = t.new_token().await;
+    t.post_new(
+        Api::StandardCardSend.path(),
+        &token,
+        standard_send("biz-14"),
+    )
+    .await
+    .assert_ok();
+    t.put_new(
+        Api::StandardCardUpdate.path(),
+        &token,
+        json!({"cardBizId": "biz-14", "cardData": {"contents": []}}),
+    )
+    .await
+    .assert_new_error(400, "invalidParameter");
+    assert_eq!(t.sim.state().standard_cards()[0].updates, 0);
+}
+
+#[tokio::test]
+async fn card_create_without_a_template_id_is_refused() {
+    let t = TestSim::start().await;
+    let token = t.new_token().await;
+    let mut body = instance("track-13");
+    body.as_object_mut().unwrap().remove("cardTemplateId");
+    t.post_new(Api::CardCreate.path(), &token, body)
+        .await
+        .assert_new_error(400, "MissingcardTemplateId");
+}
+
+#[tokio::test]
+async fn deliver_with_another_robot_or_an_unsupported_user_id_type_is_refused() {
+    let t = TestSim::start().await;
+    let token = t.new_token().await;
+    t.post_new(Api::CardCreate.path(), &token, instance("track-14"))
+        .await
+        .assert_ok();
+    let mut other_robot = group_delivery("track-14");
+    other_robot["imGroupOpenDeliverModel"]["robotCode"] = json!("dingotherapp");
+    t.post_new(Api::CardDeliver.path(), &token, other_robot)
+        .await
+        .assert_new_error(400, "resource.not.found");
+    let mut union_ids = group_delivery("track-14");
+    union_ids["userIdType"] = json!(2);
+    t.post_new(Api::CardDeliver.path(), &token, union_ids)
+        .await
+        .assert_new_error(400, "invalidParameter");
+    t.assert_only_refused(Api::CardDeliver, 2, "userIdType");
+}
+
+#[tokio::test]
+async fn callback_registration_without_a_route_key_is_refused() {
+    let t = TestSim::start().await;
+    let token = t.new_token().await;
+    t.post_new(
+        Api::CardCallbackRegister.path(),
+        &token,
+        json!({"callbackUrl": "https://a.example/cb"}),
+    )
+    .await
+    .assert_new_error(400, "MissingcallbackRouteKey");
+}
+
+#[tokio::test]
+async fn streaming_without_key_is_refused() {
+    let t = TestSim::start().await;
+    let token = t.new_token().await;
+    t.post_new(Api::CardCreate.path(), &token, instance("track-15"))
+        .await
+        .assert_ok();
+    t.put_new(
+        Api::CardStreaming.path(),
+        &token,
+        json!({"outTrackId": "track-15", "guid": "g", "content": "x"}),
+    )
+    .await
+    .assert_new_error(400, "Missingkey");
+}

@@ -135,7 +135,7 @@ async fn slow_fault_delays_the_answer() {
     let old = t.old_token().await;
     t.control(
         "/_sim/faults",
-        json!({"api": "department.listsub", "kind": "slow", "ms": 300}),
+        json!({"api": "department.listsub", "kind": "slow", "ms": 400}),
     )
     .await
     .assert_ok();
@@ -143,12 +143,12 @@ async fn slow_fault_delays_the_answer() {
     t.post_old(Api::DepartmentListSub.path(), &old, json!({}))
         .await
         .assert_old_ok();
-    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(started.elapsed() >= Duration::from_millis(400));
     let started = Instant::now();
     t.post_old(Api::DepartmentListSub.path(), &old, json!({}))
         .await
         .assert_old_ok();
-    assert!(started.elapsed() < Duration::from_millis(300));
+    assert!(started.elapsed() < Duration::from_millis(400));
 }
 
 #[tokio::test]

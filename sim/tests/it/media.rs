@@ -162,3 +162,24 @@ async fn unknown_download_code_is_refused() {
     .await
     .assert_new_error(400, "MissingdownloadCode");
 }
+
+#[tokio::test]
+async fn an_empty_file_or_a_voice_over_2_mb_is_refused() {
+    let t = TestSim::start().await;
+    let token = t.old_token().await;
+    upload(&t, &token, Some("file"), form("media", Vec::new()))
+        .await
+        .assert_errcode(40035);
+    upload(
+        &t,
+        &token,
+        Some("voice"),
+        form("media", vec![1; 2 * 1024 * 1024 + 1]),
+    )
+    .await
+    .assert_errcode(40035);
+    t.assert_only_refused(Api::MediaUpload, 2, "voice");
+    upload(&t, &token, Some("voice"), form("media", vec![1; 1024]))
+        .await
+        .assert_old_ok();
+}

@@ -365,3 +365,83 @@ async fn group_recall_recalls_in_the_right_group_only() {
         .await;
     assert_eq!(right.assert_ok()["successResult"], json!([key]));
 }
+
+#[tokio::test]
+async fn read_status_without_robot_code_is_a_missing_parameter() {
+    let t = TestSim::start().await;
+    let token = t.new_token().await;
+    let answer = t
+        .send(
+            t.http
+                .get(t.url(Api::RobotReadStatus.path()))
+                .header(dingtalk_sim::TOKEN_HEADER, &token)
+                .query(&[("processQueryKey", "k")]),
+        )
+        .await;
+    answer.assert_new_error(400, "MissingrobotCode");
+}
+
+#[tokio::test]
+async fn batch_send_with_an_empty_or_non_string_user_id_list_is_refused() {
+    let t = TestSim::start().await;
+    let token = t.new_token().await;
+    t.post_new(Api::RobotBatchSend.path(), &token, batch_send(json!([])))
+        .await
+        .assert_new_error(400, "invalidParameter");
+    t.post_new(Api::RobotBatchSend.path(), &token, batch_send(json!([7])))
+        .await
+        .assert_new_error(400, "invalidParameter");
+    t.post_new(
+        Api::RobotBatchSend.path(),
+        &token,
+        batch_send(json!("user001")),
+    )
+    .await
+    .assert_new_error(400, "invalidParameter");
+    t.assert_only_refused(Api::RobotBatchSend, 3, "array of strings");
+}
+
+#[tokio::test]
+async fn batch_send_without_msg_key_or_msg_param_is_a_missing_parameter() {
+    let t = TestSim::start().await;
+    let token = t.new_token().await;
+    let mut no_key = batch_send(json!(["user001"]));
+    no_key.as_object_mut().unwrap().remove("msgKey");
+    t.post_new(Api::RobotBatchSend.path(), &token, no_key)
+        .await
+        .assert_new_error(400, "MissingmsgKey");
+    let mut no_param = batch_send(json!(["user001"]));
+    no_param.as_object_mut().unwrap().remove("msgParam");
+    t.post_new(Api::RobotBatchSend.path(), &token, no_param)
+        .await
+        .assert_new_error(400, "MissingmsgParam");
+}
+
+#[tokio::test]
+async fn batch_send_with_a_body_that_is_not_json_is_refused() {
+    let t = TestSim::start().await;
+    let token = t.new_token().await;
+    let answer = t
+        .send(
+            t.http
+                .post(t.url(Api::RobotBatchSend.path()))
+                .header(dingtalk_sim::TOKEN_HEADER, &token)
+                .body("robotCode=x"),
+        )
+        .await;
+    answer.assert_new_error(400, "MissingBody");
+    t.assert_only_refused(Api::RobotBatchSend, 1, "not JSON");
+}
+
+#[tokio::test]
+async fn group_recall_without_open_conversation_id_is_a_missing_parameter() {
+    let t = TestSim::start().await;
+    let token = t.new_token().await;
+    t.post_new(
+        Api::GroupRecall.path(),
+        &token,
+        json!({"robotCode": APP_KEY, "processQueryKeys": ["k"]}),
+    )
+    .await
+    .assert_new_error(400, "MissingopenConversationId");
+}
