@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use common::config::{ConfigError, Env};
 use common::secret::Secret;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::directory::Directory;
 
 /// An enterprise internal app the simulator accepts (AppKey/AppSecret), and its robot.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Deserialize-only, so the secret cannot end up in an answer.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AppCredentials {
     /// AppKey (= clientId).
@@ -68,8 +69,9 @@ impl FromStr for AppCredentials {
     }
 }
 
-/// A custom group robot (webhook robot, PROTOCOL §4.9).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A custom group robot (webhook robot, PROTOCOL §4.9). Deserialize-only, like
+/// [`AppCredentials`].
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CustomRobotConfig {
     /// The webhook's `access_token`.

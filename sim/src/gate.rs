@@ -144,9 +144,19 @@ pub(crate) async fn serve_call(
             handle(&mut inner, &ctx)
         }
     };
+    let status = match &result {
+        Ok(_) => StatusCode::OK,
+        Err(err) => err.status(family),
+    };
+    tracing::debug!(
+        api = api.name(),
+        app = app.as_deref(),
+        status = status.as_u16(),
+        "simulated call"
+    );
     match result {
         Ok(body) => {
-            inner.record(api, app, record_body, StatusCode::OK.as_u16(), None);
+            inner.record(api, app, record_body, status.as_u16(), None);
             drop(inner);
             success(family, body)
         }

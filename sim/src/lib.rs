@@ -14,6 +14,8 @@
 //! Memory is bounded everywhere: recorded calls, messages, cards and media keep the newest
 //! entries up to the caps in [`Limits`].
 
+#![warn(missing_docs)]
+
 mod api;
 mod body;
 mod bounded;
