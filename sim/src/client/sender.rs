@@ -31,8 +31,8 @@ pub struct Answer {
     pub status: u16,
     /// Body text.
     pub body: String,
-    /// Time from sending to the full answer.
-    #[serde(serialize_with = "as_millis")]
+    /// Time from sending to the full answer (serialized as `latencyMs`).
+    #[serde(rename = "latencyMs", serialize_with = "as_millis")]
     pub latency: Duration,
 }
 

@@ -17,6 +17,7 @@ pub struct Latencies {
 
 /// Percentiles of a run, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct LatencySummary {
     /// Samples behind the numbers.
     pub samples: u64,
