@@ -239,20 +239,28 @@ async fn open_loop(
         calls.push(tokio::spawn(async move { target.call(&http).await }));
     }
     let (mut latencies, mut failed) = (Vec::new(), 0);
+    let mut reasons = std::collections::BTreeMap::<String, usize>::new();
     for call in calls {
         match call.await.unwrap() {
             Ok(latency) => latencies.push(latency),
-            Err(_) => failed += 1,
+            Err(reason) => {
+                failed += 1;
+                *reasons.entry(reason).or_default() += 1;
+            }
         }
+    }
+    if !reasons.is_empty() {
+        eprintln!("open loop failures: {reasons:?}");
     }
     outcome(latencies, failed, duration)
 }
 
-fn peak_rss_kib(pid: u32) -> u64 {
+/// A memory figure of `/proc/{pid}/status` (`VmRSS:` now, `VmHWM:` peak), in KiB.
+fn rss_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
@@ -339,6 +347,7 @@ async fn ingress_bench(duration: Duration, concurrency: usize) {
         if mode == Mode::Raw {
             raw_rate = max.rate;
         }
+        let rss_after_max = rss_kib(ingress.id().unwrap_or_default(), "VmRSS:");
         let half = open_loop(target.clone(), http.clone(), duration, max.rate / 2.0).await;
         println!(
             "| {} | {:.0} | {:.0}% | {:.2} / {:.2} ms | {:.0} | {:.2} / {:.2} ms | {} |",
@@ -353,11 +362,17 @@ async fn ingress_bench(duration: Duration, concurrency: usize) {
             max.failed + half.failed,
         );
         let _ = (max.ok, half.ok);
+        if mode != Mode::Raw {
+            println!(
+                "|   ingress RSS after the closed loop: {:.1} MiB | | | | | | |",
+                rss_after_max as f64 / 1024.0
+            );
+        }
     }
     let pid = ingress.id().unwrap_or_default();
     println!(
         "\ningress peak RSS (VmHWM): {:.1} MiB",
-        peak_rss_kib(pid) as f64 / 1024.0
+        rss_kib(pid, "VmHWM:") as f64 / 1024.0
     );
     let _ = ingress.start_kill();
     registry.shutdown().await;
