@@ -94,39 +94,51 @@ impl EnvelopeQuery {
     }
 }
 
+/// Which route a callback came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// The main route: robot messages, events, legacy card actions.
+    Main,
+    /// The card callback route: card actions only.
+    Card,
+}
+
 async fn webhook(
-    State(state): State<WebhookState>,
-    Path(integration_id): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    state: State<WebhookState>,
+    path: Path<String>,
+    query: Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    handle(
-        &state,
-        &integration_id,
-        EnvelopeQuery::from_map(query),
-        &headers,
-        body,
-        false,
-    )
-    .await
-    .unwrap_or_else(IntoResponse::into_response)
+    answer(Route::Main, state, path, query, headers, body).await
 }
 
 async fn card_webhook(
+    state: State<WebhookState>,
+    path: Path<String>,
+    query: Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    answer(Route::Card, state, path, query, headers, body).await
+}
+
+async fn answer(
+    route: Route,
     State(state): State<WebhookState>,
     Path(integration_id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let query = EnvelopeQuery::from_map(query);
     handle(
         &state,
         &integration_id,
-        EnvelopeQuery::from_map(query),
+        query,
         &headers,
         body,
-        true,
+        route == Route::Card,
     )
     .await
     .unwrap_or_else(IntoResponse::into_response)
