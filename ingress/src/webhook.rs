@@ -56,6 +56,9 @@ pub struct WebhookState {
     pub sign_window: Duration,
     /// Now.
     pub clock: Clock,
+    /// Callbacks being handled at once; beyond it new ones get 503 (DingTalk redelivers) instead
+    /// of queueing without bound and growing memory under a flood.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
     /// The 16-byte prefix of encrypted acks: `None` draws a random one (always, in service);
     /// tests fix it to compare an ack with PROTOCOL.md's vectors byte for byte.
     pub reply_prefix: Option<[u8; 16]>,
@@ -131,6 +134,13 @@ async fn answer(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let Ok(_permit) = state.in_flight.try_acquire() else {
+        return CallbackError::unavailable(
+            "overloaded",
+            "too many callbacks in flight; retry later",
+        )
+        .into_response();
+    };
     let query = EnvelopeQuery::from_map(query);
     handle(
         &state,

@@ -42,6 +42,10 @@ fn now_ms() -> i64 {
 }
 
 async fn spawn_app(reply_prefix: Option<[u8; 16]>) -> App {
+    spawn_app_with(reply_prefix, 64).await
+}
+
+async fn spawn_app_with(reply_prefix: Option<[u8; 16]>, max_in_flight: usize) -> App {
     let nats = NatsServer::start().await;
     let redis = RedisServer::start().await;
     let client = async_nats::ConnectOptions::new()
@@ -75,6 +79,7 @@ async fn spawn_app(reply_prefix: Option<[u8; 16]>) -> App {
             0 => now_ms(),
             fixed => fixed,
         }),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
         reply_prefix,
     };
     let shutdown = Shutdown::new();
@@ -500,4 +505,14 @@ async fn with_nats_down_callbacks_get_503_and_after_restart_nothing_is_lost() {
         .map(|(_, id, _)| id)
         .collect();
     assert_eq!(ids, ["acme:msgOUTAGE"], "stored exactly once");
+}
+
+#[tokio::test]
+async fn beyond_the_in_flight_bound_callbacks_are_shed_with_503() {
+    let app = spawn_app_with(None, 0).await;
+    let response = app
+        .post_robot("acme", &robot_message("msgSHED"), now_ms(), SECRET)
+        .await;
+    assert_eq!(error_code(response).await, (503, "overloaded".into()));
+    assert!(app.stored().await.is_empty());
 }
