@@ -291,16 +291,16 @@ pub fn contact_permission(
         );
     }
     let result = match (old_token, listed) {
-        (Err(error), _) => return match error {
-            CallError::ErrCode { errcode, errmsg } => Check::failed(
+        (Err(CallError::ErrCode { errcode, errmsg }), _) => {
+            return Check::failed(
                 NAME,
                 format!(
                     "The old API (gettoken) refused the credentials: errcode {errcode} ({errmsg})."
                 ),
                 FIX_CREDENTIALS,
-            ),
-            other => transport_failure(NAME, "DINGTALK_OAPI_URL", oapi_url, other),
-        },
+            );
+        }
+        (Err(other), _) => return transport_failure(NAME, "DINGTALK_OAPI_URL", oapi_url, other),
         (Ok(()), None) => {
             return Check::skipped(NAME, "Skipped: no old-API token to call with.", None)
         }
