@@ -17,6 +17,7 @@ mod error;
 pub mod integrations;
 pub mod openapi;
 pub mod preflight;
+pub mod reencrypt;
 pub mod routes;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
