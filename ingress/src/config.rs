@@ -23,6 +23,8 @@ pub struct Config {
     pub callback_max_skew: Duration,
     /// `PUBLISH_TIMEOUT`: how long a callback waits for JetStream before answering 503.
     pub publish_timeout: Duration,
+    /// `INGRESS_MAX_IN_FLIGHT`: callbacks handled at once before answering 503.
+    pub max_in_flight: usize,
     /// `DINGTALK_API_URL` / `DINGTALK_OAPI_URL`, for the admin preflight check.
     pub dingtalk: DingTalkEndpoints,
 }
@@ -51,6 +53,7 @@ impl Config {
             callback_max_skew: env
                 .positive_duration("CALLBACK_MAX_SKEW", Duration::from_secs(24 * 3600))?,
             publish_timeout,
+            max_in_flight: env.int_in("INGRESS_MAX_IN_FLIGHT", 2048, 1..=1_000_000)?,
             dingtalk: DingTalkEndpoints::from_env(env)?,
         })
     }

@@ -41,6 +41,8 @@ pub async fn start(config: &Config, shutdown: &Shutdown) -> Result<Running, Star
         max_skew: config.callback_max_skew,
         sign_window: common::crypto::ROBOT_SIGN_WINDOW,
         clock: webhook::system_clock(),
+        in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
+        reply_prefix: None,
     };
     let public = ops::serve(
         config.ingress_addr,

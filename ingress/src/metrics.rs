@@ -4,7 +4,8 @@ use std::time::Duration;
 
 /// One callback answered, by result (`published`, `duplicate`, `check_url`, or an error code).
 pub fn callback(result: &'static str) {
-    ::metrics::counter!("dingtalk_gateway_ingress_callbacks_total", "result" => result).increment(1);
+    ::metrics::counter!("dingtalk_gateway_ingress_callbacks_total", "result" => result)
+        .increment(1);
 }
 
 /// Time from the start of a publish to JetStream's acknowledgement.

@@ -56,6 +56,12 @@ pub struct WebhookState {
     pub sign_window: Duration,
     /// Now.
     pub clock: Clock,
+    /// Callbacks being handled at once; beyond it new ones get 503 (DingTalk redelivers) instead
+    /// of queueing without bound and growing memory under a flood.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// The 16-byte prefix of encrypted acks: `None` draws a random one (always, in service);
+    /// tests fix it to compare an ack with PROTOCOL.md's vectors byte for byte.
+    pub reply_prefix: Option<[u8; 16]>,
 }
 
 /// The public router.
@@ -91,39 +97,58 @@ impl EnvelopeQuery {
     }
 }
 
+/// Which route a callback came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// The main route: robot messages, events, legacy card actions.
+    Main,
+    /// The card callback route: card actions only.
+    Card,
+}
+
 async fn webhook(
-    State(state): State<WebhookState>,
-    Path(integration_id): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    state: State<WebhookState>,
+    path: Path<String>,
+    query: Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    handle(
-        &state,
-        &integration_id,
-        EnvelopeQuery::from_map(query),
-        &headers,
-        body,
-        false,
-    )
-    .await
-    .unwrap_or_else(IntoResponse::into_response)
+    answer(Route::Main, state, path, query, headers, body).await
 }
 
 async fn card_webhook(
+    state: State<WebhookState>,
+    path: Path<String>,
+    query: Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    answer(Route::Card, state, path, query, headers, body).await
+}
+
+async fn answer(
+    route: Route,
     State(state): State<WebhookState>,
     Path(integration_id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let Ok(_permit) = state.in_flight.try_acquire() else {
+        return CallbackError::unavailable(
+            "overloaded",
+            "too many callbacks in flight; retry later",
+        )
+        .into_response();
+    };
+    let query = EnvelopeQuery::from_map(query);
     handle(
         &state,
         &integration_id,
-        EnvelopeQuery::from_map(query),
+        query,
         &headers,
         body,
-        true,
+        route == Route::Card,
     )
     .await
     .unwrap_or_else(IntoResponse::into_response)
@@ -306,7 +331,11 @@ async fn encrypted(
         .map_err(malformed)?;
         publish(state, integration, normalized).await?;
     }
-    Ok(Json(crypto.success_reply(&timestamp, &nonce)).into_response())
+    let reply = match &state.reply_prefix {
+        Some(prefix) => crypto.encrypted_reply_with_prefix("success", &timestamp, &nonce, prefix),
+        None => crypto.success_reply(&timestamp, &nonce),
+    };
+    Ok(Json(reply).into_response())
 }
 
 /// Publishes and counts; returns the event id.

@@ -1,0 +1,379 @@
+//! `bench`: load benchmarks of the gateway on loopback, bounded in time.
+//!
+//! ```text
+//! cargo build --release -p ingress -p gateway-tests
+//! target/release/bench ingress [--duration 10s] [--concurrency 64]
+//! ```
+//!
+//! `ingress` starts its own nats-server and redis-server, the release `ingress` binary and a
+//! "raw" server (a bare axum handler that only publishes its body to JetStream and waits for the
+//! ack: this machine's limit for an HTTP → JetStream hop), then drives each with the same closed
+//! loop to find its maximum rate, and with an open loop at half that rate to measure latency.
+//! Results go to stdout as a Markdown table for BENCHMARKS.md.
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::crypto::{self, AesKey, CallbackCrypto};
+use common::registry::{IntegrationSpec, Registry, RegistryOptions, SecretsKeys};
+use serde_json::json;
+use test_harness::{NatsServer, RedisServer};
+
+const SECRET: &str = "bench-app-secret-0123456789";
+const TOKEN: &str = "bench-token";
+const AES_KEY: &str = "4g5j64qlyl3zvetqxz5jiocdr586fn2zvjpa8zls3ij";
+const APP_KEY: &str = "dingbenchapp";
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    match args.get(1).map(String::as_str) {
+        Some("raw-server") => {
+            raw_server(
+                &flag("--nats").expect("--nats"),
+                &flag("--addr").expect("--addr"),
+            )
+            .await
+        }
+        Some("ingress") => {
+            let duration = flag("--duration")
+                .map(|d| humantime::parse_duration(&d).expect("--duration like 10s"))
+                .unwrap_or(Duration::from_secs(10));
+            let concurrency = flag("--concurrency")
+                .map(|c| c.parse().expect("--concurrency N"))
+                .unwrap_or(64);
+            ingress_bench(duration, concurrency).await;
+        }
+        _ => {
+            eprintln!("usage: bench ingress [--duration 10s] [--concurrency 64]");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// The baseline: HTTP in, one JetStream publish with ack, 200 out. Nothing else.
+async fn raw_server(nats: &str, addr: &str) {
+    let js = async_nats::jetstream::new(async_nats::connect(nats).await.expect("nats"));
+    let app = axum::Router::new().route(
+        "/raw",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let js = js.clone();
+            async move {
+                match js.publish("dingtalk.events.raw.message", body).await {
+                    Ok(ack) => match ack.await {
+                        Ok(_) => axum::http::StatusCode::OK,
+                        Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    },
+                    Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+    axum::serve(listener, app).await.expect("serve");
+}
+
+fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+async fn wait_for(addr: &str) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{addr} never started listening");
+}
+
+/// What one request looks like: produced fresh for every call (unique ids, valid signatures).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Raw,
+    Robot,
+    Encrypted,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Raw => "raw (axum → JetStream, baseline)",
+            Mode::Robot => "ingress, robot message (HMAC)",
+            Mode::Encrypted => "ingress, encrypted event (SHA-1 + AES)",
+        }
+    }
+}
+
+struct Target {
+    mode: Mode,
+    url: String,
+    cipher: CallbackCrypto,
+    counter: AtomicU64,
+}
+
+fn robot_body(id: u64) -> serde_json::Value {
+    json!({"msgId": format!("msg{id}"), "msgtype": "text", "text": {"content": " hello bench "},
+        "conversationId": "cidBENCH==", "conversationType": "2", "conversationTitle": "bench",
+        "senderId": "$:LWCP_v1:$sender", "senderStaffId": "user1", "senderNick": "Bench",
+        "chatbotUserId": "$:LWCP_v1:$bot", "robotCode": APP_KEY, "isInAtList": true,
+        "createAt": 1_700_000_000_000_i64, "sessionWebhook": "https://oapi.dingtalk.com/robot/sendBySession?session=s",
+        "sessionWebhookExpiredTime": 1_700_005_400_000_i64})
+}
+
+impl Target {
+    async fn call(&self, http: &reqwest::Client) -> Result<Duration, String> {
+        let id = self.counter.fetch_add(1, Ordering::Relaxed);
+        let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).to_string();
+        let request = match self.mode {
+            Mode::Raw => http.post(&self.url).json(&robot_body(id)),
+            Mode::Robot => http
+                .post(&self.url)
+                .header("timestamp", &now)
+                .header("sign", crypto::robot_sign(SECRET, &now))
+                .json(&robot_body(id)),
+            Mode::Encrypted => {
+                let event = json!({"EventType": "user_add_org", "EventId": format!("evt{id}"), "UserId": ["user1"], "CorpId": "dingcorp"});
+                let encrypt = self.cipher.encrypt(&event.to_string());
+                let signature = crypto::signature(TOKEN, &now, "benchnce", &encrypt);
+                http.post(format!(
+                    "{}?signature={signature}&timestamp={now}&nonce=benchnce",
+                    self.url
+                ))
+                .json(&json!({"encrypt": encrypt}))
+            }
+        };
+        let started = Instant::now();
+        let response = request.send().await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let _ = response.bytes().await;
+        if status.is_success() {
+            Ok(started.elapsed())
+        } else {
+            Err(format!("HTTP {status}"))
+        }
+    }
+}
+
+struct Outcome {
+    ok: usize,
+    failed: usize,
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+fn outcome(mut latencies: Vec<Duration>, failed: usize, elapsed: Duration) -> Outcome {
+    latencies.sort();
+    let pick = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Outcome {
+        ok: latencies.len(),
+        failed,
+        rate: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: pick(0.50),
+        p99: pick(0.99),
+    }
+}
+
+/// As fast as `concurrency` callers can go.
+async fn closed_loop(
+    target: Arc<Target>,
+    http: reqwest::Client,
+    duration: Duration,
+    concurrency: usize,
+) -> Outcome {
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (target, http) = (target.clone(), http.clone());
+            tokio::spawn(async move {
+                let (mut latencies, mut failed) = (Vec::new(), 0);
+                while started.elapsed() < duration {
+                    match target.call(&http).await {
+                        Ok(latency) => latencies.push(latency),
+                        Err(_) => failed += 1,
+                    }
+                }
+                (latencies, failed)
+            })
+        })
+        .collect();
+    let (mut latencies, mut failed) = (Vec::new(), 0);
+    for worker in workers {
+        let (l, f) = worker.await.unwrap();
+        latencies.extend(l);
+        failed += f;
+    }
+    outcome(latencies, failed, started.elapsed())
+}
+
+/// A fixed arrival rate, whatever the answers' latency (no coordinated omission).
+async fn open_loop(
+    target: Arc<Target>,
+    http: reqwest::Client,
+    duration: Duration,
+    rate: f64,
+) -> Outcome {
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut calls = Vec::new();
+    while started.elapsed() < duration {
+        ticker.tick().await;
+        let (target, http) = (target.clone(), http.clone());
+        calls.push(tokio::spawn(async move { target.call(&http).await }));
+    }
+    let (mut latencies, mut failed) = (Vec::new(), 0);
+    let mut reasons = std::collections::BTreeMap::<String, usize>::new();
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(latency) => latencies.push(latency),
+            Err(reason) => {
+                failed += 1;
+                *reasons.entry(reason).or_default() += 1;
+            }
+        }
+    }
+    if !reasons.is_empty() {
+        eprintln!("open loop failures: {reasons:?}");
+    }
+    outcome(latencies, failed, duration)
+}
+
+/// A memory figure of `/proc/{pid}/status` (`VmRSS:` now, `VmHWM:` peak), in KiB.
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn ingress_bench(duration: Duration, concurrency: usize) {
+    let release_dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_owned();
+    let nats = NatsServer::start().await;
+    let redis = RedisServer::start().await;
+    let registry = Registry::connect(
+        &redis.url(),
+        RegistryOptions::new(SecretsKeys::unencrypted()),
+    )
+    .await
+    .unwrap();
+    let spec: IntegrationSpec = serde_json::from_value(json!({"id": "bench", "client_id": APP_KEY,
+        "client_secret": SECRET, "callback_token": TOKEN, "callback_aes_key": AES_KEY}))
+    .unwrap();
+    registry.put_integration(spec).await.unwrap();
+
+    let ingress_addr = free_addr();
+    let mut ingress = tokio::process::Command::new(release_dir.join("ingress"))
+        .env("NATS_URL", nats.url())
+        .env("REDIS_URL", redis.url())
+        .env("INGRESS_ADDR", &ingress_addr)
+        .env("ADMIN_ADDR", free_addr())
+        .env("METRICS_ADDR", free_addr())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect(
+            "target/release/ingress: run `cargo build --release -p ingress -p gateway-tests` first",
+        );
+    let raw_addr = free_addr();
+    let _raw = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args(["raw-server", "--nats", &nats.url(), "--addr", &raw_addr])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_for(&ingress_addr).await;
+    wait_for(&raw_addr).await;
+
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let cipher = || CallbackCrypto::new(TOKEN, AesKey::parse(AES_KEY).unwrap(), APP_KEY);
+    let targets = [
+        (Mode::Raw, format!("http://{raw_addr}/raw")),
+        (
+            Mode::Robot,
+            format!("http://{ingress_addr}/api/dingtalk/webhook/bench"),
+        ),
+        (
+            Mode::Encrypted,
+            format!("http://{ingress_addr}/api/dingtalk/webhook/bench"),
+        ),
+    ];
+    println!("Loopback, {} cores, closed loop with {concurrency} callers for {duration:?}, then an open loop at half the closed-loop rate for {duration:?}.\n", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!("| target | max rate (req/s) | % of raw | p50 / p99 at max | open loop rate | p50 / p99 at half rate | failed |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut raw_rate = 0.0;
+    for (mode, url) in targets {
+        let target = Arc::new(Target {
+            mode,
+            url,
+            cipher: cipher(),
+            counter: AtomicU64::new(0),
+        });
+        // Warm-up: connections, caches, JIT-free but page-cache-full.
+        let _ = closed_loop(
+            target.clone(),
+            http.clone(),
+            Duration::from_secs(1),
+            concurrency,
+        )
+        .await;
+        let max = closed_loop(target.clone(), http.clone(), duration, concurrency).await;
+        if mode == Mode::Raw {
+            raw_rate = max.rate;
+        }
+        let rss_after_max = rss_kib(ingress.id().unwrap_or_default(), "VmRSS:");
+        let half = open_loop(target.clone(), http.clone(), duration, max.rate / 2.0).await;
+        println!(
+            "| {} | {:.0} | {:.0}% | {:.2} / {:.2} ms | {:.0} | {:.2} / {:.2} ms | {} |",
+            mode.name(),
+            max.rate,
+            100.0 * max.rate / raw_rate,
+            max.p50.as_secs_f64() * 1e3,
+            max.p99.as_secs_f64() * 1e3,
+            half.rate,
+            half.p50.as_secs_f64() * 1e3,
+            half.p99.as_secs_f64() * 1e3,
+            max.failed + half.failed,
+        );
+        let _ = (max.ok, half.ok);
+        if mode != Mode::Raw {
+            println!(
+                "|   ingress RSS after the closed loop: {:.1} MiB | | | | | | |",
+                rss_after_max as f64 / 1024.0
+            );
+        }
+    }
+    let pid = ingress.id().unwrap_or_default();
+    println!(
+        "\ningress peak RSS (VmHWM): {:.1} MiB",
+        rss_kib(pid, "VmHWM:") as f64 / 1024.0
+    );
+    let _ = ingress.start_kill();
+    registry.shutdown().await;
+}
