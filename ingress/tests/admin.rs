@@ -1,15 +1,14 @@
 //! The admin listener end to end: a real ingress on free ports, its own nats-server and
-//! redis-server, and a stand-in for the DingTalk API.
+//! redis-server, and the project's DingTalk simulator for the preflight's calls.
 
 mod support;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
-use axum::http::StatusCode as AxumStatus;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use dingtalk_sim::{
+    Api, AppCredentials, CallFilter, Fault, FaultCount, FaultKind, RunningSim, SimConfig, Simulator,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -45,99 +44,19 @@ fn error_code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or_default()
 }
 
-// --- A stand-in for DingTalk --------------------------------------------------------------
-//
-// STAND-IN: replace with `dingtalk_sim::Simulator` once the `sim` branch (crate `dingtalk-sim`)
-// lands on main. It answers exactly the documented shapes of the three calls the preflight
-// makes (PROTOCOL §3.1 new token, §3.2 old token, §5 listsimple, §6 error shapes) for the apps
-// it knows, and nothing else.
+// --- DingTalk: the project's simulator ----------------------------------------------------
 
-/// Whether a stand-in app was granted the contact read permission.
-#[derive(Clone, Copy)]
-enum Contacts {
-    Granted,
-    /// listsimple answers errcode 60011.
-    Missing,
-}
-
-/// App key → (app secret, contact permission).
-type Apps = HashMap<&'static str, (&'static str, Contacts)>;
-
-async fn fake_dingtalk(apps: Apps) -> String {
-    async fn new_token(
-        State(apps): State<Apps>,
-        Json(body): Json<Value>,
-    ) -> (AxumStatus, Json<Value>) {
-        let key = body["appKey"].as_str().unwrap_or_default();
-        match apps.get(key) {
-            Some((secret, _)) if body["appSecret"] == *secret => (
-                AxumStatus::OK,
-                Json(json!({"accessToken": format!("new-{key}"), "expireIn": 7200})),
-            ),
-            _ => (
-                AxumStatus::UNAUTHORIZED,
-                Json(json!({"code": "authFailed", "message": "鉴权失败", "requestid": "r1"})),
-            ),
-        }
-    }
-    async fn old_token(
-        State(apps): State<Apps>,
-        Query(query): Query<HashMap<String, String>>,
-    ) -> Json<Value> {
-        let key = query.get("appkey").map(String::as_str).unwrap_or_default();
-        let secret = query
-            .get("appsecret")
-            .map(String::as_str)
-            .unwrap_or_default();
-        Json(match apps.get(key) {
-            Some((expected, _)) if *expected == secret => json!({
-                "errcode": 0, "errmsg": "ok", "access_token": format!("old-{key}"), "expires_in": 7200
-            }),
-            _ => json!({"errcode": 40089, "errmsg": "invalid appkey or appsecret"}),
-        })
-    }
-    async fn listsimple(
-        State(apps): State<Apps>,
-        Query(query): Query<HashMap<String, String>>,
-        Json(body): Json<Value>,
-    ) -> Json<Value> {
-        let token = query
-            .get("access_token")
-            .map(String::as_str)
-            .unwrap_or_default();
-        let app = token.strip_prefix("old-").and_then(|key| apps.get(key));
-        if body["dept_id"] != 1 || body["size"] != 1 {
-            return Json(json!({"errcode": 40035, "errmsg": "unexpected parameters"}));
-        }
-        Json(match app {
-            None => json!({"errcode": 40014, "errmsg": "invalid access_token"}),
-            Some((_, Contacts::Missing)) => {
-                json!({"errcode": 60011, "errmsg": "no permission to call this API"})
-            }
-            Some((_, Contacts::Granted)) => json!({
-                "errcode": 0, "errmsg": "ok",
-                "result": {"has_more": false, "next_cursor": 0, "list": [{"userid": "u1", "name": "Li"}]}
-            }),
-        })
-    }
-    let app = Router::new()
-        .route("/v1.0/oauth2/accessToken", post(new_token))
-        .route("/gettoken", get(old_token))
-        .route("/topapi/user/listsimple", post(listsimple))
-        .with_state(apps);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
-}
-
-async fn spawn_app_with_dingtalk(apps: Apps) -> TestApp {
-    let dingtalk = fake_dingtalk(apps).await;
-    spawn_app_with(&[
-        ("DINGTALK_API_URL", &dingtalk),
-        ("DINGTALK_OAPI_URL", &dingtalk),
-    ])
+/// Starts the DingTalk simulator with one app, `dingkey` / [`CLIENT_SECRET`], and an ingress
+/// pointing both DingTalk base URLs at it. Keep the simulator: dropping it stops it.
+async fn spawn_app_with_sim() -> (TestApp, RunningSim) {
+    let sim = Simulator::start(
+        SimConfig::local().with_app(AppCredentials::new("dingkey", CLIENT_SECRET)),
+    )
     .await
+    .expect("the simulator starts");
+    let base = sim.base_url();
+    let app = spawn_app_with(&[("DINGTALK_API_URL", &base), ("DINGTALK_OAPI_URL", &base)]).await;
+    (app, sim)
 }
 
 async fn preflight(app: &TestApp, id: &str) -> (StatusCode, Value) {
@@ -380,8 +299,7 @@ async fn validation_errors_name_every_bad_field_at_once() {
 
 #[tokio::test]
 async fn no_answer_ever_contains_a_secret() {
-    let dingtalk = HashMap::from([("dingkey", (CLIENT_SECRET, Contacts::Granted))]);
-    let app = spawn_app_with_dingtalk(dingtalk).await;
+    let (app, _sim) = spawn_app_with_sim().await;
     let mut answers = Vec::new();
     let put = put_integration(&app, "acme", &integration_body("dingkey", CLIENT_SECRET)).await;
     answers.push(put.text().await.unwrap());
@@ -510,13 +428,17 @@ async fn preflight_without_public_base_url_is_a_clear_409() {
 
 #[tokio::test]
 async fn preflight_passes_for_a_well_configured_app_and_lists_console_settings() {
-    let dingtalk = HashMap::from([("dingkey", (CLIENT_SECRET, Contacts::Granted))]);
-    let app = spawn_app_with_dingtalk(dingtalk).await;
+    let (app, sim) = spawn_app_with_sim().await;
     put_integration(&app, "acme", &integration_body("dingkey", CLIENT_SECRET)).await;
 
     let (status, report) = preflight(&app, "acme").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(report["ok"], true, "{report:#}");
+    // The contact check costs one member of the root department, nothing more.
+    let listed = sim.state().calls(&CallFilter::api(Api::UserListSimple));
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].body["dept_id"], 1);
+    assert_eq!(listed[0].body["size"], 1);
     let webhook = format!("{PUBLIC_BASE_URL}/api/dingtalk/webhook/acme");
     assert_eq!(report["webhook_url"], webhook);
     let names: Vec<&str> = report["checks"]
@@ -553,8 +475,7 @@ async fn preflight_passes_for_a_well_configured_app_and_lists_console_settings()
 
 #[tokio::test]
 async fn preflight_explains_refused_credentials_without_a_stack_of_json() {
-    let dingtalk = HashMap::from([("dingkey", (CLIENT_SECRET, Contacts::Granted))]);
-    let app = spawn_app_with_dingtalk(dingtalk).await;
+    let (app, _sim) = spawn_app_with_sim().await;
     put_integration(&app, "acme", &integration_body("dingkey", "a-wrong-secret")).await;
 
     let (status, report) = preflight(&app, "acme").await;
@@ -564,8 +485,8 @@ async fn preflight_explains_refused_credentials_without_a_stack_of_json() {
     assert_eq!(credentials["status"], "failed");
     assert_eq!(
         credentials["message"],
-        "DingTalk refused client_id \"dingkey\" with this client_secret (HTTP 401, code \
-         authFailed: 鉴权失败)."
+        "DingTalk refused client_id \"dingkey\" with this client_secret (HTTP 400, code \
+         invalidClientIdOrSecret: invalid appKey or appSecret)."
     );
     assert!(credentials["fix"].as_str().unwrap().contains("AppSecret"));
     assert_eq!(check(&report, "contact_permission")["status"], "skipped");
@@ -575,8 +496,14 @@ async fn preflight_explains_refused_credentials_without_a_stack_of_json() {
 
 #[tokio::test]
 async fn preflight_says_to_grant_the_contact_permission_on_errcode_60011() {
-    let dingtalk = HashMap::from([("dingkey", (CLIENT_SECRET, Contacts::Missing))]);
-    let app = spawn_app_with_dingtalk(dingtalk).await;
+    let (app, sim) = spawn_app_with_sim().await;
+    sim.state()
+        .add_fault(
+            Fault::once(FaultKind::Permission60011)
+                .on(Api::UserListSimple)
+                .times(FaultCount::Always),
+        )
+        .expect("the fault is accepted");
     put_integration(&app, "acme", &integration_body("dingkey", CLIENT_SECRET)).await;
 
     let (status, report) = preflight(&app, "acme").await;
