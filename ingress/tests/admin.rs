@@ -286,6 +286,12 @@ async fn validation_errors_name_every_bad_field_at_once() {
     assert_eq!(malformed.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_code(&json_of(malformed).await), "malformed_json");
 
+    let mut huge = integration_body("k", "s");
+    huge["name"] = json!("x".repeat(ingress::admin::MAX_BODY_BYTES));
+    let response = put_integration(&app, "acme", &huge).await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(error_code(&json_of(response).await), "body_too_large");
+
     // Nothing was stored by any of these.
     let listed = json_of(
         app.admin(Method::GET, "/api/dingtalk/integrations")

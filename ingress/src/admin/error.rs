@@ -4,6 +4,7 @@
 //! plus `"fields":[{"field","message"}]` when the request body broke field rules, so a form can
 //! point at each bad field in one round trip. Messages never contain a secret.
 
+use axum::extract::rejection::BytesRejection;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -108,6 +109,19 @@ impl AdminError {
     /// 400: the body is not JSON, or not a JSON object.
     pub fn malformed(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "malformed_json", message)
+    }
+
+    /// 413 for a body over the limit, else 400: the body could not be read.
+    pub fn unreadable_body(rejection: BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the body exceeds {} bytes", super::MAX_BODY_BYTES),
+            )
+        } else {
+            Self::malformed(rejection.body_text())
+        }
     }
 
     /// 422: the body parsed but broke field rules; `fields` names every bad field.

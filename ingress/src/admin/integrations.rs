@@ -5,6 +5,7 @@
 //! [`Integration::masked`], so no secret leaves the gateway.
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -66,8 +67,9 @@ pub struct TriggerBinding {
 pub async fn put(
     State(state): State<AdminState>,
     Path(id): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AdminError> {
+    let body = body.map_err(AdminError::unreadable_body)?;
     let spec = parse_spec(&id, &body)?;
     let stored = state.registry.put_integration(spec).await?;
     // `put_integration` keeps `created_at` on replacement and stamps both with one `now` on
@@ -130,9 +132,10 @@ pub async fn test(
 pub async fn put_trigger(
     State(state): State<AdminState>,
     Path(id): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<TriggerBinding>, AdminError> {
     let integration_id = known_id(&id)?;
+    let body = body.map_err(AdminError::unreadable_body)?;
     let body: TriggerBody = parse_trigger(&body)?;
     state
         .registry

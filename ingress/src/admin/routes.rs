@@ -157,6 +157,7 @@ const fn answer(status: u16, description: &'static str, body: Option<Body>) -> A
 const ERROR: Option<Body> = Some(Body::Json("Error"));
 const NOT_FOUND: Answer = answer(404, "No integration with this id.", ERROR);
 const UNAVAILABLE: Answer = answer(503, "Redis did not answer.", ERROR);
+const TOO_LARGE: Answer = answer(413, "The body exceeds 64 KiB.", ERROR);
 const MALFORMED: Answer = answer(400, "The body is not a JSON object.", ERROR);
 
 /// Every route, in the order the document lists them.
@@ -193,6 +194,7 @@ pub const ROUTES: &[Route] = &[
             answer(200, "Replaced.", Some(Body::Json("Integration"))),
             answer(201, "Created.", Some(Body::Json("Integration"))),
             MALFORMED,
+            TOO_LARGE,
             answer(
                 422,
                 "One or more fields are invalid; `error.fields` names each.",
@@ -259,6 +261,7 @@ pub const ROUTES: &[Route] = &[
             answer(200, "Bound.", Some(Body::Json("TriggerBinding"))),
             MALFORMED,
             NOT_FOUND,
+            TOO_LARGE,
             answer(
                 422,
                 "xpert_id is missing or invalid, or an unknown field was sent.",
