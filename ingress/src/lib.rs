@@ -5,6 +5,7 @@
 //! The binary (`src/main.rs`) only loads the config and calls [`run`]; everything else lives
 //! here so tests start the same code in-process on free ports ([`start`]).
 
+pub mod admin;
 pub mod config;
 pub mod error;
 pub mod metrics;
@@ -14,7 +15,7 @@ pub mod webhook;
 
 use std::time::Duration;
 
-use common::ops::{self, Listener};
+use common::ops::{self, Listener, Readiness};
 use common::runtime::{Foundation, StartError};
 use common::shutdown::Shutdown;
 
@@ -26,9 +27,11 @@ pub struct Running {
     pub foundation: Foundation,
     /// The public callback listener (`INGRESS_ADDR`).
     pub public: Listener,
+    /// The admin API listener (`ADMIN_ADDR`).
+    pub admin: Listener,
 }
 
-/// Starts the ingress: foundation first, then the public listener.
+/// Starts the ingress: foundation first, then the public and admin listeners.
 pub async fn start(config: &Config, shutdown: &Shutdown) -> Result<Running, StartError> {
     let foundation =
         Foundation::start(&config.common, "ingress", axum::Router::new(), shutdown).await?;
@@ -53,7 +56,15 @@ pub async fn start(config: &Config, shutdown: &Shutdown) -> Result<Running, Star
         reason: err.to_string(),
     })?;
     tracing::info!(addr = %public.addr, "accepting DingTalk callbacks");
-    Ok(Running { foundation, public })
+    let readiness = Readiness::new()
+        .nats(foundation.nats.clone())
+        .redis(foundation.redis.clone());
+    let admin = admin::serve(config, foundation.registry.clone(), readiness, shutdown).await?;
+    Ok(Running {
+        foundation,
+        public,
+        admin,
+    })
 }
 
 impl Running {
@@ -63,6 +74,7 @@ impl Running {
         common::shutdown::drain(
             async {
                 let _ = self.public.task.await;
+                let _ = self.admin.task.await;
                 let _ = self.foundation.ops.task.await;
             },
             limit,
