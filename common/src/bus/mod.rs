@@ -75,10 +75,12 @@ impl Timestamp {
         Self(OffsetDateTime::now_utc())
     }
 
-    /// From milliseconds since the Unix epoch, as DingTalk writes times; `None` when out of range.
+    /// From milliseconds since the Unix epoch, as DingTalk writes times; `None` outside the
+    /// years 0000–9999, which RFC 3339 cannot write (so every `Timestamp` serializes).
     pub fn from_unix_millis(ms: i64) -> Option<Self> {
         OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
             .ok()
+            .filter(|t| (0..=9999).contains(&t.year()))
             .map(Self)
     }
 
@@ -137,6 +139,29 @@ impl JsonSchema for IntegrationId {
             "type": "string",
             "pattern": "^[A-Za-z0-9_-]{1,64}$",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_times_rfc3339_can_write_become_timestamps() {
+        const YEAR_0_START_MS: i64 = -62_167_219_200_000;
+        assert!(Timestamp::from_unix_millis(YEAR_0_START_MS - 1).is_none());
+        assert!(Timestamp::from_unix_millis(i64::MAX).is_none());
+        let earliest = Timestamp::from_unix_millis(YEAR_0_START_MS).unwrap();
+        assert_eq!(
+            serde_json::to_string(&earliest).unwrap(),
+            r#""0000-01-01T00:00:00Z""#
+        );
+        assert_eq!(
+            Timestamp::from_unix_millis(1_700_000_000_000)
+                .unwrap()
+                .unix_millis(),
+            1_700_000_000_000
+        );
     }
 }
 
