@@ -19,6 +19,8 @@ mod api;
 mod classify;
 mod error;
 #[allow(dead_code)]
+mod limiter;
+#[allow(dead_code)]
 mod retry;
 
 pub use api::{Api, ApiCall, App, CallBody, Host, Method, Target, TokenKind};
