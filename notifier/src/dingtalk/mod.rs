@@ -22,6 +22,8 @@ mod error;
 mod limiter;
 #[allow(dead_code)]
 mod retry;
+#[allow(dead_code)]
+mod token;
 
 pub use api::{Api, ApiCall, App, CallBody, Host, Method, Target, TokenKind};
 pub use error::DingTalkError;
