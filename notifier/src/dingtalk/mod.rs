@@ -19,11 +19,15 @@ mod api;
 mod classify;
 mod error;
 #[allow(dead_code)]
+mod http;
+#[allow(dead_code)]
 mod limiter;
 #[allow(dead_code)]
 mod retry;
 #[allow(dead_code)]
 mod token;
+#[allow(dead_code)]
+mod usage;
 
 pub use api::{Api, ApiCall, App, CallBody, Host, Method, Target, TokenKind};
 pub use error::DingTalkError;
