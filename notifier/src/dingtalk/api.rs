@@ -344,7 +344,7 @@ impl Target {
 }
 
 /// One call. Body is JSON except for media upload.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct ApiCall {
     /// The endpoint.
     pub api: Api,
@@ -383,6 +383,18 @@ impl ApiCall {
             }
             (api, _) => api.idempotent(),
         }
+    }
+}
+
+/// Query values can be secrets (`gettoken`'s `appsecret`); `Debug` names the keys only.
+impl std::fmt::Debug for ApiCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: Vec<&str> = self.query.iter().map(|(key, _)| key.as_str()).collect();
+        f.debug_struct("ApiCall")
+            .field("api", &self.api)
+            .field("body", &self.body)
+            .field("query_keys", &keys)
+            .finish()
     }
 }
 
