@@ -166,7 +166,7 @@ fn new_api_error(api: Api, status: u16, value: &Value) -> Verdict {
         Verdict::TokenInvalid {
             detail: format!("{code}: {message}"),
         }
-    } else if lower.contains("ip not in whitelist") {
+    } else if lower.contains("ip not in whitelist") || lower.contains("ipnotinwhitelist") {
         Verdict::Permission {
             code,
             message: format!(
@@ -510,6 +510,14 @@ mod tests {
             json!({"code": "Forbidden", "message": "ip not in whitelist"}),
         );
         assert!(matches!(verdict, Verdict::Permission { .. }), "{verdict:?}");
+        let verdict = new(
+            403,
+            json!({"code": "Forbidden.AccessDenied.IpNotInWhiteList", "message": "m"}),
+        );
+        let Verdict::Permission { message, .. } = verdict else {
+            panic!("not a permission verdict");
+        };
+        assert!(message.contains("allow-list"), "{message}");
     }
 
     #[test]

@@ -12,6 +12,25 @@
 //! * per-integration **usage** counters and metrics.
 //!
 //! The engine sees only a JSON body or a final [`DingTalkError`].
+//!
+//! # Redis keys
+//!
+//! All under `key_prefix` (default `dtg:`); each module documents its own:
+//! `token:*` and `token-lock:*` (token cache and its single-flight lock), `limit:*` (limiter
+//! logs and bans), `usage:*` (calls per integration per day and month). Pass a connection from
+//! `common::redis::connect`, whose commands time out. The limiter script touches several keys
+//! at once, so it needs a single Redis, not a cluster.
+//!
+//! # Metrics
+//!
+//! | name | labels | meaning |
+//! |------|--------|---------|
+//! | `dingtalk_gateway_notifier_dingtalk_calls_total` | `api`, `outcome`, `integration` | finished calls (`ok` or [`DingTalkError::outcome`]) |
+//! | `dingtalk_gateway_notifier_dingtalk_call_duration_seconds` | `api` | a whole call, retries and waits included |
+//! | `dingtalk_gateway_notifier_limiter_wait_seconds` | `api` | time spent waiting for a permit |
+//! | `dingtalk_gateway_notifier_throttles_total` | `api`, `source` | throttling by our `limiter` or by `dingtalk` |
+//! | `dingtalk_gateway_notifier_token_refreshes_total` | `result`, `kind` | token fetches |
+//! | `dingtalk_gateway_notifier_api_usage_today_calls` / `_month_calls` | `integration` | calls spent (China time) |
 
 mod api;
 mod classify;
@@ -363,6 +382,11 @@ impl DingTalk {
             // A little jitter so the tasks woken for the same free slot do not all collide.
             let wait = wait + Duration::from_micros(rand::random_range(0..5_000));
             if tried.waited + wait > self.inner.options.max_throttle_wait {
+                metrics::histogram!(
+                    "dingtalk_gateway_notifier_limiter_wait_seconds",
+                    "api" => api.name()
+                )
+                .record(started.elapsed().as_secs_f64());
                 return Err(DingTalkError::Throttled {
                     retry_after: wait,
                     detail: format!("rate limit of {} reached", plan.bucket),
