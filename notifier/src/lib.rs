@@ -3,6 +3,8 @@
 //! The binary (`src/main.rs`) only loads the config and calls [`run`]; everything else lives
 //! here so tests start the same code in-process on free ports.
 
+pub mod dingtalk;
+
 use common::config::{CommonConfig, ConfigError, Env};
 use common::runtime::{Foundation, StartError};
 use common::shutdown::Shutdown;
