@@ -147,21 +147,6 @@ impl<'a> Reply<'a> {
         }
     }
 
-    /// The integration's language.
-    pub fn language(&self) -> Language {
-        self.language
-    }
-
-    /// Whether the "thinking…" card went out.
-    pub fn card_sent(&self) -> bool {
-        self.card.is_some()
-    }
-
-    /// How many intermediate updates went out.
-    pub fn updates(&self) -> u32 {
-        self.updates
-    }
-
     fn command(&self, id: String, op: Operation) -> Command {
         Command {
             v: V1,

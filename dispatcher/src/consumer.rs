@@ -39,8 +39,9 @@ const FETCH_LOCK_TTL: Duration = Duration::from_secs(5);
 const LOCK_RETRY: Duration = Duration::from_millis(5);
 /// Backoff after a failed pull or a Redis outage.
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);
-/// Longest pause between two looks at a conversation's queue.
-const TURN_POLL_MAX: Duration = Duration::from_millis(100);
+/// Longest pause between two looks at a conversation's queue (bounds how late a message sees
+/// that another replica finished its predecessor).
+const TURN_POLL_MAX: Duration = Duration::from_millis(25);
 /// Delay of a redelivery after a failure of our own dependencies.
 const REDELIVERY_DELAY: Duration = Duration::from_secs(2);
 
@@ -220,8 +221,12 @@ impl Consumer {
                     .unwrap_or("unknown")
                     .to_owned();
                 crate::metrics::event("malformed");
-                self.dead_letter(&message, &integration, "malformed", &err.to_string())
-                    .await;
+                if self
+                    .dead_letter(&message, &integration, "malformed", &err.to_string())
+                    .await
+                {
+                    ack(&message).await;
+                }
                 return None;
             }
         };
@@ -230,8 +235,12 @@ impl Consumer {
             Err(err) => {
                 crate::metrics::event("malformed");
                 let integration = event.integration_id.to_string();
-                self.dead_letter(&message, &integration, "malformed", &err.to_string())
-                    .await;
+                if self
+                    .dead_letter(&message, &integration, "malformed", &err.to_string())
+                    .await
+                {
+                    ack(&message).await;
+                }
                 return None;
             }
         };
@@ -326,22 +335,34 @@ impl Consumer {
         let outcome = self.keep_alive(&message, Some(event_id), handled).await;
         match outcome {
             Ok(outcome) => {
-                if let Outcome::Failed(err) = &outcome {
-                    crate::metrics::event("failed");
-                    let reason = err.code();
-                    self.dead_letter(
-                        &message,
-                        event.integration_id.as_str(),
-                        reason,
-                        &err.to_string(),
-                    )
-                    .await;
-                } else {
-                    crate::metrics::event(match outcome {
-                        Outcome::Answered => "answered",
-                        Outcome::Reset => "reset",
-                        _ => "unrouted",
-                    });
+                let parked = match &outcome {
+                    Outcome::Failed(err) => {
+                        crate::metrics::event("failed");
+                        self.dead_letter(
+                            &message,
+                            event.integration_id.as_str(),
+                            err.code(),
+                            &err.to_string(),
+                        )
+                        .await
+                    }
+                    Outcome::Answered => {
+                        crate::metrics::event("answered");
+                        true
+                    }
+                    Outcome::Reset => {
+                        crate::metrics::event("reset");
+                        true
+                    }
+                    Outcome::Unrouted => {
+                        crate::metrics::event("unrouted");
+                        true
+                    }
+                };
+                if !parked {
+                    // Left for redelivery by dead_letter; let the next delivery claim it.
+                    let _ = self.claims.release(event_id).await;
+                    return;
                 }
                 if let Err(err) = self.claims.finish(event_id).await {
                     tracing::warn!(%err, "cannot mark the event answered; a replay could answer it again");
@@ -352,15 +373,18 @@ impl Consumer {
                 let _ = self.claims.release(event_id).await;
                 if delivered >= self.settings.max_deliver {
                     crate::metrics::event("dead_lettered");
-                    self.dead_letter(
-                        &message,
-                        event.integration_id.as_str(),
-                        "dispatcher_unavailable",
-                        &err.to_string(),
-                    )
-                    .await;
-                    let _ = self.claims.finish(event_id).await;
-                    self.settle_done(&message, &queue, event_id).await;
+                    let parked = self
+                        .dead_letter(
+                            &message,
+                            event.integration_id.as_str(),
+                            "dispatcher_unavailable",
+                            &err.to_string(),
+                        )
+                        .await;
+                    if parked {
+                        let _ = self.claims.finish(event_id).await;
+                        self.settle_done(&message, &queue, event_id).await;
+                    }
                 } else {
                     self.redeliver(&message, &err.to_string()).await;
                 }
@@ -397,7 +421,7 @@ impl Consumer {
                     _ => blocked_by = Some((head, Instant::now())),
                 },
             }
-            tokio::time::sleep(pause).await;
+            self.ordering.wait_for_leave(pause).await;
             pause = (pause * 2).min(TURN_POLL_MAX);
         }
     }
@@ -449,14 +473,15 @@ impl Consumer {
     }
 
     /// Publishes the message unchanged to `dingtalk.dlq.dispatcher.{integration}` with the
-    /// reason, then acks it. Left for redelivery when the DLQ cannot take it.
+    /// reason; `true` once stored (the caller acks), `false` after leaving the message for a
+    /// redelivery because the DLQ could not take it.
     async fn dead_letter(
         &self,
         message: &Message,
         integration: &str,
         code: &'static str,
         detail: &str,
-    ) {
+    ) -> bool {
         let attempts = message.info().map(|i| i.delivered).unwrap_or(1);
         let mut headers = HeaderMap::new();
         headers.insert(dlq_headers::ORIGINAL_SUBJECT, message.subject.as_str());
@@ -478,14 +503,17 @@ impl Consumer {
             Ok(Ok(_)) => {
                 crate::metrics::dead_letter(code);
                 tracing::warn!(reason = code, detail, "event dead-lettered");
+                true
             }
             Ok(Err(err)) => {
                 tracing::error!(%err, "cannot dead-letter the event; redelivering");
                 nak(message, REDELIVERY_DELAY).await;
+                false
             }
             Err(_) => {
                 tracing::error!("dead-lettering timed out; redelivering");
                 nak(message, REDELIVERY_DELAY).await;
+                false
             }
         }
     }

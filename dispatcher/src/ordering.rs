@@ -18,11 +18,13 @@
 //! registering it (milliseconds) leaves those messages to be redelivered after
 //! `DISPATCHER_ACK_WAIT`, possibly behind later messages of their conversation.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::bus::Timestamp;
 use common::registry::ConversationKey;
 use redis::aio::ConnectionManager;
+use tokio::sync::Notify;
 
 /// The fetch lock's key.
 pub const FETCH_LOCK_KEY: &str = "dtg:dispatch:fetch-lock";
@@ -79,6 +81,9 @@ pub struct ChatSeen {
 pub struct Ordering {
     redis: ConnectionManager,
     owner: String,
+    /// Wakes this replica's waiting messages when one of its messages leaves a queue, so a
+    /// conversation handled here moves on at once; other replicas' leaves are seen by polling.
+    left: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Ordering {
@@ -95,6 +100,7 @@ impl Ordering {
         Self {
             redis,
             owner: replica.to_owned(),
+            left: Arc::new(Notify::new()),
         }
     }
 
@@ -171,6 +177,13 @@ impl Ordering {
             .arg(queue)
             .arg(event_id)
             .query_async::<()>(&mut self.redis.clone())
-            .await
+            .await?;
+        self.left.notify_waiters();
+        Ok(())
+    }
+
+    /// Waits until a message of this replica leaves a queue, or `limit` passes.
+    pub async fn wait_for_leave(&self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, self.left.notified()).await;
     }
 }

@@ -552,3 +552,45 @@ async fn order_within_a_conversation_holds_across_two_replicas() {
     assert_eq!(inputs, expected);
     assert!(final_text(&world.commands().await, "acme:other").is_some());
 }
+
+#[tokio::test]
+async fn throttling_reported_by_the_notifier_thins_out_updates_but_not_the_final_answer() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), None).await;
+    let answer: String = (0..50).map(|i| format!("w{i} ")).collect();
+    world.expert.set_default(Behavior {
+        reply: Reply::Text(answer.clone()),
+        chunks: 50,
+        chunk_delay: Duration::from_millis(100),
+        ..Behavior::default()
+    });
+    let _d = world.dispatcher(&[("STREAM_UPDATE_INTERVAL", "1s")]).await;
+    // Let the dispatcher subscribe to results, then report throttling as the notifier would.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let throttled = json!({"v": 1, "command_id": "acme:m0:update:3", "integration_id": "acme",
+        "op": "update", "status": "failed", "finished_at": "2026-11-25T10:00:00Z",
+        "error": {"code": "throttled", "message": "slow down", "retryable": true}});
+    world
+        .js
+        .publish("dingtalk.results.acme.update", throttled.to_string().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    world
+        .publish(&private("acme", "m1", "u1", "talk"), None)
+        .await;
+    assert_eq!(world.answer("acme:m1").await, answer);
+    let commands = world.commands().await;
+    let intermediate = commands
+        .iter()
+        .filter(|c| matches!(c.op, Operation::Update(_)) && c.id != "acme:m1:final")
+        .count();
+    // The interval doubled to 2 s: at most two updates in 5 s instead of five.
+    assert!(
+        (1..=2).contains(&intermediate),
+        "{intermediate} updates: {commands:#?}"
+    );
+}

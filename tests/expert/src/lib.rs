@@ -27,6 +27,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use futures::stream;
 use serde::Deserialize;
@@ -182,6 +183,11 @@ impl FakeExpert {
         shared.lock().run_listing = true;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        // Stream events go out in small writes: without TCP_NODELAY, Nagle's algorithm and the
+        // client's delayed ACK hold each one back for about 40 ms.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let app = router(shared.clone());
         let task = tokio::spawn(async move {
             if let Err(err) = axum::serve(listener, app).await {
