@@ -73,14 +73,24 @@ impl Config {
                 "expected at least 1s (progress signals are sent every third of it)",
             ));
         }
+        let claim_lease =
+            env.positive_duration("DISPATCHER_CLAIM_LEASE", Duration::from_secs(30))?;
+        // The claim is renewed with every progress signal (a third of the ack wait); a shorter
+        // lease would lapse between two renewals of a live run.
+        if claim_lease < ack_wait / 2 {
+            return Err(invalid(
+                "DISPATCHER_CLAIM_LEASE",
+                env.get("DISPATCHER_CLAIM_LEASE").unwrap_or_default(),
+                "must be at least half of DISPATCHER_ACK_WAIT",
+            ));
+        }
         Ok(Self {
             common: CommonConfig::from_env(env, "0.0.0.0:9101")?,
             concurrency: env.int_in("DISPATCHER_CONCURRENCY", 16, 1..=4096)?,
             consumer: consumer_name(env)?,
             ack_wait,
             max_deliver: env.int_in("DISPATCHER_MAX_DELIVER", 5, 1..=100)?,
-            claim_lease: env
-                .positive_duration("DISPATCHER_CLAIM_LEASE", Duration::from_secs(30))?,
+            claim_lease,
             done_retention: env
                 .positive_duration("DISPATCHER_DONE_RETENTION", Duration::from_secs(24 * 3600))?,
             expert: ExpertConfig {
@@ -155,6 +165,7 @@ mod tests {
             ("STREAM_UPDATE_INTERVAL", "soon"),
             ("DISPATCHER_CONSUMER", "a.b"),
             ("DISPATCHER_ACK_WAIT", "10ms"),
+            ("DISPATCHER_CLAIM_LEASE", "5s"),
         ] {
             let err = Config::from_env(&Env::from_pairs([(var, value)])).unwrap_err();
             assert_eq!(err.var, var, "{err}");
