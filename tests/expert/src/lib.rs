@@ -528,10 +528,11 @@ async fn play(
         let _ = done.send(true);
         return;
     }
+    // Chunks keep to a schedule (not sleep after sleep), so a busy machine does not stretch
+    // "50 chunks over 5 s" into six seconds.
+    let start = tokio::time::Instant::now();
     for (i, piece) in split(&answer, behavior.chunks).into_iter().enumerate() {
-        if i > 0 {
-            tokio::time::sleep(behavior.chunk_delay).await;
-        }
+        tokio::time::sleep_until(start + behavior.chunk_delay * i as u32).await;
         let chunk = json!({"type": "AIMessageChunk", "id": message_id, "content": piece});
         send(data(
             "messages",
