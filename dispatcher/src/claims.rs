@@ -1,0 +1,164 @@
+//! Exactly one expert run per event: a claim per event id in Redis.
+//!
+//! `dtg:dispatch:claim:{event_id}` holds `run:{replica}` while a replica works on the event — a
+//! lease of `DISPATCHER_CLAIM_LEASE`, renewed (with JetStream's `AckProgress`) as long as the run
+//! lives — and `done` for `DISPATCHER_DONE_RETENTION` (24 h) once the event is answered, so a
+//! callback replayed after JetStream's duplicate window gets no second answer. A replica that
+//! dies stops renewing; after the lease the redelivered event can be claimed by another replica,
+//! which first looks for the dead replica's run on the expert (see `dispatch`), so the expert
+//! never sees the message twice.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+
+/// What claiming an event found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The caller holds the lease now.
+    Acquired,
+    /// The event was answered already.
+    Done,
+    /// Another live replica holds the lease.
+    Held,
+}
+
+/// Where an event stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimState {
+    /// Nobody works on it (not yet, or a lease ran out).
+    Free,
+    /// A replica holds its lease.
+    Running,
+    /// Answered.
+    Done,
+}
+
+/// Claims in Redis (cheap to clone).
+#[derive(Clone)]
+pub struct Claims {
+    redis: ConnectionManager,
+    owner: String,
+    lease: Duration,
+    retention: Duration,
+}
+
+impl std::fmt::Debug for Claims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claims")
+            .field("owner", &self.owner)
+            .finish()
+    }
+}
+
+/// Take the lease unless the event is done or someone else holds it; re-entrant for its owner.
+const ACQUIRE: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if v == 'done' then return 'done' end
+if v == false or v == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 'acquired'
+end
+return 'held'
+"#;
+
+/// Extend the lease, only if the caller still holds it.
+const RENEW: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"#;
+
+/// Drop the lease, only if the caller holds it.
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+fn key(event_id: &str) -> String {
+    format!("dtg:dispatch:claim:{event_id}")
+}
+
+fn millis(duration: Duration) -> u64 {
+    duration.as_millis().clamp(1, u128::from(u64::MAX)) as u64
+}
+
+impl Claims {
+    /// Claims held by replica `replica`.
+    pub fn new(
+        redis: ConnectionManager,
+        replica: &str,
+        lease: Duration,
+        retention: Duration,
+    ) -> Self {
+        Self {
+            redis,
+            owner: format!("run:{replica}"),
+            lease,
+            retention,
+        }
+    }
+
+    /// Claims `event_id` for this replica.
+    pub async fn acquire(&self, event_id: &str) -> Result<Claim, redis::RedisError> {
+        let found: String = redis::Script::new(ACQUIRE)
+            .key(key(event_id))
+            .arg(&self.owner)
+            .arg(millis(self.lease))
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        Ok(match found.as_str() {
+            "done" => Claim::Done,
+            "acquired" => Claim::Acquired,
+            _ => Claim::Held,
+        })
+    }
+
+    /// Where `event_id` stands (read-only).
+    pub async fn state(&self, event_id: &str) -> Result<ClaimState, redis::RedisError> {
+        let value: Option<String> = redis::cmd("GET")
+            .arg(key(event_id))
+            .query_async(&mut self.redis.clone())
+            .await?;
+        Ok(match value.as_deref() {
+            None => ClaimState::Free,
+            Some("done") => ClaimState::Done,
+            Some(_) => ClaimState::Running,
+        })
+    }
+
+    /// Extends the lease; `false` when this replica lost it.
+    pub async fn renew(&self, event_id: &str) -> Result<bool, redis::RedisError> {
+        let renewed: u8 = redis::Script::new(RENEW)
+            .key(key(event_id))
+            .arg(&self.owner)
+            .arg(millis(self.lease))
+            .invoke_async(&mut self.redis.clone())
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    /// Marks `event_id` answered for the retention period.
+    pub async fn finish(&self, event_id: &str) -> Result<(), redis::RedisError> {
+        redis::cmd("SET")
+            .arg(key(event_id))
+            .arg("done")
+            .arg("PX")
+            .arg(millis(self.retention))
+            .query_async::<()>(&mut self.redis.clone())
+            .await
+    }
+
+    /// Gives the lease up so a redelivery can claim the event at once.
+    pub async fn release(&self, event_id: &str) -> Result<(), redis::RedisError> {
+        redis::Script::new(RELEASE)
+            .key(key(event_id))
+            .arg(&self.owner)
+            .invoke_async::<u8>(&mut self.redis.clone())
+            .await
+            .map(drop)
+    }
+}

@@ -1,0 +1,367 @@
+//! One event's work: pick the expert, find or open the conversation's thread, run the expert
+//! (retrying what may succeed later), and answer. The consumer around it handles claims, order,
+//! acks and dead letters.
+
+use std::time::{Duration, Instant};
+
+use common::bus::event::Event;
+use common::registry::{ConversationKey, Registry, RegistryError, ThreadId, XpertId};
+use futures::StreamExt;
+
+use crate::answer::{Commands, PublishError, Reply};
+use crate::expert::stream::{Answer, RunEvent};
+use crate::expert::{ExpertClient, ExpertError, RunLookup, RunRequest};
+use crate::routing::{choose_expert, Facts, Intent, Work};
+use crate::texts::Text;
+use crate::throttle::Throttle;
+
+/// The namespace of thread ids (UUID v5), fixed forever: changing it would fork every
+/// conversation.
+const THREAD_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6d1f_3c0a_9b2e_4f57_8a41_2c7e_55d0_b913);
+
+/// The thread of a conversation at a generation: the same inputs always give the same UUID, so a
+/// crash between creating a thread and binding it cannot fork the conversation.
+pub fn thread_id(key: &ConversationKey, generation: u64) -> String {
+    let name = format!("{}#{generation}", key.encoded());
+    uuid::Uuid::new_v5(&THREAD_NAMESPACE, name.as_bytes()).to_string()
+}
+
+/// How an event ended, when it ended for good.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The expert answered and the answer is on the bus.
+    Answered,
+    /// The conversation was reset and the reset confirmed.
+    Reset,
+    /// No expert is configured; the user was told.
+    Unrouted,
+    /// The expert failed for good; the user got an apology, the event goes to the DLQ.
+    Failed(ExpertError),
+}
+
+/// A failure of the dispatcher's own dependencies: the event is redelivered.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// Redis (registry) failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// A command could not be published.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+/// Why a run attempt failed.
+#[derive(Debug)]
+enum Failure {
+    Expert(ExpertError),
+    Dispatch(DispatchError),
+}
+
+impl From<ExpertError> for Failure {
+    fn from(err: ExpertError) -> Self {
+        Self::Expert(err)
+    }
+}
+
+impl From<PublishError> for Failure {
+    fn from(err: PublishError) -> Self {
+        Self::Dispatch(err.into())
+    }
+}
+
+impl From<RegistryError> for Failure {
+    fn from(err: RegistryError) -> Self {
+        Self::Dispatch(err.into())
+    }
+}
+
+/// Settings of the work on one event.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `STREAM_UPDATE_INTERVAL`.
+    pub update_interval: Duration,
+    /// `THINKING_DELAY`.
+    pub thinking_delay: Duration,
+    /// `EXPERT_MAX_ATTEMPTS`.
+    pub max_attempts: u32,
+    /// `EXPERT_RETRY_BACKOFF`.
+    pub retry_backoff: Duration,
+}
+
+/// What every event's work needs (shared by the workers).
+#[derive(Debug, Clone)]
+pub struct Dispatcher {
+    /// Integrations, triggers, bindings.
+    pub registry: Registry,
+    /// The expert server.
+    pub expert: ExpertClient,
+    /// Where answers go.
+    pub commands: Commands,
+    /// Update pacing under throttling.
+    pub throttle: Throttle,
+    /// Timings and retries.
+    pub settings: Settings,
+}
+
+impl Dispatcher {
+    /// Does `work` for `event`; `redelivered` says an earlier delivery may have started a run.
+    pub async fn handle(
+        &self,
+        event: &Event,
+        work: &Work,
+        received: Instant,
+        redelivered: bool,
+    ) -> Result<Outcome, DispatchError> {
+        let integration = self.registry.get_integration(&event.integration_id).await?;
+        let language = integration
+            .as_ref()
+            .map(|i| i.preferred_language())
+            .unwrap_or_default();
+        let mut reply = Reply::new(
+            &self.commands,
+            &self.throttle,
+            &event.id,
+            &event.integration_id,
+            &work.reply_to,
+            language,
+            self.settings.update_interval,
+            received,
+        );
+        let input = match &work.intent {
+            Intent::Reset => {
+                let generation = self.registry.unbind(&work.key).await?;
+                tracing::info!(conversation = %work.key, generation, "conversation reset");
+                reply.say(Text::NewConversation).await?;
+                return Ok(Outcome::Reset);
+            }
+            Intent::Ask(input) => input,
+        };
+        let binding = self.registry.get_binding(&work.key).await?;
+        let trigger = self.registry.get_trigger(&event.integration_id).await?;
+        let fallback = integration.as_ref().and_then(|i| i.xpert_id());
+        let Some((xpert, source)) = choose_expert(
+            binding.as_ref().map(|b| &b.xpert_id),
+            trigger.as_ref(),
+            fallback,
+        ) else {
+            tracing::warn!(
+                integration = %event.integration_id,
+                event = %event.id,
+                "no expert is bound to this integration (no conversation binding, trigger or fallback xpert_id); told the user"
+            );
+            crate::metrics::unrouted();
+            reply.say(Text::NotSetUp).await?;
+            return Ok(Outcome::Unrouted);
+        };
+        tracing::debug!(expert = %xpert, source = source.as_str(), "expert chosen");
+        let started = Instant::now();
+        let thread = binding.map(|b| b.thread_id);
+        let result = self
+            .run(RunInput {
+                key: &work.key,
+                xpert: &xpert,
+                thread,
+                input,
+                event_id: &event.id,
+                facts: &work.facts,
+                redelivered,
+                reply: &mut reply,
+            })
+            .await;
+        match result {
+            Ok(text) => {
+                crate::metrics::expert_run("answered", started.elapsed());
+                reply.finish(&text).await?;
+                Ok(Outcome::Answered)
+            }
+            Err(Failure::Expert(err)) => {
+                crate::metrics::expert_run("failed", started.elapsed());
+                tracing::warn!(event = %event.id, %err, "the expert failed for good; apologizing");
+                reply.say(Text::Apology).await?;
+                Ok(Outcome::Failed(err))
+            }
+            Err(Failure::Dispatch(err)) => Err(err),
+        }
+    }
+
+    /// Runs the expert with retries; returns the whole answer.
+    async fn run(&self, mut input: RunInput<'_, '_>) -> Result<String, Failure> {
+        let mut recreated = false;
+        let mut look_first = input.redelivered;
+        let max_attempts = self.settings.max_attempts.max(1);
+        let mut attempt = 1;
+        loop {
+            let result = self.attempt(&mut input, look_first).await;
+            let err = match result {
+                Ok(text) => return Ok(text),
+                Err(Failure::Expert(err)) => err,
+                Err(other) => return Err(other),
+            };
+            if err.is_not_found() && !recreated {
+                if let Some(thread) = &input.thread {
+                    // The expert lost the thread: create it again (same id), once.
+                    tracing::warn!(thread = %thread, "the expert no longer knows the thread; creating it again");
+                    recreated = true;
+                    self.expert
+                        .create_thread(thread.as_str(), input.facts)
+                        .await?;
+                    continue;
+                }
+            }
+            if !err.retryable() || attempt >= max_attempts {
+                return Err(Failure::Expert(err));
+            }
+            crate::metrics::expert_retry(err.code());
+            let backoff = self.settings.retry_backoff * 2u32.saturating_pow(attempt - 1);
+            tracing::info!(attempt, %err, backoff_ms = backoff.as_millis() as u64, "expert call failed; retrying");
+            tokio::time::sleep(backoff).await;
+            attempt += 1;
+            // The failed attempt may have started a run: find it rather than start another.
+            look_first = true;
+        }
+    }
+
+    /// One attempt: the thread, then either the run an earlier attempt started, or a new run.
+    async fn attempt(
+        &self,
+        input: &mut RunInput<'_, '_>,
+        look_first: bool,
+    ) -> Result<String, Failure> {
+        let thread = match &input.thread {
+            Some(thread) => thread.clone(),
+            None => {
+                let thread = self
+                    .open_thread(input.key, input.xpert, input.facts)
+                    .await?;
+                input.thread = Some(thread.clone());
+                thread
+            }
+        };
+        if look_first {
+            match self
+                .expert
+                .find_run(thread.as_str(), input.event_id)
+                .await?
+            {
+                RunLookup::Found { run_id, status }
+                    if !matches!(status.as_str(), "error" | "timeout" | "interrupted") =>
+                {
+                    tracing::info!(run = %run_id, %status, "joining the run an earlier delivery started");
+                    crate::metrics::run_lookup("joined");
+                    // Keep the answer a card: the earlier delivery may have sent it already.
+                    input.reply.thinking().await?;
+                    return Ok(self.expert.join_run(thread.as_str(), &run_id).await?);
+                }
+                RunLookup::Found { .. } | RunLookup::Absent => {
+                    crate::metrics::run_lookup("absent");
+                }
+                RunLookup::Unsupported => {
+                    tracing::warn!(
+                        "the expert cannot list runs; starting the run again (at-least-once)"
+                    );
+                    crate::metrics::run_lookup("unsupported");
+                }
+            }
+            input.reply.thinking().await?;
+        }
+        self.stream(thread.as_str(), input).await
+    }
+
+    /// Creates the conversation's thread (deterministic id) and binds it.
+    async fn open_thread(
+        &self,
+        key: &ConversationKey,
+        xpert: &XpertId,
+        facts: &Facts,
+    ) -> Result<ThreadId, Failure> {
+        // A concurrent reset moves the generation on; derive again from the new one (bounded).
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let generation = self.registry.generation(key).await?;
+            let id = thread_id(key, generation);
+            self.expert.create_thread(&id, facts).await?;
+            let thread: ThreadId = id.parse().map_err(|e| {
+                Failure::Expert(ExpertError::Protocol(format!("thread id {id}: {e}")))
+            })?;
+            match self
+                .registry
+                .bind(key, xpert.clone(), thread, generation)
+                .await
+            {
+                Ok(binding) => return Ok(binding.thread_id),
+                Err(RegistryError::StaleGeneration { .. }) if tries < 3 => continue,
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+
+    /// Streams a new run, showing the answer as it grows.
+    async fn stream(&self, thread: &str, input: &mut RunInput<'_, '_>) -> Result<String, Failure> {
+        let request = RunRequest {
+            assistant_id: input.xpert.as_str(),
+            input: input.input,
+            event_id: input.event_id,
+            facts: input.facts,
+        };
+        let deadline = tokio::time::Instant::now() + self.expert.run_timeout();
+        let mut events = self.expert.stream_run(thread, &request).await?;
+        let mut answer = Answer::default();
+        let thinking = tokio::time::sleep(self.settings.thinking_delay);
+        tokio::pin!(thinking);
+        let mut thinking_due = true;
+        loop {
+            tokio::select! {
+                () = &mut thinking, if thinking_due => {
+                    thinking_due = false;
+                    input.reply.thinking().await?;
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(ExpertError::Timeout(self.expert.run_timeout()).into());
+                }
+                event = events.next() => match event {
+                    None | Some(Ok(RunEvent::End)) => break,
+                    Some(Err(err)) => return Err(err.into()),
+                    Some(Ok(RunEvent::Error(message))) => {
+                        return Err(ExpertError::Run(message).into())
+                    }
+                    Some(Ok(event)) => {
+                        if answer.apply(&event) {
+                            input.reply.progress(answer.text()).await?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(answer.finish())
+    }
+}
+
+/// Everything one run needs.
+struct RunInput<'r, 'a> {
+    key: &'r ConversationKey,
+    xpert: &'r XpertId,
+    thread: Option<ThreadId>,
+    input: &'r str,
+    event_id: &'r str,
+    facts: &'r Facts,
+    redelivered: bool,
+    reply: &'r mut Reply<'a>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_ids_are_stable_per_conversation_and_generation() {
+        let key = |conversation: &str| {
+            ConversationKey::new("acme".parse().unwrap(), conversation, "u1").unwrap()
+        };
+        assert_eq!(thread_id(&key("cid1"), 0), thread_id(&key("cid1"), 0));
+        assert_ne!(thread_id(&key("cid1"), 0), thread_id(&key("cid1"), 1));
+        assert_ne!(thread_id(&key("cid1"), 0), thread_id(&key("cid2"), 0));
+        assert!(uuid::Uuid::parse_str(&thread_id(&key("cid1"), 0)).is_ok());
+    }
+}

@@ -1,0 +1,389 @@
+//! The Agent Protocol client: threads, streamed runs, and finding a run again after a crash.
+//!
+//! Every call is bounded: a connect timeout, `EXPERT_TIMEOUT` for a whole run (including its
+//! stream), and [`SMALL_CALL_TIMEOUT`] (at most `EXPERT_TIMEOUT`) for the small calls.
+
+pub mod stream;
+
+use std::time::Duration;
+
+use eventsource_stream::Eventsource;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use reqwest::header::HeaderName;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::config::ExpertConfig;
+use crate::routing::Facts;
+use common::secret::Secret;
+use stream::RunEvent;
+
+/// Bound of the calls that are not a run: thread creation, run listing.
+pub const SMALL_CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How many of a thread's latest runs are searched for an event's run.
+const RUN_SEARCH_LIMIT: u32 = 20;
+
+/// Why a call to the expert failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ExpertError {
+    /// The server answered with an error status.
+    #[error("expert answered HTTP {status}: {body}")]
+    Status {
+        /// The status code.
+        status: u16,
+        /// The start of the body.
+        body: String,
+    },
+    /// No (complete) answer in time.
+    #[error("expert did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Connection refused, reset, DNS, ...
+    #[error("cannot reach the expert: {0}")]
+    Transport(String),
+    /// The run reported an `error` event.
+    #[error("the expert's run failed: {0}")]
+    Run(String),
+    /// The answer could not be read.
+    #[error("unreadable answer from the expert: {0}")]
+    Protocol(String),
+}
+
+impl ExpertError {
+    /// Whether trying again may help: 5xx (and 429), timeouts and transport errors. A 4xx says
+    /// the request itself is wrong, and a failed run already saw the message.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Self::Status { status, .. } => *status >= 500 || *status == 429,
+            Self::Timeout(_) | Self::Transport(_) => true,
+            Self::Run(_) | Self::Protocol(_) => false,
+        }
+    }
+
+    /// The stable code for the DLQ reason and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Status { status, .. } if *status >= 500 => "expert_5xx",
+            Self::Status { .. } => "expert_4xx",
+            Self::Timeout(_) => "expert_timeout",
+            Self::Transport(_) => "expert_unreachable",
+            Self::Run(_) => "expert_run_failed",
+            Self::Protocol(_) => "expert_protocol",
+        }
+    }
+
+    /// Whether the thread is unknown to the server (404).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Status { status: 404, .. })
+    }
+}
+
+/// What a thread's run list says about an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunLookup {
+    /// A run carries the event id; its status as the server says it.
+    Found {
+        /// The run id.
+        run_id: String,
+        /// `pending`, `running`, `success`, `error`, `timeout`, `interrupted`.
+        status: String,
+    },
+    /// No run of the thread carries the event id.
+    Absent,
+    /// The server cannot list runs: exactly-once degrades to at-least-once.
+    Unsupported,
+}
+
+/// One run to start.
+#[derive(Debug, Clone)]
+pub struct RunRequest<'a> {
+    /// The expert (`assistant_id`).
+    pub assistant_id: &'a str,
+    /// The human message.
+    pub input: &'a str,
+    /// The event answered (run metadata `dingtalk_event_id`, to find the run again).
+    pub event_id: &'a str,
+    /// The conversation's facts.
+    pub facts: &'a Facts,
+}
+
+impl RunRequest<'_> {
+    /// The `POST /threads/{id}/runs/stream` body.
+    pub fn body(&self) -> Value {
+        let facts = self.facts;
+        let context = json!({
+            "dingtalk_integration_id": facts.integration_id,
+            "dingtalk_conversation_id": facts.conversation_id,
+            "dingtalk_conversation_type": facts.conversation_type,
+            "dingtalk_conversation_title": facts.conversation_title,
+            "dingtalk_sender_staff_id": facts.sender_staff_id,
+            "dingtalk_sender_nick": facts.sender_nick,
+            "dingtalkRecipientId": facts.recipient_id,
+        });
+        let mut metadata = context.clone();
+        metadata["dingtalk_event_id"] = json!(self.event_id);
+        json!({
+            "assistant_id": self.assistant_id,
+            "input": {"messages": [{"role": "human", "content": self.input}]},
+            "stream_mode": ["messages-tuple", "values"],
+            "metadata": metadata,
+            "config": {"configurable": context},
+            // A dispatcher that dies mid-run must not kill the run: its successor joins it.
+            "on_disconnect": "continue",
+        })
+    }
+}
+
+/// The Agent Protocol client (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct ExpertClient {
+    http: reqwest::Client,
+    base: String,
+    key: Option<(HeaderName, Secret)>,
+    timeout: Duration,
+}
+
+impl ExpertClient {
+    /// A client for `config`.
+    pub fn new(config: &ExpertConfig) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()?;
+        let key = config.api_key.as_ref().and_then(|key| {
+            HeaderName::from_bytes(config.api_key_header.as_bytes())
+                .ok()
+                .map(|name| (name, key.clone()))
+        });
+        Ok(Self {
+            http,
+            base: config.url.clone(),
+            key,
+            timeout: config.timeout,
+        })
+    }
+
+    /// The bound of one whole run.
+    pub fn run_timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        timeout: Duration,
+    ) -> reqwest::RequestBuilder {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .timeout(timeout);
+        if let Some((name, key)) = &self.key {
+            request = request.header(name.clone(), key.expose());
+        }
+        request
+    }
+
+    fn small_timeout(&self) -> Duration {
+        SMALL_CALL_TIMEOUT.min(self.timeout)
+    }
+
+    /// Creates the thread `thread_id` unless it exists (`if_exists: do_nothing`), so a retry
+    /// after a crash finds the same thread instead of forking the conversation.
+    pub async fn create_thread(&self, thread_id: &str, facts: &Facts) -> Result<(), ExpertError> {
+        let body = json!({
+            "thread_id": thread_id,
+            "if_exists": "do_nothing",
+            "metadata": {
+                "dingtalk_integration_id": facts.integration_id,
+                "dingtalk_conversation_id": facts.conversation_id,
+            },
+        });
+        let timeout = self.small_timeout();
+        let response = self
+            .request(reqwest::Method::POST, "/threads", timeout)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| transport(e, timeout))?;
+        check(response).await.map(drop)
+    }
+
+    /// Starts a run and returns its events as they come.
+    pub async fn stream_run(
+        &self,
+        thread_id: &str,
+        run: &RunRequest<'_>,
+    ) -> Result<BoxStream<'static, Result<RunEvent, ExpertError>>, ExpertError> {
+        let timeout = self.timeout;
+        let response = self
+            .request(
+                reqwest::Method::POST,
+                &format!("/threads/{thread_id}/runs/stream"),
+                timeout,
+            )
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .json(&run.body())
+            .send()
+            .await
+            .map_err(|e| transport(e, timeout))?;
+        let response = check(response).await?;
+        Ok(response
+            .bytes_stream()
+            .eventsource()
+            .map(move |item| match item {
+                Ok(event) => {
+                    stream::interpret(&event.event, &event.data).map_err(ExpertError::Protocol)
+                }
+                Err(eventsource_stream::EventStreamError::Transport(err)) => {
+                    Err(transport(err, timeout))
+                }
+                Err(err) => Err(ExpertError::Protocol(err.to_string())),
+            })
+            .boxed())
+    }
+
+    /// Looks for the run of `event_id` among the thread's latest runs.
+    pub async fn find_run(
+        &self,
+        thread_id: &str,
+        event_id: &str,
+    ) -> Result<RunLookup, ExpertError> {
+        let timeout = self.small_timeout();
+        let response = self
+            .request(
+                reqwest::Method::GET,
+                &format!("/threads/{thread_id}/runs?limit={RUN_SEARCH_LIMIT}"),
+                timeout,
+            )
+            .send()
+            .await
+            .map_err(|e| transport(e, timeout))?;
+        if matches!(
+            response.status(),
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED
+        ) {
+            return Ok(RunLookup::Unsupported);
+        }
+        let runs: Value = check(response)
+            .await?
+            .json()
+            .await
+            .map_err(|e| ExpertError::Protocol(e.to_string()))?;
+        let found = runs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|run| run["metadata"]["dingtalk_event_id"].as_str() == Some(event_id));
+        Ok(match found {
+            Some(run) => RunLookup::Found {
+                run_id: run["run_id"].as_str().unwrap_or_default().to_owned(),
+                status: run["status"].as_str().unwrap_or_default().to_owned(),
+            },
+            None => RunLookup::Absent,
+        })
+    }
+
+    /// Waits for a run to finish and returns its answer (the thread's last AI message).
+    pub async fn join_run(&self, thread_id: &str, run_id: &str) -> Result<String, ExpertError> {
+        let timeout = self.timeout;
+        let response = self
+            .request(
+                reqwest::Method::GET,
+                &format!("/threads/{thread_id}/runs/{run_id}/join"),
+                timeout,
+            )
+            .send()
+            .await
+            .map_err(|e| transport(e, timeout))?;
+        let values: Value = check(response)
+            .await?
+            .json()
+            .await
+            .map_err(|e| transport(e, timeout))?;
+        let last = values["messages"].as_array().and_then(|m| m.last());
+        match last {
+            Some(message) if matches!(message["type"].as_str(), Some("ai" | "AIMessageChunk")) => {
+                Ok(stream::content_text(&message["content"]))
+            }
+            _ => Err(ExpertError::Protocol(
+                "the joined run's state ends without an AI message".to_owned(),
+            )),
+        }
+    }
+}
+
+fn transport(err: reqwest::Error, timeout: Duration) -> ExpertError {
+    if err.is_timeout() {
+        ExpertError::Timeout(timeout)
+    } else {
+        ExpertError::Transport(err.to_string())
+    }
+}
+
+/// Turns an error status into [`ExpertError::Status`] with the start of the body.
+async fn check(response: reqwest::Response) -> Result<reqwest::Response, ExpertError> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let body = response.text().await.unwrap_or_default();
+    Err(ExpertError::Status {
+        status: status.as_u16(),
+        body: body.chars().take(200).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_run_carries_the_conversations_facts_under_the_documented_keys() {
+        let facts = Facts {
+            integration_id: "acme".into(),
+            conversation_id: "cid1".into(),
+            conversation_type: "group",
+            conversation_title: Some("ops".into()),
+            sender_staff_id: Some("u1".into()),
+            sender_nick: "Li".into(),
+            recipient_id: "cid1".into(),
+        };
+        let body = RunRequest {
+            assistant_id: "x1",
+            input: "hi",
+            event_id: "acme:m1",
+            facts: &facts,
+        }
+        .body();
+        assert_eq!(body["assistant_id"], "x1");
+        assert_eq!(body["input"]["messages"][0]["role"], "human");
+        assert_eq!(body["input"]["messages"][0]["content"], "hi");
+        assert_eq!(body["metadata"]["dingtalk_event_id"], "acme:m1");
+        for section in [&body["metadata"], &body["config"]["configurable"]] {
+            assert_eq!(section["dingtalk_integration_id"], "acme");
+            assert_eq!(section["dingtalk_conversation_id"], "cid1");
+            assert_eq!(section["dingtalk_conversation_type"], "group");
+            assert_eq!(section["dingtalk_conversation_title"], "ops");
+            assert_eq!(section["dingtalk_sender_staff_id"], "u1");
+            assert_eq!(section["dingtalk_sender_nick"], "Li");
+            assert_eq!(section["dingtalkRecipientId"], "cid1");
+        }
+        assert_eq!(body["stream_mode"], json!(["messages-tuple", "values"]));
+    }
+
+    #[test]
+    fn only_server_errors_timeouts_and_transport_errors_are_retried() {
+        let status = |status| ExpertError::Status {
+            status,
+            body: String::new(),
+        };
+        assert!(status(503).retryable());
+        assert!(status(429).retryable());
+        assert!(!status(400).retryable());
+        assert!(!status(404).retryable());
+        assert!(ExpertError::Timeout(Duration::from_secs(1)).retryable());
+        assert!(!ExpertError::Run("boom".into()).retryable());
+    }
+}

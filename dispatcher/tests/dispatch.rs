@@ -1,0 +1,596 @@
+//! The dispatcher end to end: events on a real JetStream → a real HTTP + SSE expert (the fake)
+//! → commands on the bus, with bindings and claims in a real Redis.
+
+mod support;
+
+use std::time::Duration;
+
+use common::bus::command::{Operation, RecipientType};
+use common::bus::dlq_headers;
+use common::registry::ConversationKey;
+use fake_expert::{Behavior, Reply};
+use serde_json::json;
+use support::{final_text, message, of_event, private, text_of, World};
+
+#[tokio::test]
+async fn a_private_message_is_answered_by_the_fallback_expert_with_the_conversations_facts() {
+    let world = World::start().await;
+    world.integration("acme", Some("fallback-x"), None).await;
+    let _d = world.dispatcher(&[]).await;
+
+    world
+        .publish(&private("acme", "m1", "u1", "hello"), None)
+        .await;
+    assert_eq!(world.answer("acme:m1").await, "echo #1: hello");
+
+    let runs = world.expert.runs();
+    assert_eq!(runs.len(), 1);
+    let run = &runs[0];
+    assert_eq!(run.assistant_id, "fallback-x");
+    assert_eq!(run.input, "hello");
+    assert_eq!(run.metadata["dingtalk_event_id"], "acme:m1");
+    for facts in [&run.metadata, &run.configurable] {
+        assert_eq!(facts["dingtalk_integration_id"], "acme");
+        assert_eq!(facts["dingtalk_conversation_id"], "cid-u1");
+        assert_eq!(facts["dingtalk_conversation_type"], "private");
+        assert_eq!(facts["dingtalk_sender_staff_id"], "u1");
+        assert_eq!(facts["dingtalk_sender_nick"], "Li");
+        assert_eq!(facts["dingtalkRecipientId"], "u1");
+    }
+    let commands = world.commands().await;
+    let Operation::Send(send) = &commands[0].op else {
+        panic!("the first command is not a send: {commands:?}")
+    };
+    assert_eq!(send.recipients[0].kind, RecipientType::UserId);
+    assert_eq!(send.recipients[0].id, "u1");
+    assert!(send.mentions.is_none());
+
+    let key = ConversationKey::new("acme".parse().unwrap(), "cid-u1", "u1").unwrap();
+    let binding = world.registry.get_binding(&key).await.unwrap().unwrap();
+    assert_eq!(binding.thread_id.as_str(), run.thread_id);
+    assert_eq!(binding.xpert_id.as_str(), "fallback-x");
+}
+
+#[tokio::test]
+async fn the_trigger_wins_over_the_fallback_and_the_binding_over_both() {
+    let world = World::start().await;
+    world.integration("acme", Some("fallback-x"), None).await;
+    world
+        .registry
+        .set_trigger(&"acme".parse().unwrap(), "trigger-x".parse().unwrap())
+        .await
+        .unwrap();
+    let _d = world.dispatcher(&[]).await;
+
+    world
+        .publish(&private("acme", "m1", "u1", "one"), None)
+        .await;
+    world.answer("acme:m1").await;
+    world
+        .registry
+        .set_trigger(&"acme".parse().unwrap(), "trigger-y".parse().unwrap())
+        .await
+        .unwrap();
+    world
+        .publish(&private("acme", "m2", "u1", "two"), None)
+        .await;
+    world.answer("acme:m2").await;
+    world
+        .publish(&private("acme", "m3", "u2", "three"), None)
+        .await;
+    world.answer("acme:m3").await;
+
+    let assistants: Vec<String> = world
+        .expert
+        .runs()
+        .into_iter()
+        .map(|r| r.assistant_id)
+        .collect();
+    // u1's conversation stays with the expert it was bound to; u2 gets the new trigger.
+    assert_eq!(assistants, ["trigger-x", "trigger-x", "trigger-y"]);
+}
+
+#[tokio::test]
+async fn an_integration_without_an_expert_gets_the_localized_not_set_up_reply() {
+    let world = World::start().await;
+    world.integration("acme", None, Some("en")).await;
+    let _d = world.dispatcher(&[]).await;
+
+    world
+        .publish(&private("acme", "m1", "u1", "hello"), None)
+        .await;
+    let text = world.answer("acme:m1").await;
+    assert!(text.contains("not set up"), "{text}");
+    assert!(world.expert.runs().is_empty());
+}
+
+#[tokio::test]
+async fn turns_reuse_the_thread_and_new_starts_another_with_a_confirmation() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), None).await;
+    let _d = world.dispatcher(&[]).await;
+
+    world.publish(&private("acme", "m1", "u1", "a"), None).await;
+    assert_eq!(world.answer("acme:m1").await, "echo #1: a");
+    world.publish(&private("acme", "m2", "u1", "b"), None).await;
+    assert_eq!(world.answer("acme:m2").await, "echo #2: b");
+    world
+        .publish(&private("acme", "m3", "u1", "/new"), None)
+        .await;
+    assert_eq!(world.answer("acme:m3").await, "好的，已开始新的对话。");
+    world.publish(&private("acme", "m4", "u1", "c"), None).await;
+    assert_eq!(world.answer("acme:m4").await, "echo #1: c");
+    world
+        .publish(&private("acme", "m5", "u1", "新对话"), None)
+        .await;
+    world.answer("acme:m5").await;
+
+    let threads: Vec<String> = world
+        .expert
+        .runs()
+        .into_iter()
+        .map(|r| r.thread_id)
+        .collect();
+    assert_eq!(threads[0], threads[1]);
+    assert_ne!(threads[1], threads[2]);
+    assert_eq!(world.expert.threads_created(), 2);
+}
+
+#[tokio::test]
+async fn group_messages_count_only_with_a_mention_and_every_group_is_recorded() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), None).await;
+    let _d = world.dispatcher(&[]).await;
+
+    let quiet = message("acme", "g1", ("cid-g", "group"), "u1", "chatter", false);
+    world.publish(&quiet, None).await;
+    let asked = message("acme", "g2", ("cid-g", "group"), "u1", "question", true);
+    world.publish(&asked, None).await;
+    assert_eq!(world.answer("acme:g2").await, "echo #1: question");
+
+    assert_eq!(world.expert.runs().len(), 1);
+    assert!(of_event(&world.commands().await, "acme:g1").is_empty());
+    let commands = world.commands().await;
+    let Operation::Send(send) = &of_event(&commands, "acme:g2")[0].op else {
+        panic!("not a send")
+    };
+    assert_eq!(send.recipients[0].kind, RecipientType::ChatId);
+    assert_eq!(send.recipients[0].id, "cid-g");
+    assert_eq!(send.mentions.as_ref().unwrap().user_ids, ["u1"]);
+    assert_eq!(
+        world.expert.runs()[0].metadata["dingtalkRecipientId"],
+        "cid-g"
+    );
+
+    let client = redis::Client::open(world.redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let record: String = redis::cmd("HGET")
+        .arg("dtg:chats:acme")
+        .arg("cid-g")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let record: serde_json::Value = serde_json::from_str(&record).unwrap();
+    assert_eq!(record["title"], "ops");
+    assert!(record["last_seen"].is_string());
+}
+
+#[tokio::test]
+async fn an_expert_streaming_50_chunks_over_5s_yields_one_send_at_most_six_updates_and_the_whole_answer(
+) {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), None).await;
+    let answer: String = (0..50).map(|i| format!("w{i} ")).collect();
+    world.expert.set_default(Behavior {
+        reply: Reply::Text(answer.clone()),
+        chunks: 50,
+        chunk_delay: Duration::from_millis(100),
+        ..Behavior::default()
+    });
+    let _d = world.dispatcher(&[("STREAM_UPDATE_INTERVAL", "1s")]).await;
+
+    world
+        .publish(&private("acme", "m1", "u1", "talk"), None)
+        .await;
+    assert_eq!(world.answer("acme:m1").await, answer);
+
+    let commands = world.commands().await;
+    let sends: Vec<_> = commands
+        .iter()
+        .filter(|c| matches!(c.op, Operation::Send(_)))
+        .collect();
+    let updates: Vec<_> = commands
+        .iter()
+        .filter(|c| matches!(c.op, Operation::Update(_)))
+        .collect();
+    assert_eq!(sends.len(), 1, "{commands:#?}");
+    let Operation::Send(send) = &sends[0].op else {
+        unreachable!()
+    };
+    assert!(send.updatable);
+    assert_eq!(text_of(&send.message), "思考中…");
+    assert!(
+        (2..=6).contains(&updates.len()),
+        "{} updates",
+        updates.len()
+    );
+    // Every update shows a prefix of the answer, growing.
+    let mut shown = 0;
+    for update in &updates {
+        let Operation::Update(u) = &update.op else {
+            unreachable!()
+        };
+        assert_eq!(u.target, "acme:m1:reply");
+        let text = text_of(&u.message);
+        assert!(answer.starts_with(text.trim_end()), "{text}");
+        assert!(text.len() >= shown);
+        shown = text.len();
+    }
+}
+
+#[tokio::test]
+async fn an_expert_that_does_not_stream_gets_one_send() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), None).await;
+    world.expert.set_default(Behavior::not_streaming());
+    let _d = world.dispatcher(&[]).await;
+
+    world
+        .publish(&private("acme", "m1", "u1", "hi"), None)
+        .await;
+    assert_eq!(world.answer("acme:m1").await, "echo #1: hi");
+    let commands = world.commands().await;
+    assert_eq!(commands.len(), 1, "{commands:#?}");
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_and_a_later_success_answers() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), None).await;
+    world.expert.script(Behavior::status(503));
+    world.expert.script(Behavior::status(502));
+    let _d = world.dispatcher(&[]).await;
+
+    world
+        .publish(&private("acme", "m1", "u1", "hi"), None)
+        .await;
+    assert_eq!(world.answer("acme:m1").await, "echo #1: hi");
+    assert!(world.dead_letters().await.is_empty());
+}
+
+#[tokio::test]
+async fn after_the_last_try_the_user_gets_an_apology_and_the_event_a_dead_letter() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), Some("en")).await;
+    for _ in 0..3 {
+        world.expert.script(Behavior::status(500));
+    }
+    let _d = world.dispatcher(&[("EXPERT_MAX_ATTEMPTS", "3")]).await;
+
+    world
+        .publish(&private("acme", "m1", "u1", "hi"), None)
+        .await;
+    let text = world.answer("acme:m1").await;
+    assert!(text.starts_with("Sorry"), "{text}");
+
+    let letters = world.dead_letters().await;
+    assert_eq!(letters.len(), 1);
+    let (subject, headers, body) = &letters[0];
+    assert_eq!(subject, "dingtalk.dlq.dispatcher.acme");
+    assert_eq!(
+        headers.get(dlq_headers::ORIGINAL_SUBJECT).unwrap().as_str(),
+        "dingtalk.events.acme.message"
+    );
+    assert!(headers
+        .get(dlq_headers::REASON)
+        .unwrap()
+        .as_str()
+        .starts_with("expert_5xx:"));
+    assert_eq!(headers.get(dlq_headers::ATTEMPTS).unwrap().as_str(), "1");
+    let original: serde_json::Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(original["id"], "acme:m1");
+}
+
+#[tokio::test]
+async fn a_client_error_is_not_retried() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), None).await;
+    world.expert.script(Behavior::status(422));
+    let _d = world.dispatcher(&[]).await;
+
+    world
+        .publish(&private("acme", "m1", "u1", "hi"), None)
+        .await;
+    assert_eq!(
+        world.answer("acme:m1").await,
+        "抱歉，专家暂时无法回答，请稍后再试。"
+    );
+    // A retry would have reached the default behaviour and started a run.
+    assert!(world.expert.runs().is_empty());
+    let letters = world.dead_letters().await;
+    assert!(letters[0]
+        .1
+        .get(dlq_headers::REASON)
+        .unwrap()
+        .as_str()
+        .starts_with("expert_4xx:"));
+}
+
+#[tokio::test]
+async fn a_thread_the_expert_forgot_is_created_again_once() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), None).await;
+    let _d = world.dispatcher(&[]).await;
+
+    world.publish(&private("acme", "m1", "u1", "a"), None).await;
+    world.answer("acme:m1").await;
+    let thread = world.expert.runs()[0].thread_id.clone();
+    world.expert.forget_thread(&thread);
+    world.publish(&private("acme", "m2", "u1", "b"), None).await;
+    assert_eq!(world.answer("acme:m2").await, "echo #1: b");
+    assert_eq!(world.expert.threads_created(), 2);
+    assert_eq!(world.expert.runs()[0].thread_id, thread);
+}
+
+#[tokio::test]
+async fn the_api_key_goes_in_the_configured_header() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), None).await;
+    world.expert.require_api_key("authorization", "Bearer k1");
+    let _d = world
+        .dispatcher(&[
+            ("EXPERT_API_KEY", "Bearer k1"),
+            ("EXPERT_API_KEY_HEADER", "authorization"),
+        ])
+        .await;
+
+    world
+        .publish(&private("acme", "m1", "u1", "hi"), None)
+        .await;
+    assert_eq!(world.answer("acme:m1").await, "echo #1: hi");
+    assert_eq!(world.expert.runs()[0].api_key.as_deref(), Some("Bearer k1"));
+}
+
+#[tokio::test]
+async fn an_external_contact_is_answered_once_through_the_session_webhook() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), None).await;
+    let _d = world.dispatcher(&[("THINKING_DELAY", "0s")]).await;
+
+    let mut event = private("acme", "m1", "u1", "hi");
+    event["sender"].as_object_mut().unwrap().remove("staff_id");
+    world.publish(&event, None).await;
+    assert_eq!(world.answer("acme:m1").await, "echo #1: hi");
+    let commands = world.commands().await;
+    assert_eq!(
+        commands.len(),
+        1,
+        "a session webhook takes no card: {commands:#?}"
+    );
+    let Operation::Send(send) = &commands[0].op else {
+        panic!("not a send")
+    };
+    assert_eq!(send.recipients[0].kind, RecipientType::SessionWebhook);
+}
+
+#[tokio::test]
+async fn a_card_action_reaches_the_bound_expert_and_the_end_button_resets() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), None).await;
+    let _d = world.dispatcher(&[]).await;
+
+    world
+        .publish(&private("acme", "m1", "u1", "show me"), None)
+        .await;
+    world.answer("acme:m1").await;
+    let card = |id: &str, action: &str| {
+        json!({"v": 1, "id": format!("acme:{id}"), "integration_id": "acme", "kind": "card_action",
+            "received_at": "2026-11-25T10:01:00Z", "card": {"out_track_id": "acme:m1:reply"},
+            "action": {"id": action, "params": {"choice": "yes"}}, "user": {"staff_id": "u1"},
+            "conversation": {"id": "cid-u1", "type": "private"}})
+    };
+    world.publish(&card("c1", "confirm"), None).await;
+    let text = world.answer("acme:c1").await;
+    assert!(
+        text.starts_with("echo #2: ") && text.contains("confirm"),
+        "{text}"
+    );
+    world.publish(&card("c2", "end_conversation"), None).await;
+    assert_eq!(world.answer("acme:c2").await, "好的，已开始新的对话。");
+    world
+        .publish(&private("acme", "m2", "u1", "again"), None)
+        .await;
+    assert_eq!(world.answer("acme:m2").await, "echo #1: again");
+    let runs = world.expert.runs();
+    assert_eq!(runs[0].thread_id, runs[1].thread_id);
+    assert_ne!(runs[1].thread_id, runs[2].thread_id);
+}
+
+#[tokio::test]
+async fn a_replay_after_the_duplicate_window_gets_no_second_reply() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), None).await;
+    let _d = world.dispatcher(&[]).await;
+
+    let event = private("acme", "m1", "u1", "hi");
+    world.publish(&event, None).await;
+    world.answer("acme:m1").await;
+    let before = world.commands().await.len();
+    // JetStream forgot the id (another Nats-Msg-Id stands for a window that has passed).
+    world.publish(&event, Some("replayed-later")).await;
+    world
+        .publish(&private("acme", "m2", "u1", "next"), None)
+        .await;
+    assert_eq!(world.answer("acme:m2").await, "echo #2: next");
+    assert_eq!(world.expert.runs_for_event("acme:m1"), 1);
+    let commands = world.commands().await;
+    assert_eq!(of_event(&commands, "acme:m1").len(), before);
+}
+
+#[tokio::test]
+async fn a_dispatcher_killed_mid_run_still_answers_exactly_once() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), None).await;
+    world.expert.set_default(Behavior {
+        chunks: 3,
+        chunk_delay: Duration::from_millis(800),
+        ..Behavior::default()
+    });
+    let overrides = [("THINKING_DELAY", "0s")];
+    let mut first = world.dispatcher(&overrides).await;
+
+    world
+        .publish(&private("acme", "m1", "u1", "hello"), None)
+        .await;
+    // The card is out, so the run is under way.
+    world
+        .wait_commands(Duration::from_secs(10), |c| {
+            !of_event(c, "acme:m1").is_empty()
+        })
+        .await;
+    first.kill();
+    let _second = world.dispatcher(&overrides).await;
+
+    assert_eq!(world.answer("acme:m1").await, "echo #1: hello");
+    assert_eq!(world.expert.runs_for_event("acme:m1"), 1);
+    let commands = world.commands().await;
+    let sends = of_event(&commands, "acme:m1")
+        .into_iter()
+        .filter(|c| matches!(c.op, Operation::Send(_)))
+        .count();
+    assert_eq!(sends, 1, "{commands:#?}");
+    let finals = commands.iter().filter(|c| c.id == "acme:m1:final").count();
+    assert_eq!(finals, 1);
+}
+
+#[tokio::test]
+async fn a_redelivered_event_joins_the_run_instead_of_calling_the_expert_again() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), None).await;
+    world.expert.set_default(Behavior {
+        delay: Duration::from_millis(1500),
+        ..Behavior::default()
+    });
+    let mut first = world.dispatcher(&[]).await;
+    world
+        .publish(&private("acme", "m1", "u1", "hello"), None)
+        .await;
+    // Killed once the run exists, before any answer reached the bus.
+    let start = std::time::Instant::now();
+    while world.expert.runs().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(10), "no run started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill();
+    let _second = world.dispatcher(&[]).await;
+    assert_eq!(world.answer("acme:m1").await, "echo #1: hello");
+    assert_eq!(world.expert.runs().len(), 1);
+}
+
+#[tokio::test]
+async fn without_run_listing_a_redelivery_runs_again_at_least_once() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), None).await;
+    world.expert.disable_run_listing();
+    world.expert.set_default(Behavior {
+        delay: Duration::from_millis(1500),
+        ..Behavior::default()
+    });
+    let mut first = world.dispatcher(&[]).await;
+    world
+        .publish(&private("acme", "m1", "u1", "hello"), None)
+        .await;
+    let start = std::time::Instant::now();
+    while world.expert.runs().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(10), "no run started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill();
+    let _second = world.dispatcher(&[]).await;
+    world.answer("acme:m1").await;
+    assert_eq!(world.expert.runs_for_event("acme:m1"), 2);
+}
+
+#[tokio::test]
+async fn order_within_a_conversation_holds_across_two_replicas() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), None).await;
+    for i in 0..20u64 {
+        world.expert.script(Behavior {
+            chunks: 1,
+            delay: Duration::from_millis((i * 37) % 60),
+            ..Behavior::default()
+        });
+    }
+    let _a = world.dispatcher(&[("DISPATCHER_CONCURRENCY", "4")]).await;
+    let _b = world.dispatcher(&[("DISPATCHER_CONCURRENCY", "4")]).await;
+
+    for i in 0..20 {
+        world
+            .publish(
+                &private("acme", &format!("m{i:02}"), "u1", &format!("n{i}")),
+                None,
+            )
+            .await;
+    }
+    // And another conversation in between, which must not wait for the first.
+    world
+        .publish(&private("acme", "other", "u2", "x"), None)
+        .await;
+    for i in 0..20 {
+        let text = world.answer(&format!("acme:m{i:02}")).await;
+        assert_eq!(text, format!("echo #{}: n{i}", i + 1));
+    }
+    let inputs: Vec<String> = world
+        .expert
+        .runs()
+        .into_iter()
+        .filter(|r| r.metadata["dingtalk_conversation_id"] == "cid-u1")
+        .map(|r| r.input)
+        .collect();
+    let expected: Vec<String> = (0..20).map(|i| format!("n{i}")).collect();
+    assert_eq!(inputs, expected);
+    assert!(final_text(&world.commands().await, "acme:other").is_some());
+}
+
+#[tokio::test]
+async fn throttling_reported_by_the_notifier_thins_out_updates_but_not_the_final_answer() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), None).await;
+    let answer: String = (0..50).map(|i| format!("w{i} ")).collect();
+    world.expert.set_default(Behavior {
+        reply: Reply::Text(answer.clone()),
+        chunks: 50,
+        chunk_delay: Duration::from_millis(100),
+        ..Behavior::default()
+    });
+    let _d = world.dispatcher(&[("STREAM_UPDATE_INTERVAL", "1s")]).await;
+    // Let the dispatcher subscribe to results, then report throttling as the notifier would.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let throttled = json!({"v": 1, "command_id": "acme:m0:update:3", "integration_id": "acme",
+        "op": "update", "status": "failed", "finished_at": "2026-11-25T10:00:00Z",
+        "error": {"code": "throttled", "message": "slow down", "retryable": true}});
+    world
+        .js
+        .publish("dingtalk.results.acme.update", throttled.to_string().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    world
+        .publish(&private("acme", "m1", "u1", "talk"), None)
+        .await;
+    assert_eq!(world.answer("acme:m1").await, answer);
+    let commands = world.commands().await;
+    let intermediate = commands
+        .iter()
+        .filter(|c| matches!(c.op, Operation::Update(_)) && c.id != "acme:m1:final")
+        .count();
+    // The interval doubled to 2 s: at most two updates in 5 s instead of five.
+    assert!(
+        (1..=2).contains(&intermediate),
+        "{intermediate} updates: {commands:#?}"
+    );
+}

@@ -1,0 +1,106 @@
+//! The dispatcher against LangGraph's own Agent Protocol server (`langgraph dev`), serving the
+//! deterministic graph in `tests/langgraph/`. Needs the server, so it is `#[ignore]`d:
+//! `scripts/check-langgraph` installs `langgraph-cli[inmem]`, starts the server and runs these
+//! with `LANGGRAPH_URL` set.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{of_event, private, World};
+
+fn langgraph_url() -> String {
+    std::env::var("LANGGRAPH_URL").expect("LANGGRAPH_URL: run scripts/check-langgraph")
+}
+
+async fn runs_of(thread: &str) -> Vec<Value> {
+    reqwest::Client::new()
+        .get(format!("{}/threads/{thread}/runs", langgraph_url()))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn thread_of(world: &World, staff_id: &str) -> String {
+    let key = common::registry::ConversationKey::new(
+        "acme".parse().unwrap(),
+        format!("cid-{staff_id}"),
+        staff_id,
+    )
+    .unwrap();
+    world
+        .registry
+        .get_binding(&key)
+        .await
+        .unwrap()
+        .unwrap()
+        .thread_id
+        .to_string()
+}
+
+#[tokio::test]
+#[ignore = "needs a LangGraph server: scripts/check-langgraph"]
+async fn langgraph_answers_streams_and_keeps_the_thread_across_turns() {
+    let world = World::start().await;
+    world.integration("acme", Some("echo"), None).await;
+    let url = langgraph_url();
+    let _d = world
+        .dispatcher(&[("EXPERT_API_URL", &url), ("THINKING_DELAY", "0s")])
+        .await;
+    // A unique sender per run: the in-memory server keeps threads while it runs.
+    let who = format!("u{}", std::process::id());
+
+    world
+        .publish(&private("acme", "m1", &who, "hello"), None)
+        .await;
+    assert_eq!(world.answer("acme:m1").await, "echo #1: hello");
+    world
+        .publish(&private("acme", "m2", &who, "again"), None)
+        .await;
+    assert_eq!(world.answer("acme:m2").await, "echo #2: again");
+
+    let thread = thread_of(&world, &who).await;
+    let runs = runs_of(&thread).await;
+    assert_eq!(runs.len(), 2, "{runs:#?}");
+    let mut events: Vec<&str> = runs
+        .iter()
+        .map(|r| r["metadata"]["dingtalk_event_id"].as_str().unwrap())
+        .collect();
+    events.sort();
+    assert_eq!(events, ["acme:m1", "acme:m2"]);
+    assert_eq!(runs[0]["metadata"]["dingtalkRecipientId"], who.as_str());
+}
+
+#[tokio::test]
+#[ignore = "needs a LangGraph server: scripts/check-langgraph"]
+async fn langgraph_run_is_joined_after_a_dispatcher_dies_mid_run() {
+    let world = World::start().await;
+    world.integration("acme", Some("echo"), None).await;
+    let url = langgraph_url();
+    let overrides = [("EXPERT_API_URL", url.as_str()), ("THINKING_DELAY", "0s")];
+    let mut first = world.dispatcher(&overrides).await;
+    let who = format!("k{}", std::process::id());
+
+    world
+        .publish(&private("acme", "s1", &who, "slow one"), None)
+        .await;
+    world
+        .wait_commands(Duration::from_secs(10), |c| {
+            !of_event(c, "acme:s1").is_empty()
+        })
+        .await;
+    first.kill();
+    let _second = world.dispatcher(&overrides).await;
+    assert_eq!(world.answer("acme:s1").await, "echo #1: slow one");
+    let runs = runs_of(&thread_of(&world, &who).await).await;
+    assert_eq!(
+        runs.len(),
+        1,
+        "the expert must see the message once: {runs:#?}"
+    );
+}

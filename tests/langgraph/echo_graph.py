@@ -1,0 +1,29 @@
+"""A deterministic Agent Protocol expert for checking the dispatcher against LangGraph's own server.
+
+No model and no network: a fake chat model streams "echo #N: <text>" word by word, so the server
+emits real `messages` chunks and `values`. A message starting with "slow" sleeps two seconds
+first, long enough for a test to kill the dispatcher mid-run.
+"""
+
+import time
+
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.graph import END, START, MessagesState, StateGraph
+
+
+def answer(state: MessagesState):
+    human = [m for m in state["messages"] if isinstance(m, HumanMessage)]
+    text = human[-1].content if human else ""
+    if isinstance(text, str) and text.startswith("slow"):
+        time.sleep(2)
+    reply = AIMessage(content=f"echo #{len(human)}: {text}")
+    model = GenericFakeChatModel(messages=iter([reply]))
+    return {"messages": [model.invoke(state["messages"])]}
+
+
+builder = StateGraph(MessagesState)
+builder.add_node("answer", answer)
+builder.add_edge(START, "answer")
+builder.add_edge("answer", END)
+graph = builder.compile()
