@@ -12,7 +12,7 @@ pub mod answers;
 pub mod calls;
 pub mod config;
 pub mod content;
-pub mod dingtalk_stub;
+pub mod dingtalk;
 pub mod engine;
 pub mod media;
 pub mod metrics;
@@ -27,9 +27,6 @@ mod send;
 pub mod session_webhook;
 mod update;
 pub mod worker;
-
-/// The DingTalk client layer (temporarily a stub until branch `ntf-client` lands).
-pub use dingtalk_stub as dingtalk;
 
 pub use config::Config;
 
