@@ -1,5 +1,7 @@
 //! The notifier's configuration, from environment variables (README, "Configuration").
 
+use std::time::Duration;
+
 use common::config::{CommonConfig, ConfigError, DingTalkEndpoints, Env};
 
 /// Everything the notifier reads from the environment.
@@ -18,6 +20,10 @@ pub struct Config {
     /// `PUBLIC_BASE_URL`: how DingTalk reaches the ingress, for card button callbacks. Unset:
     /// cards are still sent, but their button presses cannot reach the gateway.
     pub public_base_url: Option<String>,
+    /// How long JetStream waits for a command's ack before redelivering it, and how long one
+    /// execution holds a command's lease (both extended while it runs). Not read from the
+    /// environment (30 s); tests shorten it to exercise crashes.
+    pub ack_wait: Duration,
 }
 
 impl Config {
@@ -32,6 +38,7 @@ impl Config {
                 Some(_) => Some(env.url("PUBLIC_BASE_URL", "", &["https", "http"])?),
                 None => None,
             },
+            ack_wait: Duration::from_secs(30),
         })
     }
 }

@@ -42,8 +42,6 @@ use crate::outcome::{self, Subject};
 use crate::pacer::Pacer;
 use crate::records::{Records, SentRecord};
 
-/// How long one execution holds a command's lease; extended while it runs.
-pub const LEASE: Duration = Duration::from_secs(60);
 /// How long an update or recall waits for its target's send before failing `unknown_target`.
 pub const TARGET_WAIT: Duration = Duration::from_secs(120);
 /// Delay before retrying after Redis failed.
@@ -58,6 +56,10 @@ pub struct EngineConfig {
     pub media_url_allowlist: Vec<String>,
     /// `PUBLIC_BASE_URL`.
     pub public_base_url: Option<String>,
+    /// How long one execution holds a command's lease; extended every third of it while it
+    /// runs. The consumer's ack wait: a crashed execution's lease has expired by the time
+    /// JetStream redelivers its command.
+    pub lease: Duration,
 }
 
 /// One delivery of a command message, as the engine needs it.
@@ -266,9 +268,9 @@ impl Engine {
             tracing::debug!(delay_ms = delay.as_millis() as u64, "budget spent; deferred");
             return Disposition::Later(delay + jitter());
         }
-        match inner.records.lock(id, &command.id, &inner.owner, LEASE).await {
+        match inner.records.lock(id, &command.id, &inner.owner, inner.config.lease).await {
             Ok(true) => {}
-            Ok(false) => return Disposition::Later(Duration::from_secs(2)),
+            Ok(false) => return Disposition::Later(inner.config.lease / 4),
             Err(err) => return Disposition::Later(Later::from(err).0),
         }
         let keeper = self.keep_lease(id, &command.id);
@@ -296,9 +298,10 @@ impl Engine {
         let inner = Arc::clone(&self.inner);
         let (id, command_id) = (id.to_owned(), command_id.to_owned());
         tokio::spawn(async move {
+            let lease = inner.config.lease;
             loop {
-                tokio::time::sleep(LEASE / 3).await;
-                if let Err(err) = inner.records.extend_lock(&id, &command_id, &inner.owner, LEASE).await {
+                tokio::time::sleep(lease / 3).await;
+                if let Err(err) = inner.records.extend_lock(&id, &command_id, &inner.owner, lease).await {
                     tracing::warn!(%err, "cannot extend the command lease");
                 }
             }

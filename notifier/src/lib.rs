@@ -77,12 +77,13 @@ pub async fn start(config: &Config, shutdown: &Shutdown) -> Result<Running, Star
             oapi_url: config.dingtalk.oapi_url.clone(),
             media_url_allowlist: config.media_url_allowlist.clone(),
             public_base_url: config.public_base_url.clone(),
+            lease: config.ack_wait,
         },
     );
     if config.public_base_url.is_none() {
         tracing::warn!("PUBLIC_BASE_URL is unset: cards are sent, but their button presses cannot reach the gateway");
     }
-    worker::consumer(&foundation.jetstream)
+    worker::consumer(&foundation.jetstream, config.ack_wait)
         .await
         .map_err(|err| nats_error(format!("cannot create the commands consumer: {err}")))?;
     let requests = Queries::subscribe(&foundation.nats)
@@ -100,7 +101,10 @@ pub async fn start(config: &Config, shutdown: &Shutdown) -> Result<Running, Star
         engine,
         Publisher::new(foundation.jetstream.clone()),
         foundation.jetstream.clone(),
-        config.concurrency,
+        worker::WorkerConfig {
+            concurrency: config.concurrency,
+            ack_wait: config.ack_wait,
+        },
         shutdown.clone(),
     ));
     Ok(Running {

@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 use crate::answers;
 use crate::calls;
 use crate::content::Content;
-use crate::engine::{Ctx, Engine, Executed, Later, LEASE, TARGET_WAIT};
+use crate::engine::{Ctx, Engine, Executed, Later, TARGET_WAIT};
 use crate::outcome::{self, Subject};
 use crate::placeholders::{fill_message, Filler};
 use crate::records::{Delivered, SentRecord, StepRecord, TargetOutcome};
@@ -109,7 +109,7 @@ impl Engine {
         }
         // One applier per target at a time, and only while it is still the newest.
         let order_lock = format!("order:{}", update.target);
-        if !records.lock(ctx.id, &order_lock, &self.inner.owner, LEASE).await? {
+        if !records.lock(ctx.id, &order_lock, &self.inner.owner, self.inner.config.lease).await? {
             return Err(Later(WAIT_POLL));
         }
         let applied = async {

@@ -28,10 +28,6 @@ use crate::publish::Publisher;
 
 /// The durable consumer every replica shares.
 pub const CONSUMER: &str = "notifier";
-/// How long JetStream waits for an ack before redelivering.
-pub const ACK_WAIT: Duration = Duration::from_secs(30);
-/// How often a running command tells JetStream it is still working on it.
-const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// Unacked (including deferred) commands JetStream keeps out at once: large, so that a burst
 /// of one tenant deferred for lack of budget never stops delivery of the others' commands.
 pub const MAX_ACK_PENDING: i64 = 100_000;
@@ -40,13 +36,13 @@ const PUBLISH_RETRY: Duration = Duration::from_secs(1);
 
 /// The consumer's configuration: explicit acks, unlimited deliveries (deferrals count as
 /// deliveries; malformed commands are acked at once, so nothing loops), all commands.
-pub fn consumer_config() -> pull::Config {
+pub fn consumer_config(ack_wait: Duration) -> pull::Config {
     pull::Config {
         durable_name: Some(CONSUMER.to_owned()),
         description: Some("dingtalk-gateway notifier: executes commands".to_owned()),
         deliver_policy: DeliverPolicy::All,
         ack_policy: AckPolicy::Explicit,
-        ack_wait: ACK_WAIT,
+        ack_wait,
         max_deliver: -1,
         filter_subject: subjects::COMMANDS_ALL.to_owned(),
         max_ack_pending: MAX_ACK_PENDING,
@@ -55,18 +51,29 @@ pub fn consumer_config() -> pull::Config {
 }
 
 /// Creates (or opens) the shared durable consumer.
-pub async fn consumer(jetstream: &jetstream::Context) -> Result<PullConsumer, async_nats::Error> {
+/// An existing consumer keeps its settings (the first replica's `ack_wait` wins).
+pub async fn consumer(jetstream: &jetstream::Context, ack_wait: Duration) -> Result<PullConsumer, async_nats::Error> {
     let stream = jetstream.get_stream(streams::COMMANDS).await?;
-    Ok(stream.get_or_create_consumer(CONSUMER, consumer_config()).await?)
+    Ok(stream.get_or_create_consumer(CONSUMER, consumer_config(ack_wait)).await?)
+}
+
+/// The worker's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerConfig {
+    /// Commands in flight at once.
+    pub concurrency: usize,
+    /// The consumer's ack wait; in-progress is sent every third of it.
+    pub ack_wait: Duration,
 }
 
 /// Runs the loop until `shutdown`, then waits for the commands in flight.
-pub async fn run(engine: Engine, publisher: Publisher, jetstream: jetstream::Context, concurrency: usize, shutdown: Shutdown) {
+pub async fn run(engine: Engine, publisher: Publisher, jetstream: jetstream::Context, config: WorkerConfig, shutdown: Shutdown) {
+    let concurrency = config.concurrency;
     let semaphore = Arc::new(Semaphore::new(concurrency));
     let mut tasks = JoinSet::new();
     let mut backoff = Duration::from_millis(100);
     'consumer: while !shutdown.is_triggered() {
-        let messages = match consumer(&jetstream).await {
+        let messages = match consumer(&jetstream, config.ack_wait).await {
             Ok(consumer) => consumer.stream().max_messages_per_batch(concurrency).messages().await,
             Err(err) => Err(async_nats::jetstream::consumer::StreamError::with_source(
                 async_nats::jetstream::consumer::StreamErrorKind::Other,
@@ -100,8 +107,9 @@ pub async fn run(engine: Engine, publisher: Publisher, jetstream: jetstream::Con
                 Some(Ok(message)) => {
                     let engine = engine.clone();
                     let publisher = publisher.clone();
+                    let progress_every = config.ack_wait / 3;
                     tasks.spawn(async move {
-                        process(&engine, &publisher, message).await;
+                        process(&engine, &publisher, message, progress_every).await;
                         drop(permit);
                     });
                 }
@@ -120,7 +128,7 @@ pub async fn run(engine: Engine, publisher: Publisher, jetstream: jetstream::Con
 }
 
 /// Executes one delivery and acks, naks or (on a publish failure) naks with a short delay.
-async fn process(engine: &Engine, publisher: &Publisher, message: Message) {
+async fn process(engine: &Engine, publisher: &Publisher, message: Message, progress_every: Duration) {
     let incoming = match message.info() {
         Ok(info) => Incoming {
             subject: message.subject.to_string(),
@@ -137,7 +145,7 @@ async fn process(engine: &Engine, publisher: &Publisher, message: Message) {
     };
     let (_, acker) = message.split();
     let acker = Arc::new(acker);
-    let progress = keep_in_progress(Arc::clone(&acker));
+    let progress = keep_in_progress(Arc::clone(&acker), progress_every);
     let disposition = engine.handle(&incoming).await;
     progress.abort();
     let reply = match disposition {
@@ -167,11 +175,11 @@ async fn publish(publisher: &Publisher, result: &common::bus::result::CommandRes
     Ok(())
 }
 
-/// Tells JetStream every [`PROGRESS_EVERY`] that the command is still being worked on.
-fn keep_in_progress(acker: Arc<Acker>) -> tokio::task::JoinHandle<()> {
+/// Tells JetStream every `every` that the command is still being worked on.
+fn keep_in_progress(acker: Arc<Acker>, every: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            tokio::time::sleep(PROGRESS_EVERY).await;
+            tokio::time::sleep(every).await;
             if let Err(err) = acker.ack_with(AckKind::Progress).await {
                 tracing::debug!(%err, "cannot send in-progress");
             }
