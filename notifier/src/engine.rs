@@ -255,6 +255,18 @@ impl Engine {
             stream_sequence: incoming.stream_sequence,
             published: incoming.published,
         };
+        // An update or recall that must wait for its target, or an update already superseded,
+        // costs no DingTalk budget: decided before asking for a permit.
+        match self.precheck(&ctx, subject, command).await {
+            Ok(None) => {}
+            Ok(Some(executed)) => {
+                return match inner.records.finish(id, &executed.result, None).await {
+                    Ok(()) => Disposition::Finished(Box::new(executed.result)),
+                    Err(err) => Disposition::Later(Later::from(err).0),
+                }
+            }
+            Err(Later(delay)) => return Disposition::Later(delay),
+        }
         let (budget_target, api) = self.first_call(&ctx, command);
         if let Err(wait) = inner.dingtalk.try_acquire(&budget_target, api).await {
             let key = format!("{}/{api:?}", budget_key(&budget_target));

@@ -38,6 +38,29 @@ enum TargetState {
 }
 
 impl Engine {
+    /// Decides, without a lease or DingTalk budget, the updates and recalls that cannot run
+    /// yet (their target's send has not finished: [`Later`]) or at all (superseded, or the
+    /// target failed: a result). `Ok(None)`: execute it.
+    pub(crate) async fn precheck(&self, ctx: &Ctx<'_>, subject: &Subject, command: &common::bus::command::Command) -> Result<Option<Executed>, Later> {
+        use common::bus::command::Operation;
+        let target = match &command.op {
+            Operation::Send(_) => return Ok(None),
+            Operation::Update(update) => {
+                let newest = self.inner.records.note_update(ctx.id, &update.target, ctx.stream_sequence).await?;
+                if newest > ctx.stream_sequence {
+                    return Ok(Some(superseded(subject, newest)));
+                }
+                &update.target
+            }
+            Operation::Recall(recall) => &recall.target,
+        };
+        match self.target(ctx, target).await? {
+            TargetState::Ready(_) => Ok(None),
+            TargetState::Pending => Err(Later(WAIT_POLL)),
+            TargetState::Failed(error) => Ok(Some(Executed::failed(subject, error))),
+        }
+    }
+
     /// The target send's record, or why there is none.
     async fn target(&self, ctx: &Ctx<'_>, target: &str) -> Result<TargetState, Later> {
         let records = &self.inner.records;

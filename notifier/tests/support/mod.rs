@@ -61,7 +61,8 @@ pub struct Options {
     pub concurrency: usize,
     pub ack_wait: Duration,
     pub sim: SimConfig,
-    pub media_allowlist: bool,
+    /// `MEDIA_URL_ALLOWLIST`.
+    pub media_allowlist: Option<String>,
 }
 
 impl Default for Options {
@@ -71,7 +72,7 @@ impl Default for Options {
             concurrency: 8,
             ack_wait: Duration::from_secs(30),
             sim: SimConfig::local(),
-            media_allowlist: false,
+            media_allowlist: None,
         }
     }
 }
@@ -93,7 +94,6 @@ impl Bed {
         .await
         .expect("simulator starts");
         let base = sim.base_url();
-        let host = base.trim_start_matches("http://").to_owned();
         let mut pairs = vec![
             ("NATS_URL", nats.url()),
             ("REDIS_URL", redis.url()),
@@ -106,8 +106,8 @@ impl Bed {
         if let Some(url) = &options.public_base_url {
             pairs.push(("PUBLIC_BASE_URL", url.clone()));
         }
-        if options.media_allowlist {
-            pairs.push(("MEDIA_URL_ALLOWLIST", host));
+        if let Some(hosts) = &options.media_allowlist {
+            pairs.push(("MEDIA_URL_ALLOWLIST", hosts.clone()));
         }
         let mut config = notifier::Config::from_env(&Env::from_pairs(pairs)).expect("config");
         config.ack_wait = options.ack_wait;
@@ -282,4 +282,26 @@ pub fn send(id: &str, integration: &str, recipients: Value, message: Value) -> V
 /// A text message.
 pub fn text(text: &str) -> Value {
     json!({"type": "text", "text": text})
+}
+
+/// Serves `/files/{name}` from a map, for media URLs; returns `127.0.0.1:port`.
+pub async fn file_server(files: Vec<(&'static str, Vec<u8>)>) -> String {
+    use axum::extract::Path;
+    let files: Arc<std::collections::HashMap<&'static str, Vec<u8>>> = Arc::new(files.into_iter().collect());
+    let app = axum::Router::new().route(
+        "/files/{name}",
+        axum::routing::get(move |Path(name): Path<String>| {
+            let files = Arc::clone(&files);
+            async move {
+                match files.get(name.as_str()) {
+                    Some(bytes) => (axum::http::StatusCode::OK, bytes.clone()),
+                    None => (axum::http::StatusCode::NOT_FOUND, Vec::new()),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr.to_string()
 }
