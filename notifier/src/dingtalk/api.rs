@@ -305,7 +305,7 @@ impl App {
 
 /// Who a call is made as. Custom robots and session webhooks are addressed by URL and token
 /// rather than by app credentials.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub enum Target {
     /// An app with AppKey/AppSecret: token injected, per-(app, API) limit.
     App(App),
@@ -321,6 +321,30 @@ pub enum Target {
         /// The full URL, with its `session` query.
         url: String,
     },
+}
+
+/// A session webhook's `session` query lets anyone post into the conversation, so `Debug`
+/// shows the URL without its query.
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::App(app) => f.debug_tuple("App").field(app).finish(),
+            Target::CustomRobot {
+                access_token,
+                secret,
+            } => f
+                .debug_struct("CustomRobot")
+                .field("access_token", access_token)
+                .field("secret", secret)
+                .finish(),
+            Target::SessionWebhook { url } => {
+                let base = url.split('?').next().unwrap_or_default();
+                f.debug_struct("SessionWebhook")
+                    .field("url", &format!("{base}?***"))
+                    .finish()
+            }
+        }
+    }
 }
 
 impl Target {
@@ -344,7 +368,7 @@ impl Target {
 }
 
 /// One call. Body is JSON except for media upload.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct ApiCall {
     /// The endpoint.
     pub api: Api,
@@ -383,6 +407,18 @@ impl ApiCall {
             }
             (api, _) => api.idempotent(),
         }
+    }
+}
+
+/// Query values can be secrets (`gettoken`'s `appsecret`); `Debug` names the keys only.
+impl std::fmt::Debug for ApiCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: Vec<&str> = self.query.iter().map(|(key, _)| key.as_str()).collect();
+        f.debug_struct("ApiCall")
+            .field("api", &self.api)
+            .field("body", &self.body)
+            .field("query_keys", &keys)
+            .finish()
     }
 }
 
@@ -425,5 +461,94 @@ impl std::fmt::Debug for CallBody {
                 .field("len", &bytes.len())
                 .finish(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_paths_keep_dingtalks_case() {
+        let mut names: Vec<_> = Api::ALL.iter().map(Api::name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Api::ALL.len());
+        assert_eq!(
+            Api::BatchSend.route().1,
+            "/v1.0/robot/oToMessages/batchSend"
+        );
+        assert_eq!(
+            Api::BatchRecall.route().1,
+            "/v1.0/robot/otoMessages/batchRecall"
+        );
+    }
+
+    #[test]
+    fn hosts_and_tokens_follow_the_api_generation() {
+        assert_eq!(Api::GroupSend.host(), Host::New);
+        assert_eq!(Api::GroupSend.token_kind(), Some(TokenKind::New));
+        assert_eq!(Api::MediaUpload.host(), Host::Old);
+        assert_eq!(Api::ListSimple.token_kind(), Some(TokenKind::Old));
+        for api in [
+            Api::AccessToken,
+            Api::OldAccessToken,
+            Api::CustomRobotSend,
+            Api::SessionWebhookSend,
+        ] {
+            assert_eq!(api.token_kind(), None, "{api}");
+        }
+    }
+
+    #[test]
+    fn robot_messages_are_not_idempotent_reads_and_updates_are() {
+        for api in [
+            Api::BatchSend,
+            Api::GroupSend,
+            Api::CardSend,
+            Api::CustomRobotSend,
+        ] {
+            assert!(!api.idempotent(), "{api}");
+        }
+        for api in [
+            Api::ReadStatus,
+            Api::CardInstanceUpdate,
+            Api::ListSimple,
+            Api::AccessToken,
+        ] {
+            assert!(api.idempotent(), "{api}");
+        }
+    }
+
+    #[test]
+    fn streaming_is_idempotent_only_when_it_replaces_the_content() {
+        let stream =
+            |full: bool| ApiCall::json(Api::CardStreaming, serde_json::json!({"isFull": full}));
+        assert!(stream(true).idempotent());
+        assert!(!stream(false).idempotent());
+    }
+
+    #[test]
+    fn debug_hides_secrets_session_tokens_and_query_values() {
+        let target = Target::SessionWebhook {
+            url: "https://oapi.dingtalk.com/robot/sendBySession?session=s3cret".into(),
+        };
+        let text = format!("{target:?}");
+        assert!(!text.contains("s3cret"), "{text}");
+        let robot = Target::CustomRobot {
+            access_token: Secret::new("tok3n"),
+            secret: Some(Secret::new("SECx")),
+        };
+        let text = format!("{robot:?}");
+        assert!(!text.contains("tok3n") && !text.contains("SECx"), "{text}");
+        let call = ApiCall::get(
+            Api::OldAccessToken,
+            vec![("appsecret".into(), "app-s3cret".into())],
+        );
+        let text = format!("{call:?}");
+        assert!(
+            !text.contains("app-s3cret") && text.contains("appsecret"),
+            "{text}"
+        );
     }
 }
