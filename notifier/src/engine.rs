@@ -291,7 +291,7 @@ impl Engine {
             Operation::Update(update) => self.execute_update(&ctx, subject, update).await,
             Operation::Recall(recall) => self.execute_recall(&ctx, subject, recall).await,
         };
-        keeper.abort();
+        drop(keeper);
         let disposition = match executed {
             Ok(executed) => match inner.records.finish(id, &executed.result, executed.sent.as_ref()).await {
                 Ok(()) => Disposition::Finished(Box::new(executed.result)),
@@ -305,11 +305,11 @@ impl Engine {
         disposition
     }
 
-    /// Extends the command's lease while it runs.
-    fn keep_lease(&self, id: &str, command_id: &str) -> tokio::task::JoinHandle<()> {
+    /// Extends the command's lease while it runs (until the guard is dropped).
+    fn keep_lease(&self, id: &str, command_id: &str) -> AbortOnDrop {
         let inner = Arc::clone(&self.inner);
         let (id, command_id) = (id.to_owned(), command_id.to_owned());
-        tokio::spawn(async move {
+        AbortOnDrop(tokio::spawn(async move {
             let lease = inner.config.lease;
             loop {
                 tokio::time::sleep(lease / 3).await;
@@ -317,7 +317,7 @@ impl Engine {
                     tracing::warn!(%err, "cannot extend the command lease");
                 }
             }
-        })
+        }))
     }
 
     /// The budget a command needs first: the API of its first DingTalk call.
@@ -408,6 +408,17 @@ impl Engine {
                 Ok(CallbackType::Unset)
             }
         }
+    }
+}
+
+/// A background task that lives exactly as long as this guard: if the work it accompanies is
+/// cancelled (shutdown, a crash in tests), the task stops too instead of keeping a lease or an
+/// in-progress signal alive for work nobody does.
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -21,7 +21,7 @@ use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::engine::{Disposition, Engine, Incoming};
+use crate::engine::{AbortOnDrop, Disposition, Engine, Incoming};
 use crate::metrics;
 use crate::outcome;
 use crate::publish::Publisher;
@@ -147,7 +147,7 @@ async fn process(engine: &Engine, publisher: &Publisher, message: Message, progr
     let acker = Arc::new(acker);
     let progress = keep_in_progress(Arc::clone(&acker), progress_every);
     let disposition = engine.handle(&incoming).await;
-    progress.abort();
+    drop(progress);
     let reply = match disposition {
         Disposition::Finished(result) => match publish(publisher, &result, &incoming).await {
             Ok(()) => AckKind::Ack,
@@ -176,13 +176,13 @@ async fn publish(publisher: &Publisher, result: &common::bus::result::CommandRes
 }
 
 /// Tells JetStream every `every` that the command is still being worked on.
-fn keep_in_progress(acker: Arc<Acker>, every: Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+fn keep_in_progress(acker: Arc<Acker>, every: Duration) -> AbortOnDrop {
+    AbortOnDrop(tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;
             if let Err(err) = acker.ack_with(AckKind::Progress).await {
                 tracing::debug!(%err, "cannot send in-progress");
             }
         }
-    })
+    }))
 }

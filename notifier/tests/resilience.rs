@@ -60,6 +60,7 @@ async fn a_notifier_killed_mid_burst_and_restarted_loses_nothing_and_sends_nothi
             }
         }
     }
+    eprintln!("{done_before} of {N} done before the kill; {unknown} in doubt after the restart");
     assert!(unknown <= 4, "only the commands in flight at the crash are in doubt ({unknown})");
     let (ack_pending, _, pending) = bed.consumer_state().await;
     assert_eq!((ack_pending, pending), (0, 0));
