@@ -82,15 +82,19 @@ pub fn process_query_key(answer: &Value) -> Option<String> {
 
 /// The per-space outcome of a card instance delivery: `spaceId` → error message (when failed).
 pub fn deliver_results(answer: &Value) -> HashMap<String, Option<String>> {
-    let items = answer
-        .get("result")
-        .and_then(|r| r.as_array().or_else(|| r.get("deliverResults").and_then(Value::as_array)));
+    let items = answer.get("result").and_then(|r| {
+        r.as_array()
+            .or_else(|| r.get("deliverResults").and_then(Value::as_array))
+    });
     items
         .into_iter()
         .flatten()
         .filter_map(|item| {
             let space = item.get("spaceId")?.as_str()?.to_owned();
-            let ok = item.get("success").and_then(Value::as_bool).unwrap_or(false);
+            let ok = item
+                .get("success")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
             let error = (!ok).then(|| {
                 item.get("errorMsg")
                     .and_then(Value::as_str)
@@ -111,7 +115,9 @@ pub fn recall_failures(answer: &Value) -> HashMap<String, String> {
             failed
                 .iter()
                 .map(|(key, reason)| {
-                    let reason = reason.as_str().map_or_else(|| reason.to_string(), str::to_owned);
+                    let reason = reason
+                        .as_str()
+                        .map_or_else(|| reason.to_string(), str::to_owned);
                     (key.clone(), reason)
                 })
                 .collect()
@@ -199,7 +205,9 @@ mod tests {
 
     #[test]
     fn recall_failures_map_keys_to_reasons() {
-        let failed = recall_failures(&json!({"successResult": ["a"], "failedResult": {"b": "recalled already"}}));
+        let failed = recall_failures(
+            &json!({"successResult": ["a"], "failedResult": {"b": "recalled already"}}),
+        );
         assert_eq!(failed.len(), 1);
         assert_eq!(failed["b"], "recalled already");
     }

@@ -32,7 +32,11 @@ pub fn batch_send(robot_code: &str, user_ids: &[String], message: &RobotMessage)
 /// 1:1 send addressed by openIds, as the anchor plugin does. UNVERIFIED (PROTOCOL §4.2, §8.4):
 /// the official SDK has no `openIds` field on batchSend. Kept in this one function so that the
 /// day DingTalk documents the real way, only this changes.
-pub fn open_id_batch_send(robot_code: &str, open_ids: &[String], message: &RobotMessage) -> ApiCall {
+pub fn open_id_batch_send(
+    robot_code: &str,
+    open_ids: &[String],
+    message: &RobotMessage,
+) -> ApiCall {
     json_call(
         Api::BatchSend,
         json!({
@@ -209,7 +213,8 @@ pub fn card_instance_deliver(
         body["imGroupOpenDeliverModel"] = model;
     }
     if spaces.iter().any(|s| matches!(s, Space::Robot(_))) {
-        body["imRobotOpenDeliverModel"] = json!({ "spaceType": "IM_ROBOT", "robotCode": robot_code });
+        body["imRobotOpenDeliverModel"] =
+            json!({ "spaceType": "IM_ROBOT", "robotCode": robot_code });
     }
     json_call(Api::CardInstanceDeliver, body)
 }
@@ -319,10 +324,20 @@ mod tests {
             user_ids: vec!["u1".into()],
             all: true,
         };
-        let call = card_send("r", "c1", &CardReceiver::Group("cid".into()), &json!({}), &mentions, "k");
+        let call = card_send(
+            "r",
+            "c1",
+            &CardReceiver::Group("cid".into()),
+            &json!({}),
+            &mentions,
+            "k",
+        );
         let options = &body(&call)["sendOptions"];
         assert_eq!(options["atAll"], true);
-        assert_eq!(options["atUserListJson"], r#"[{"nickName":"u1","userId":"u1"}]"#);
+        assert_eq!(
+            options["atUserListJson"],
+            r#"[{"nickName":"u1","userId":"u1"}]"#
+        );
     }
 
     #[test]

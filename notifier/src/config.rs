@@ -88,16 +88,28 @@ mod tests {
 
     #[test]
     fn the_allowlist_is_read_as_host_names() {
-        let env = Env::from_pairs([("MEDIA_URL_ALLOWLIST", " Files.Example.com, *.cdn.example.net ,")]);
+        let env = Env::from_pairs([(
+            "MEDIA_URL_ALLOWLIST",
+            " Files.Example.com, *.cdn.example.net ,",
+        )]);
         let config = Config::from_env(&env).unwrap();
-        assert_eq!(config.media_url_allowlist, ["files.example.com", "*.cdn.example.net"]);
+        assert_eq!(
+            config.media_url_allowlist,
+            ["files.example.com", "*.cdn.example.net"]
+        );
         let env = Env::from_pairs([("MEDIA_URL_ALLOWLIST", "https://x.com/a")]);
-        assert_eq!(Config::from_env(&env).unwrap_err().var, "MEDIA_URL_ALLOWLIST");
+        assert_eq!(
+            Config::from_env(&env).unwrap_err().var,
+            "MEDIA_URL_ALLOWLIST"
+        );
     }
 
     #[test]
     fn concurrency_is_bounded() {
         let env = Env::from_pairs([("NOTIFIER_CONCURRENCY", "0")]);
-        assert_eq!(Config::from_env(&env).unwrap_err().var, "NOTIFIER_CONCURRENCY");
+        assert_eq!(
+            Config::from_env(&env).unwrap_err().var,
+            "NOTIFIER_CONCURRENCY"
+        );
     }
 }

@@ -98,7 +98,9 @@ impl Content {
                 params: string_params(params),
             },
             OutboundMessage::File(media) => Self::File {
-                media_id: media_id.or_else(|| media.media_id.clone()).unwrap_or_default(),
+                media_id: media_id
+                    .or_else(|| media.media_id.clone())
+                    .unwrap_or_default(),
                 name: media
                     .name
                     .clone()
@@ -106,7 +108,9 @@ impl Content {
                     .unwrap_or_else(|| "file".to_owned()),
             },
             OutboundMessage::Image(media) => Self::Image {
-                media_id: media_id.or_else(|| media.media_id.clone()).unwrap_or_default(),
+                media_id: media_id
+                    .or_else(|| media.media_id.clone())
+                    .unwrap_or_default(),
             },
         }
     }
@@ -202,7 +206,8 @@ impl Content {
             }
             body
         };
-        let overhead = body("", true).to_string().len() + mention_overhead(title.is_some(), mentions);
+        let overhead =
+            body("", true).to_string().len() + mention_overhead(title.is_some(), mentions);
         let budget = max_body_bytes.saturating_sub(overhead).max(1);
         let parts = split_text(text, budget);
         Some(
@@ -374,7 +379,10 @@ mod tests {
         assert!(content.is_card());
         assert!(content.robot_message().is_none());
         let card = content.standard_card().unwrap();
-        assert_eq!(card["contents"], json!([{"type": "markdown", "text": "**x**", "id": "content"}]));
+        assert_eq!(
+            card["contents"],
+            json!([{"type": "markdown", "text": "**x**", "id": "content"}])
+        );
         assert_eq!(card["header"]["title"]["text"], "T");
     }
 
@@ -439,7 +447,9 @@ mod tests {
             true,
             None,
         );
-        let bodies = content.classic_bodies(&mentions, CUSTOM_ROBOT_MAX_BODY_BYTES).unwrap();
+        let bodies = content
+            .classic_bodies(&mentions, CUSTOM_ROBOT_MAX_BODY_BYTES)
+            .unwrap();
         assert_eq!(bodies.len(), 1);
         assert_eq!(
             bodies[0],
@@ -448,8 +458,13 @@ mod tests {
         );
         let text = Content::new(&OutboundMessage::Text { text: "hi".into() }, false, None);
         let bodies = text.classic_bodies(&Mentions::default(), 20_000).unwrap();
-        assert_eq!(bodies[0], json!({"msgtype": "text", "text": {"content": "hi"}}));
-        assert!(Content::Card(json!({})).classic_bodies(&mentions, 20_000).is_none());
+        assert_eq!(
+            bodies[0],
+            json!({"msgtype": "text", "text": {"content": "hi"}})
+        );
+        assert!(Content::Card(json!({}))
+            .classic_bodies(&mentions, 20_000)
+            .is_none());
     }
 
     #[test]
@@ -462,7 +477,11 @@ mod tests {
             .unwrap();
         assert!(bodies.len() > 1);
         for body in &bodies {
-            assert!(body.to_string().len() <= CUSTOM_ROBOT_MAX_BODY_BYTES, "{}", body.to_string().len());
+            assert!(
+                body.to_string().len() <= CUSTOM_ROBOT_MAX_BODY_BYTES,
+                "{}",
+                body.to_string().len()
+            );
         }
         let joined: String = bodies
             .iter()

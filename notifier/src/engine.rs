@@ -171,7 +171,12 @@ pub(crate) struct Inner {
 
 impl Engine {
     /// An engine over the service's connections.
-    pub fn new(dingtalk: DingTalk, records: Records, registry: Registry, config: EngineConfig) -> Self {
+    pub fn new(
+        dingtalk: DingTalk,
+        records: Records,
+        registry: Registry,
+        config: EngineConfig,
+    ) -> Self {
         let http = reqwest::Client::builder()
             .timeout(crate::media::FETCH_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
@@ -212,15 +217,29 @@ impl Engine {
         let _guard = span.enter();
         let disposition = self.execute(&command, &subject, incoming).await;
         if let Disposition::Finished(result) = &disposition {
-            metrics::command_finished(command.op_kind(), result.status, started.elapsed(), incoming.published);
+            metrics::command_finished(
+                command.op_kind(),
+                result.status,
+                started.elapsed(),
+                incoming.published,
+            );
         }
         disposition
     }
 
-    async fn execute(&self, command: &Command, subject: &Subject, incoming: &Incoming) -> Disposition {
+    async fn execute(
+        &self,
+        command: &Command,
+        subject: &Subject,
+        incoming: &Incoming,
+    ) -> Disposition {
         let inner = &self.inner;
         let id = command.integration_id.as_str();
-        let integration = match inner.registry.get_integration(&command.integration_id).await {
+        let integration = match inner
+            .registry
+            .get_integration(&command.integration_id)
+            .await
+        {
             Ok(Some(integration)) => integration,
             Ok(None) => {
                 return Disposition::Finished(Box::new(outcome::failed(
@@ -228,8 +247,8 @@ impl Engine {
                     ResultError {
                         code: "unknown_integration".to_owned(),
                         message: format!(
-                            "no integration {id} is registered; register it with the admin API first"
-                        ),
+                        "no integration {id} is registered; register it with the admin API first"
+                    ),
                         retryable: false,
                     },
                 )))
@@ -277,10 +296,17 @@ impl Engine {
             };
             let delay = inner.pacer.defer(&key, wait, rate, Instant::now());
             metrics::deferred(id);
-            tracing::debug!(delay_ms = delay.as_millis() as u64, "budget spent; deferred");
+            tracing::debug!(
+                delay_ms = delay.as_millis() as u64,
+                "budget spent; deferred"
+            );
             return Disposition::Later(delay + jitter());
         }
-        match inner.records.lock(id, &command.id, &inner.owner, inner.config.lease).await {
+        match inner
+            .records
+            .lock(id, &command.id, &inner.owner, inner.config.lease)
+            .await
+        {
             Ok(true) => {}
             Ok(false) => return Disposition::Later(inner.config.lease / 4),
             Err(err) => return Disposition::Later(Later::from(err).0),
@@ -293,7 +319,11 @@ impl Engine {
         };
         drop(keeper);
         let disposition = match executed {
-            Ok(executed) => match inner.records.finish(id, &executed.result, executed.sent.as_ref()).await {
+            Ok(executed) => match inner
+                .records
+                .finish(id, &executed.result, executed.sent.as_ref())
+                .await
+            {
                 Ok(()) => Disposition::Finished(Box::new(executed.result)),
                 Err(err) => Disposition::Later(Later::from(err).0),
             },
@@ -313,7 +343,11 @@ impl Engine {
             let lease = inner.config.lease;
             loop {
                 tokio::time::sleep(lease / 3).await;
-                if let Err(err) = inner.records.extend_lock(&id, &command_id, &inner.owner, lease).await {
+                if let Err(err) = inner
+                    .records
+                    .extend_lock(&id, &command_id, &inner.owner, lease)
+                    .await
+                {
                     tracing::warn!(%err, "cannot extend the command lease");
                 }
             }
@@ -328,7 +362,10 @@ impl Engine {
             Operation::Recall(_) => (ctx.app.clone(), Api::BatchRecall),
             Operation::Send(send) => {
                 let card = send.updatable
-                    || send.mentions.as_ref().is_some_and(|m| m.all || !m.user_ids.is_empty())
+                    || send
+                        .mentions
+                        .as_ref()
+                        .is_some_and(|m| m.all || !m.user_ids.is_empty())
                     || matches!(send.message, OutboundMessage::Interactive { .. });
                 let template = matches!(send.message, OutboundMessage::Template { .. });
                 let Some(first) = send.recipients.first() else {
@@ -343,7 +380,9 @@ impl Engine {
                         Api::CustomRobotSend,
                     ),
                     RecipientType::SessionWebhook => (
-                        Target::SessionWebhook { url: first.id.clone() },
+                        Target::SessionWebhook {
+                            url: first.id.clone(),
+                        },
                         Api::SessionWebhookSend,
                     ),
                     _ if template => (ctx.app.clone(), Api::CardInstanceCreate),
@@ -357,12 +396,21 @@ impl Engine {
 
     /// One DingTalk call; a throttle that outlived the client's own waiting becomes [`Later`]
     /// (DingTalk refused, so nothing was sent), every other failure a [`ResultError`].
-    pub(crate) async fn call(&self, target: &Target, call: ApiCall) -> Result<Result<serde_json::Value, CallError>, Later> {
+    pub(crate) async fn call(
+        &self,
+        target: &Target,
+        call: ApiCall,
+    ) -> Result<Result<serde_json::Value, CallError>, Later> {
         match self.inner.dingtalk.call(target, call).await {
             Ok(answer) => Ok(Ok(answer)),
-            Err(DingTalkError::Throttled { retry_after, detail }) => {
+            Err(DingTalkError::Throttled {
+                retry_after,
+                detail,
+            }) => {
                 tracing::info!(%detail, retry_after_ms = retry_after.as_millis() as u64, "throttled; deferring the command");
-                Err(Later(retry_after.max(Duration::from_millis(100)) + jitter()))
+                Err(Later(
+                    retry_after.max(Duration::from_millis(100)) + jitter(),
+                ))
             }
             Err(err) => Ok(Err(CallError::from(err))),
         }
@@ -372,7 +420,10 @@ impl Engine {
     /// ones to `{PUBLIC_BASE_URL}/api/dingtalk/webhook/{id}/card`, registered with DingTalk the
     /// first time a card is sent (once: remembered in Redis). Without `PUBLIC_BASE_URL`, cards
     /// are still sent, with a warning (once) that their buttons cannot reach the gateway.
-    pub(crate) async fn card_callback(&self, ctx: &Ctx<'_>) -> Result<crate::calls::CallbackType, Later> {
+    pub(crate) async fn card_callback(
+        &self,
+        ctx: &Ctx<'_>,
+    ) -> Result<crate::calls::CallbackType, Later> {
         use crate::calls::CallbackType;
         use std::sync::atomic::Ordering;
         if ctx.integration.connection_mode() == ConnectionMode::Stream {
@@ -499,14 +550,19 @@ fn read(incoming: &Incoming) -> Result<(Command, Subject), (Subject, ResultError
         let message = match &err {
             ContractError::Malformed { .. } | ContractError::Invalid { .. } => err.to_string(),
         };
-        (fallback.clone(), malformed(format!("{message}; see docs/bus.md, \"Commands\"")))
+        (
+            fallback.clone(),
+            malformed(format!("{message}; see docs/bus.md, \"Commands\"")),
+        )
     })?;
     let subject = Subject {
         command_id: command.id.clone(),
         integration_id: integration_token.to_owned(),
         op: Some(command.op_kind()),
     };
-    if command.integration_id.as_str() != integration_token || command.op_kind().as_str() != op_token {
+    if command.integration_id.as_str() != integration_token
+        || command.op_kind().as_str() != op_token
+    {
         return Err((
             subject,
             malformed(format!(
@@ -549,12 +605,18 @@ mod tests {
 
     #[test]
     fn an_unreadable_body_takes_its_id_from_the_msg_id_header() {
-        let (subject, error) = read(&incoming("dingtalk.commands.acme.send", "{not json", Some("cmd-9"))).unwrap_err();
+        let (subject, error) = read(&incoming(
+            "dingtalk.commands.acme.send",
+            "{not json",
+            Some("cmd-9"),
+        ))
+        .unwrap_err();
         assert_eq!(subject.command_id, "cmd-9");
         assert_eq!(subject.integration_id, "acme");
         assert_eq!(subject.op, Some(OpKind::Send));
         assert_eq!(error.code, "malformed");
-        let (subject, _) = read(&incoming("dingtalk.commands.acme.delete", "{}", None)).unwrap_err();
+        let (subject, _) =
+            read(&incoming("dingtalk.commands.acme.delete", "{}", None)).unwrap_err();
         assert_eq!(subject.command_id, "seq-7");
         assert_eq!(subject.op, None);
     }
@@ -562,16 +624,27 @@ mod tests {
     #[test]
     fn a_body_for_another_integration_than_its_subject_is_malformed() {
         let body = r#"{"v":1,"id":"c1","integration_id":"other","op":"recall","target":"c0"}"#;
-        let (subject, error) = read(&incoming("dingtalk.commands.acme.recall", body, Some("c1"))).unwrap_err();
+        let (subject, error) =
+            read(&incoming("dingtalk.commands.acme.recall", body, Some("c1"))).unwrap_err();
         assert_eq!(subject.command_id, "c1");
-        assert!(error.message.contains("dingtalk.commands.other.recall"), "{}", error.message);
-        assert!(read(&incoming("dingtalk.commands.other.recall", body, Some("c1"))).is_ok());
+        assert!(
+            error.message.contains("dingtalk.commands.other.recall"),
+            "{}",
+            error.message
+        );
+        assert!(read(&incoming(
+            "dingtalk.commands.other.recall",
+            body,
+            Some("c1")
+        ))
+        .is_ok());
     }
 
     #[test]
     fn a_readable_id_in_a_broken_body_wins_over_the_header() {
         let body = r#"{"v":1,"id":"c5","integration_id":"acme","op":"send"}"#;
-        let (subject, error) = read(&incoming("dingtalk.commands.acme.send", body, Some("h"))).unwrap_err();
+        let (subject, error) =
+            read(&incoming("dingtalk.commands.acme.send", body, Some("h"))).unwrap_err();
         assert_eq!(subject.command_id, "c5");
         assert!(error.message.contains("missing field"), "{}", error.message);
     }

@@ -35,23 +35,35 @@ pub fn allowed(url: &str, allowlist: &[String]) -> Result<Url, ResultError> {
     let refused = |why: String| {
         failure(
             "media_url_refused",
-            format!("{why}; allowed hosts (MEDIA_URL_ALLOWLIST): {}", if allowlist.is_empty() { "none — send a media_id instead".to_owned() } else { allowlist.join(", ") }),
+            format!(
+                "{why}; allowed hosts (MEDIA_URL_ALLOWLIST): {}",
+                if allowlist.is_empty() {
+                    "none — send a media_id instead".to_owned()
+                } else {
+                    allowlist.join(", ")
+                }
+            ),
             false,
         )
     };
     let parsed = Url::parse(url).map_err(|err| refused(format!("{url:?} is not a URL ({err})")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(refused(format!("scheme {} is not http or https", parsed.scheme())));
+        return Err(refused(format!(
+            "scheme {} is not http or https",
+            parsed.scheme()
+        )));
     }
     let host = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
     let host_port = match parsed.port() {
         Some(port) => format!("{host}:{port}"),
         None => host.clone(),
     };
-    let ok = allowlist.iter().any(|entry| match entry.strip_prefix("*.") {
-        Some(domain) => host.ends_with(&format!(".{domain}")),
-        None => *entry == host || *entry == host_port,
-    });
+    let ok = allowlist
+        .iter()
+        .any(|entry| match entry.strip_prefix("*.") {
+            Some(domain) => host.ends_with(&format!(".{domain}")),
+            None => *entry == host || *entry == host_port,
+        });
     if ok {
         Ok(parsed)
     } else {
@@ -64,11 +76,13 @@ pub fn allowed(url: &str, allowlist: &[String]) -> Result<Url, ResultError> {
 pub async fn fetch(http: &reqwest::Client, url: Url) -> Result<Fetched, ResultError> {
     let shown = format!("{}{}", url.host_str().unwrap_or_default(), url.path());
     let download = async {
-        let mut response = http
-            .get(url)
-            .send()
-            .await
-            .map_err(|err| failure("media_fetch_failed", format!("cannot fetch {shown}: {err}"), true))?;
+        let mut response = http.get(url).send().await.map_err(|err| {
+            failure(
+                "media_fetch_failed",
+                format!("cannot fetch {shown}: {err}"),
+                true,
+            )
+        })?;
         let status = response.status();
         if !status.is_success() {
             return Err(failure(
@@ -84,7 +98,10 @@ pub async fn fetch(http: &reqwest::Client, url: Url) -> Result<Fetched, ResultEr
                 false,
             )
         };
-        if response.content_length().is_some_and(|len| len > MAX_MEDIA_BYTES as u64) {
+        if response
+            .content_length()
+            .is_some_and(|len| len > MAX_MEDIA_BYTES as u64)
+        {
             return Err(too_large());
         }
         let mime = response
@@ -94,18 +111,24 @@ pub async fn fetch(http: &reqwest::Client, url: Url) -> Result<Fetched, ResultEr
             .unwrap_or("application/octet-stream")
             .to_owned();
         let mut body = BytesMut::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|err| failure("media_fetch_failed", format!("reading {shown} failed: {err}"), true))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(|err| {
+            failure(
+                "media_fetch_failed",
+                format!("reading {shown} failed: {err}"),
+                true,
+            )
+        })? {
             if body.len() + chunk.len() > MAX_MEDIA_BYTES {
                 return Err(too_large());
             }
             body.extend_from_slice(&chunk);
         }
         if body.is_empty() {
-            return Err(failure("media_fetch_failed", format!("{shown} is empty"), false));
+            return Err(failure(
+                "media_fetch_failed",
+                format!("{shown} is empty"),
+                false,
+            ));
         }
         Ok(Fetched {
             bytes: body.freeze(),
@@ -117,7 +140,10 @@ pub async fn fetch(http: &reqwest::Client, url: Url) -> Result<Fetched, ResultEr
         .unwrap_or_else(|_| {
             Err(failure(
                 "media_fetch_failed",
-                format!("fetching {shown} took longer than {} s", FETCH_TIMEOUT.as_secs()),
+                format!(
+                    "fetching {shown} took longer than {} s",
+                    FETCH_TIMEOUT.as_secs()
+                ),
                 true,
             ))
         })
@@ -144,7 +170,11 @@ mod tests {
             "http://127.0.0.1:9301/x",
             "http://169.254.169.254/latest/meta-data",
         ] {
-            assert_eq!(allowed(url, &allow).unwrap_err().code, "media_url_refused", "{url}");
+            assert_eq!(
+                allowed(url, &allow).unwrap_err().code,
+                "media_url_refused",
+                "{url}"
+            );
         }
         let err = allowed("https://files.example.com/a", &[]).unwrap_err();
         assert!(err.message.contains("send a media_id"), "{}", err.message);

@@ -34,7 +34,9 @@ fn status_label(status: Status) -> &'static str {
 pub fn command_finished(op: OpKind, status: Status, took: Duration, published: OffsetDateTime) {
     let labels = [("op", op.as_str()), ("status", status_label(status))];
     metrics::histogram!(COMMAND_DURATION, &labels).record(took.as_secs_f64());
-    let age = (OffsetDateTime::now_utc() - published).as_seconds_f64().max(0.0);
+    let age = (OffsetDateTime::now_utc() - published)
+        .as_seconds_f64()
+        .max(0.0);
     metrics::histogram!(COMMAND_AGE, &labels).record(age);
 }
 
@@ -61,5 +63,6 @@ pub fn dead_letter() {
 
 /// A query was answered.
 pub fn query(name: &'static str, ok: bool) {
-    metrics::counter!(QUERIES, "query" => name, "outcome" => if ok { "ok" } else { "error" }).increment(1);
+    metrics::counter!(QUERIES, "query" => name, "outcome" => if ok { "ok" } else { "error" })
+        .increment(1);
 }

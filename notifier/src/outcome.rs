@@ -91,9 +91,10 @@ pub fn assemble(
         .collect();
     let delivered: Vec<&Delivered> = outcomes.values().filter_map(|o| o.as_ref().ok()).collect();
     let process_query_key = delivered.iter().find_map(|d| match d {
-        Delivered::OneToOne { process_query_key } | Delivered::Group { process_query_key, .. } => {
-            Some(process_query_key.clone())
-        }
+        Delivered::OneToOne { process_query_key }
+        | Delivered::Group {
+            process_query_key, ..
+        } => Some(process_query_key.clone()),
         Delivered::StandardCard {
             process_query_key, ..
         } => process_query_key.clone(),
@@ -113,7 +114,10 @@ pub fn assemble(
                 message: if targets.len() == 1 {
                     first.message.clone()
                 } else {
-                    format!("no recipient was reached; the first failed with: {}", first.message)
+                    format!(
+                        "no recipient was reached; the first failed with: {}",
+                        first.message
+                    )
                 },
                 retryable: errors.iter().any(|e| e.retryable),
             },
@@ -181,13 +185,26 @@ mod tests {
     #[test]
     fn one_reached_recipient_makes_the_command_ok_with_per_target_failures() {
         let mut outcomes = BTreeMap::new();
-        outcomes.insert(0, Ok(Delivered::OneToOne { process_query_key: "k1".into() }));
+        outcomes.insert(
+            0,
+            Ok(Delivered::OneToOne {
+                process_query_key: "k1".into(),
+            }),
+        );
         outcomes.insert(1, Err(error("invalidStaffIdList", false)));
-        let result = assemble(&subject(), &[recipient("u1"), recipient("bad")], &outcomes, false);
+        let result = assemble(
+            &subject(),
+            &[recipient("u1"), recipient("bad")],
+            &outcomes,
+            false,
+        );
         assert_eq!(result.status, Status::Ok);
         assert_eq!(result.process_query_key.as_deref(), Some("k1"));
         assert!(result.targets[0].ok);
-        assert_eq!(result.targets[1].error.as_ref().unwrap().code, "invalidStaffIdList");
+        assert_eq!(
+            result.targets[1].error.as_ref().unwrap().code,
+            "invalidStaffIdList"
+        );
         assert!(result.error.is_none());
         assert!(dead_letter_reason(&result).is_none());
     }
@@ -197,7 +214,12 @@ mod tests {
         let mut outcomes = BTreeMap::new();
         outcomes.insert(0, Err(error("60011", false)));
         outcomes.insert(1, Err(error("outcome_unknown", true)));
-        let result = assemble(&subject(), &[recipient("a"), recipient("b")], &outcomes, false);
+        let result = assemble(
+            &subject(),
+            &[recipient("a"), recipient("b")],
+            &outcomes,
+            false,
+        );
         assert_eq!(result.status, Status::Failed);
         let err = result.error.as_ref().unwrap();
         assert_eq!(err.code, "60011");
@@ -208,7 +230,10 @@ mod tests {
     #[test]
     fn permanent_failures_are_dead_letters_and_superseded_updates_are_not() {
         let result = failed(&subject(), error("malformed", false));
-        assert_eq!(dead_letter_reason(&result).unwrap(), "malformed: malformed happened");
+        assert_eq!(
+            dead_letter_reason(&result).unwrap(),
+            "malformed: malformed happened"
+        );
         let result = superseded(&subject(), 9);
         assert_eq!(result.status, Status::Superseded);
         assert!(dead_letter_reason(&result).is_none());
@@ -217,7 +242,14 @@ mod tests {
     #[test]
     fn card_sends_report_their_card_biz_id() {
         let mut outcomes = BTreeMap::new();
-        outcomes.insert(0, Ok(Delivered::StandardCard { card_biz_id: "c1".into(), chat_id: None, process_query_key: Some("k".into()) }));
+        outcomes.insert(
+            0,
+            Ok(Delivered::StandardCard {
+                card_biz_id: "c1".into(),
+                chat_id: None,
+                process_query_key: Some("k".into()),
+            }),
+        );
         let result = assemble(&subject(), &[recipient("u1")], &outcomes, false);
         assert_eq!(result.card_biz_id.as_deref(), Some("c1"));
         assert_eq!(result.process_query_key.as_deref(), Some("k"));

@@ -32,7 +32,10 @@ impl Pacer {
     pub fn defer(&self, key: &str, wait: Duration, per_second: u32, now: Instant) -> Duration {
         let spacing = Duration::from_secs(1) / per_second.max(1);
         let earliest = now + wait;
-        let mut slots = self.next_slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slots = self
+            .next_slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if slots.len() > TRACKED {
             slots.retain(|_, slot| *slot > now);
         }
@@ -54,7 +57,11 @@ mod tests {
         let pacer = Pacer::new();
         let now = Instant::now();
         let delays: Vec<u128> = (0..4)
-            .map(|_| pacer.defer("acme/batchSend", Duration::from_millis(200), 20, now).as_millis())
+            .map(|_| {
+                pacer
+                    .defer("acme/batchSend", Duration::from_millis(200), 20, now)
+                    .as_millis()
+            })
             .collect();
         assert_eq!(delays, [200, 250, 300, 350]);
     }
@@ -67,7 +74,10 @@ mod tests {
             pacer.defer("a", Duration::ZERO, 1, now);
         }
         assert_eq!(pacer.defer("a", Duration::ZERO, 1, now), MAX_DEFER);
-        assert_eq!(pacer.defer("b", Duration::from_millis(10), 1, now), Duration::from_millis(10));
+        assert_eq!(
+            pacer.defer("b", Duration::from_millis(10), 1, now),
+            Duration::from_millis(10)
+        );
     }
 
     #[test]
@@ -76,6 +86,9 @@ mod tests {
         let start = Instant::now();
         pacer.defer("a", Duration::ZERO, 1, start);
         let later = start + Duration::from_secs(5);
-        assert_eq!(pacer.defer("a", Duration::from_millis(50), 1, later), Duration::from_millis(50));
+        assert_eq!(
+            pacer.defer("a", Duration::from_millis(50), 1, later),
+            Duration::from_millis(50)
+        );
     }
 }

@@ -47,8 +47,10 @@ impl<'a> Filler<'a> {
             let after_open = &rest[start + OPEN.len()..];
             let Some(end) = after_open.find(CLOSE) else {
                 if after_open.trim_start().starts_with("state.") {
-                    self.problems
-                        .push(format!("{field}: placeholder {:?} is not closed with }}}}", &rest[start..]));
+                    self.problems.push(format!(
+                        "{field}: placeholder {:?} is not closed with }}}}",
+                        &rest[start..]
+                    ));
                 }
                 break;
             };
@@ -132,9 +134,18 @@ impl<'a> Filler<'a> {
 /// A message with every string filled (text, title, card, template id and parameters, media).
 pub fn fill_message(filler: &mut Filler<'_>, message: &OutboundMessage) -> OutboundMessage {
     let mut media = |media: &MediaSource| MediaSource {
-        media_id: media.media_id.as_ref().map(|id| filler.text("message.media_id", id)),
-        url: media.url.as_ref().map(|url| filler.text("message.url", url)),
-        name: media.name.as_ref().map(|name| filler.text("message.name", name)),
+        media_id: media
+            .media_id
+            .as_ref()
+            .map(|id| filler.text("message.media_id", id)),
+        url: media
+            .url
+            .as_ref()
+            .map(|url| filler.text("message.url", url)),
+        name: media
+            .name
+            .as_ref()
+            .map(|name| filler.text("message.name", name)),
     };
     match message {
         OutboundMessage::Text { text } => OutboundMessage::Text {
@@ -195,11 +206,19 @@ mod tests {
 
     #[test]
     fn a_state_variable_replaces_its_placeholder() {
-        let state = state(json!({"dingtalkRecipientId": "user123", "order": {"id": 7731, "items": ["a", "b"]}}));
+        let state = state(
+            json!({"dingtalkRecipientId": "user123", "order": {"id": 7731, "items": ["a", "b"]}}),
+        );
         let mut filler = Filler::new(Some(&state));
-        assert_eq!(filler.text("id", "{{state.dingtalkRecipientId}}"), "user123");
         assert_eq!(
-            filler.text("text", "Order {{ state.order.id }}: {{state.order.items.1}}"),
+            filler.text("id", "{{state.dingtalkRecipientId}}"),
+            "user123"
+        );
+        assert_eq!(
+            filler.text(
+                "text",
+                "Order {{ state.order.id }}: {{state.order.items.1}}"
+            ),
             "Order 7731: b"
         );
         assert_eq!(filler.text("text", "{{state.order.items}}"), r#"["a","b"]"#);
@@ -210,11 +229,17 @@ mod tests {
     fn a_missing_variable_is_an_error_never_an_empty_string() {
         let state = state(json!({"name": null}));
         let mut filler = Filler::new(Some(&state));
-        let text = filler.text("message.text", "Dear {{state.name}}, order {{state.order.id}}");
+        let text = filler.text(
+            "message.text",
+            "Dear {{state.name}}, order {{state.order.id}}",
+        );
         assert_eq!(text, "Dear {{state.name}}, order {{state.order.id}}");
         let err = filler.finish().unwrap_err();
         assert_eq!(err.problems.len(), 2, "{err}");
-        assert!(err.problems[0].contains("message.text: {{state.name}}"), "{err}");
+        assert!(
+            err.problems[0].contains("message.text: {{state.name}}"),
+            "{err}"
+        );
         assert!(err.problems[1].contains("{{state.order.id}}"), "{err}");
     }
 
@@ -228,7 +253,10 @@ mod tests {
     #[test]
     fn other_double_braces_are_left_alone() {
         let mut filler = Filler::new(None);
-        assert_eq!(filler.text("t", "{{user}} and {{ other.x }} and {{"), "{{user}} and {{ other.x }} and {{");
+        assert_eq!(
+            filler.text("t", "{{user}} and {{ other.x }} and {{"),
+            "{{user}} and {{ other.x }} and {{"
+        );
         assert!(filler.finish().is_ok());
     }
 

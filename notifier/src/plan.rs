@@ -155,7 +155,8 @@ pub fn plan_send(
             continue;
         };
         let mut unsupported = |what: &str| {
-            plan.unsupported.push((index, unsupported(content, kind, what)));
+            plan.unsupported
+                .push((index, unsupported(content, kind, what)));
         };
         match kind {
             RecipientType::UserId | RecipientType::UnionId | RecipientType::ChatId => {
@@ -179,7 +180,11 @@ pub fn plan_send(
                             card_biz_id: card_biz_id(command_id, cards),
                             receiver,
                             card_data,
-                            mentions: if group { mentions.clone() } else { Mentions::default() },
+                            mentions: if group {
+                                mentions.clone()
+                            } else {
+                                Mentions::default()
+                            },
                         },
                     });
                     cards += 1;
@@ -355,7 +360,9 @@ mod tests {
         let plan = plan_send("c1", &recipients, &text(false), &Mentions::default());
         assert_eq!(plan.steps.len(), 1);
         assert_eq!(plan.steps[0].targets, [0, 2, 1]);
-        assert!(matches!(&plan.steps[0].action, Action::BatchSend { user_ids, .. } if user_ids == &["u00", "u01"]));
+        assert!(
+            matches!(&plan.steps[0].action, Action::BatchSend { user_ids, .. } if user_ids == &["u00", "u01"])
+        );
     }
 
     #[test]
@@ -367,9 +374,13 @@ mod tests {
         ];
         let plan = plan_send("c1", &recipients, &text(false), &Mentions::default());
         assert_eq!(plan.steps.len(), 2);
-        assert!(matches!(&plan.steps[0].action, Action::GroupSend { chat_id, .. } if chat_id == "cid1"));
+        assert!(
+            matches!(&plan.steps[0].action, Action::GroupSend { chat_id, .. } if chat_id == "cid1")
+        );
         assert_eq!(plan.steps[0].targets, [1]);
-        assert!(matches!(&plan.steps[1].action, Action::OpenIdBatchSend { open_ids, .. } if open_ids == &["open1"]));
+        assert!(
+            matches!(&plan.steps[1].action, Action::OpenIdBatchSend { open_ids, .. } if open_ids == &["open1"])
+        );
     }
 
     #[test]
@@ -392,7 +403,11 @@ mod tests {
                     receiver,
                     mentions,
                     ..
-                } => (card_biz_id.clone(), receiver.clone(), mentions.user_ids.len()),
+                } => (
+                    card_biz_id.clone(),
+                    receiver.clone(),
+                    mentions.user_ids.len(),
+                ),
                 other => panic!("{other:?}"),
             })
             .collect();
@@ -431,7 +446,10 @@ mod tests {
             panic!()
         };
         assert_eq!(out_track_id, "c1");
-        assert_eq!(spaces, &[Space::Group("cid1".into()), Space::Robot("u1".into())]);
+        assert_eq!(
+            spaces,
+            &[Space::Group("cid1".into()), Space::Robot("u1".into())]
+        );
         assert_eq!(plan.steps[0].targets, [0, 1]);
         assert_eq!(plan.unsupported.len(), 1);
         assert_eq!(plan.unsupported[0].0, 2);
@@ -442,12 +460,19 @@ mod tests {
     fn webhooks_take_classic_bodies_even_for_updatable_text() {
         let recipients = vec![
             Some((RecipientType::Webhook, "tok".to_owned())),
-            Some((RecipientType::SessionWebhook, "https://oapi.dingtalk.com/robot/sendBySession?session=s".to_owned())),
+            Some((
+                RecipientType::SessionWebhook,
+                "https://oapi.dingtalk.com/robot/sendBySession?session=s".to_owned(),
+            )),
         ];
         let plan = plan_send("c1", &recipients, &text(true), &Mentions::default());
-        assert!(matches!(&plan.steps[0].action, Action::CustomRobot { access_token, bodies }
-            if access_token == "tok" && bodies[0] == json!({"msgtype": "text", "text": {"content": "hi"}})));
-        assert!(matches!(&plan.steps[1].action, Action::SessionWebhook { bodies, .. } if bodies.len() == 1));
+        assert!(
+            matches!(&plan.steps[0].action, Action::CustomRobot { access_token, bodies }
+            if access_token == "tok" && bodies[0] == json!({"msgtype": "text", "text": {"content": "hi"}}))
+        );
+        assert!(
+            matches!(&plan.steps[1].action, Action::SessionWebhook { bodies, .. } if bodies.len() == 1)
+        );
     }
 
     #[test]
@@ -456,9 +481,20 @@ mod tests {
             Some((RecipientType::OpenId, "o1".to_owned())),
             Some((RecipientType::Webhook, "tok".to_owned())),
         ];
-        let plan = plan_send("c1", &recipients, &Content::Card(json!({})), &Mentions::default());
+        let plan = plan_send(
+            "c1",
+            &recipients,
+            &Content::Card(json!({})),
+            &Mentions::default(),
+        );
         assert!(plan.steps.is_empty());
-        assert_eq!(plan.unsupported.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 1]);
-        assert!(plan.unsupported[0].1.message.contains("interactive message cannot be sent to a open_id"));
+        assert_eq!(
+            plan.unsupported.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            [0, 1]
+        );
+        assert!(plan.unsupported[0]
+            .1
+            .message
+            .contains("interactive message cannot be sent to a open_id"));
     }
 }

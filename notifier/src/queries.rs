@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::bus::query::{
-    ListChatsReply, ListUsersReply, ListUsersRequest, QueryError, QueryErrorBody, User, LIST_CHATS, LIST_USERS,
+    ListChatsReply, ListUsersReply, ListUsersRequest, QueryError, QueryErrorBody, User, LIST_CHATS,
+    LIST_USERS,
 };
 use common::registry::{IntegrationId, Registry};
 use common::shutdown::Shutdown;
@@ -68,19 +69,41 @@ impl QueryFailure {
 impl Queries {
     /// Queries over the service's connections.
     pub fn new(dingtalk: DingTalk, registry: Registry, records: Records) -> Self {
-        Self { dingtalk, registry, records }
+        Self {
+            dingtalk,
+            registry,
+            records,
+        }
     }
 
     /// Subscribes to both queries in the queue group (before [`Queries::serve`], so that a
     /// started notifier answers at once).
-    pub async fn subscribe(nats: &async_nats::Client) -> Result<Requests, async_nats::SubscribeError> {
-        let users = nats.queue_subscribe(format!("dingtalk.query.*.{LIST_USERS}"), QUEUE_GROUP.to_owned()).await?;
-        let chats = nats.queue_subscribe(format!("dingtalk.query.*.{LIST_CHATS}"), QUEUE_GROUP.to_owned()).await?;
+    pub async fn subscribe(
+        nats: &async_nats::Client,
+    ) -> Result<Requests, async_nats::SubscribeError> {
+        let users = nats
+            .queue_subscribe(
+                format!("dingtalk.query.*.{LIST_USERS}"),
+                QUEUE_GROUP.to_owned(),
+            )
+            .await?;
+        let chats = nats
+            .queue_subscribe(
+                format!("dingtalk.query.*.{LIST_CHATS}"),
+                QUEUE_GROUP.to_owned(),
+            )
+            .await?;
         Ok(futures::stream::select(users, chats))
     }
 
     /// Serves the subscribed queries until `shutdown`; in-flight answers finish first.
-    pub async fn serve(self, nats: async_nats::Client, mut requests: Requests, concurrency: usize, shutdown: Shutdown) {
+    pub async fn serve(
+        self,
+        nats: async_nats::Client,
+        mut requests: Requests,
+        concurrency: usize,
+        shutdown: Shutdown,
+    ) {
         let semaphore = Arc::new(Semaphore::new(concurrency));
         let mut tasks = JoinSet::new();
         loop {
@@ -94,7 +117,9 @@ impl Queries {
                 request = requests.next() => request,
             };
             let Some(request) = request else { break };
-            let Some(reply_to) = request.reply.clone() else { continue };
+            let Some(reply_to) = request.reply.clone() else {
+                continue;
+            };
             let queries = self.clone();
             let nats = nats.clone();
             tasks.spawn(async move {
@@ -111,14 +136,36 @@ impl Queries {
     /// The reply body of one request.
     pub async fn answer(&self, subject: &str, payload: &[u8]) -> Bytes {
         let mut tokens = subject.split('.');
-        let (integration, name) = match (tokens.next(), tokens.next(), tokens.next(), tokens.next(), tokens.next()) {
-            (Some("dingtalk"), Some("query"), Some(integration), Some(name), None) => (integration, name),
+        let (integration, name) = match (
+            tokens.next(),
+            tokens.next(),
+            tokens.next(),
+            tokens.next(),
+            tokens.next(),
+        ) {
+            (Some("dingtalk"), Some("query"), Some(integration), Some(name), None) => {
+                (integration, name)
+            }
             _ => ("", ""),
         };
         let (label, reply) = match name {
-            LIST_USERS => (LIST_USERS, self.list_users(integration, payload).await.map(|r| to_json(&r))),
-            LIST_CHATS => (LIST_CHATS, self.list_chats(integration).await.map(|r| to_json(&r))),
-            _ => ("unknown", Err(QueryFailure::new("unknown_query", format!("no query on {subject}; queries are {LIST_USERS} and {LIST_CHATS}")))),
+            LIST_USERS => (
+                LIST_USERS,
+                self.list_users(integration, payload)
+                    .await
+                    .map(|r| to_json(&r)),
+            ),
+            LIST_CHATS => (
+                LIST_CHATS,
+                self.list_chats(integration).await.map(|r| to_json(&r)),
+            ),
+            _ => (
+                "unknown",
+                Err(QueryFailure::new(
+                    "unknown_query",
+                    format!("no query on {subject}; queries are {LIST_USERS} and {LIST_CHATS}"),
+                )),
+            ),
         };
         metrics::query(label, reply.is_ok());
         match reply {
@@ -133,32 +180,50 @@ impl Queries {
     }
 
     async fn app(&self, integration: &str) -> Result<Target, QueryFailure> {
-        let id: IntegrationId = integration
-            .parse()
-            .map_err(|err| QueryFailure::new("unknown_integration", format!("{integration:?} is not an integration id: {err}")))?;
+        let id: IntegrationId = integration.parse().map_err(|err| {
+            QueryFailure::new(
+                "unknown_integration",
+                format!("{integration:?} is not an integration id: {err}"),
+            )
+        })?;
         match self.registry.get_integration(&id).await {
             Ok(Some(integration)) => Ok(Target::App(App::from_integration(&integration))),
-            Ok(None) => Err(QueryFailure::new("unknown_integration", format!("no integration {id} is registered"))),
-            Err(err) => Err(QueryFailure::new("unavailable", format!("the registry is unavailable: {err}"))),
+            Ok(None) => Err(QueryFailure::new(
+                "unknown_integration",
+                format!("no integration {id} is registered"),
+            )),
+            Err(err) => Err(QueryFailure::new(
+                "unavailable",
+                format!("the registry is unavailable: {err}"),
+            )),
         }
     }
 
     async fn list_chats(&self, integration: &str) -> Result<ListChatsReply, QueryFailure> {
         self.app(integration).await?;
-        let chats = self
-            .records
-            .chats(integration)
-            .await
-            .map_err(|err| QueryFailure::new("unavailable", format!("Redis is unavailable: {err}")))?;
+        let chats = self.records.chats(integration).await.map_err(|err| {
+            QueryFailure::new("unavailable", format!("Redis is unavailable: {err}"))
+        })?;
         Ok(ListChatsReply { chats })
     }
 
-    async fn list_users(&self, integration: &str, payload: &[u8]) -> Result<ListUsersReply, QueryFailure> {
+    async fn list_users(
+        &self,
+        integration: &str,
+        payload: &[u8],
+    ) -> Result<ListUsersReply, QueryFailure> {
         let request = parse_request(payload)?;
         let app = self.app(integration).await?;
-        match request.keyword.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
+        match request
+            .keyword
+            .as_deref()
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+        {
             None => {
-                let page = self.page(&app, request.dept_id, request.cursor, request.size).await?;
+                let page = self
+                    .page(&app, request.dept_id, request.cursor, request.size)
+                    .await?;
                 Ok(ListUsersReply {
                     users: page.users,
                     next_cursor: page.has_more.then_some(page.next_cursor),
@@ -170,7 +235,13 @@ impl Queries {
     }
 
     /// One page of one department's members.
-    async fn page(&self, app: &Target, dept_id: i64, cursor: i64, size: u32) -> Result<Page, QueryFailure> {
+    async fn page(
+        &self,
+        app: &Target,
+        dept_id: i64,
+        cursor: i64,
+        size: u32,
+    ) -> Result<Page, QueryFailure> {
         let answer = self
             .dingtalk
             .call(app, calls::user_list(dept_id, cursor, size))
@@ -183,7 +254,12 @@ impl Queries {
     }
 
     /// Members whose name contains `keyword`, walking sub-departments breadth-first.
-    async fn search(&self, app: &Target, request: &ListUsersRequest, keyword: &str) -> Result<ListUsersReply, QueryFailure> {
+    async fn search(
+        &self,
+        app: &Target,
+        request: &ListUsersRequest,
+        keyword: &str,
+    ) -> Result<ListUsersReply, QueryFailure> {
         let needle = keyword.to_lowercase();
         let wanted = usize::try_from(request.cursor).unwrap_or(0) + request.size as usize + 1;
         let mut matches: Vec<User> = Vec::new();
@@ -203,7 +279,9 @@ impl Queries {
                 calls_left -= 1;
                 let page = self.page(app, dept_id, cursor, MAX_PAGE).await?;
                 for user in page.users {
-                    if user.name.to_lowercase().contains(&needle) && seen.insert(user.user_id.clone()) {
+                    if user.name.to_lowercase().contains(&needle)
+                        && seen.insert(user.user_id.clone())
+                    {
                         matches.push(user);
                     }
                 }
@@ -226,7 +304,9 @@ impl Queries {
                 })?;
             departments.extend(sub_departments(&answer));
         }
-        let start = usize::try_from(request.cursor).unwrap_or(0).min(matches.len());
+        let start = usize::try_from(request.cursor)
+            .unwrap_or(0)
+            .min(matches.len());
         let end = (start + request.size as usize).min(matches.len());
         let has_more = matches.len() > end;
         Ok(ListUsersReply {
@@ -256,16 +336,30 @@ fn parse_page(answer: &Value, cursor: i64) -> Page {
         .filter_map(|item| {
             let mut fields = item.as_object()?.clone();
             let user_id = fields.remove("userid")?.as_str()?.to_owned();
-            let name = fields.remove("name").and_then(|n| n.as_str().map(str::to_owned)).unwrap_or_default();
-            Some(User { user_id, name, extra: fields })
+            let name = fields
+                .remove("name")
+                .and_then(|n| n.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            Some(User {
+                user_id,
+                name,
+                extra: fields,
+            })
         })
         .collect();
-    let has_more = result.get("has_more").and_then(Value::as_bool).unwrap_or(false);
+    let has_more = result
+        .get("has_more")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let next_cursor = result
         .get("next_cursor")
         .and_then(Value::as_i64)
         .unwrap_or(cursor + users.len() as i64);
-    Page { users, has_more, next_cursor }
+    Page {
+        users,
+        has_more,
+        next_cursor,
+    }
 }
 
 /// The ids of `{result: [{dept_id, …}]}`.
@@ -281,17 +375,37 @@ fn sub_departments(answer: &Value) -> Vec<i64> {
 
 /// Reads a `list_users` request (an empty body means all defaults) and checks its bounds.
 fn parse_request(payload: &[u8]) -> Result<ListUsersRequest, QueryFailure> {
-    let payload = if payload.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { payload };
-    let request: ListUsersRequest = serde_json::from_slice(payload)
-        .map_err(|err| QueryFailure::new("invalid_request", format!("the list_users request cannot be read: {err}")))?;
+    let payload = if payload.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        payload
+    };
+    let request: ListUsersRequest = serde_json::from_slice(payload).map_err(|err| {
+        QueryFailure::new(
+            "invalid_request",
+            format!("the list_users request cannot be read: {err}"),
+        )
+    })?;
     if !(1..=MAX_PAGE).contains(&request.size) {
-        return Err(QueryFailure::new("invalid_request", format!("size must be 1 to {MAX_PAGE}, got {}", request.size)));
+        return Err(QueryFailure::new(
+            "invalid_request",
+            format!("size must be 1 to {MAX_PAGE}, got {}", request.size),
+        ));
     }
     if !(0..=MAX_CURSOR).contains(&request.cursor) {
-        return Err(QueryFailure::new("invalid_request", format!("cursor must be 0 to {MAX_CURSOR}, got {}", request.cursor)));
+        return Err(QueryFailure::new(
+            "invalid_request",
+            format!("cursor must be 0 to {MAX_CURSOR}, got {}", request.cursor),
+        ));
     }
     if request.dept_id < 1 {
-        return Err(QueryFailure::new("invalid_request", format!("dept_id must be at least 1 (the root), got {}", request.dept_id)));
+        return Err(QueryFailure::new(
+            "invalid_request",
+            format!(
+                "dept_id must be at least 1 (the root), got {}",
+                request.dept_id
+            ),
+        ));
     }
     Ok(request)
 }
@@ -308,10 +422,27 @@ mod tests {
     #[test]
     fn an_empty_request_takes_the_documented_defaults() {
         let request = parse_request(b"").unwrap();
-        assert_eq!((request.dept_id, request.cursor, request.size, request.keyword), (1, 0, 20, None));
-        assert_eq!(parse_request(br#"{"size": 0}"#).unwrap_err().code, "invalid_request");
-        assert_eq!(parse_request(br#"{"size": 101}"#).unwrap_err().code, "invalid_request");
-        assert_eq!(parse_request(br#"{"dept_id": 0}"#).unwrap_err().code, "invalid_request");
+        assert_eq!(
+            (
+                request.dept_id,
+                request.cursor,
+                request.size,
+                request.keyword
+            ),
+            (1, 0, 20, None)
+        );
+        assert_eq!(
+            parse_request(br#"{"size": 0}"#).unwrap_err().code,
+            "invalid_request"
+        );
+        assert_eq!(
+            parse_request(br#"{"size": 101}"#).unwrap_err().code,
+            "invalid_request"
+        );
+        assert_eq!(
+            parse_request(br#"{"dept_id": 0}"#).unwrap_err().code,
+            "invalid_request"
+        );
         assert_eq!(parse_request(b"nope").unwrap_err().code, "invalid_request");
     }
 
@@ -327,6 +458,9 @@ mod tests {
         assert_eq!(page.users[0].extra["dept_id_list"], json!([2]));
         assert!(page.has_more);
         assert_eq!(page.next_cursor, 20);
-        assert_eq!(sub_departments(&json!({"result": [{"dept_id": 2}, {"dept_id": 3}]})), [2, 3]);
+        assert_eq!(
+            sub_departments(&json!({"result": [{"dept_id": 2}, {"dept_id": 3}]})),
+            [2, 3]
+        );
     }
 }

@@ -202,7 +202,11 @@ impl Records {
     }
 
     /// The final result of a command already executed.
-    pub async fn result(&self, integration: &str, command_id: &str) -> RedisResult<Option<CommandResult>> {
+    pub async fn result(
+        &self,
+        integration: &str,
+        command_id: &str,
+    ) -> RedisResult<Option<CommandResult>> {
         let json: Option<String> = redis::cmd("HGET")
             .arg(command_key(integration, command_id))
             .arg("result")
@@ -212,7 +216,13 @@ impl Records {
     }
 
     /// Takes the command's lease for `lease`; `false` when another execution holds it.
-    pub async fn lock(&self, integration: &str, command_id: &str, owner: &str, lease: Duration) -> RedisResult<bool> {
+    pub async fn lock(
+        &self,
+        integration: &str,
+        command_id: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> RedisResult<bool> {
         let set: Option<String> = redis::cmd("SET")
             .arg(lock_key(integration, command_id))
             .arg(owner)
@@ -225,7 +235,13 @@ impl Records {
     }
 
     /// Extends the lease while the command runs.
-    pub async fn extend_lock(&self, integration: &str, command_id: &str, owner: &str, lease: Duration) -> RedisResult<bool> {
+    pub async fn extend_lock(
+        &self,
+        integration: &str,
+        command_id: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> RedisResult<bool> {
         let extended: i64 = redis::Script::new(EXTEND)
             .key(lock_key(integration, command_id))
             .arg(owner)
@@ -236,7 +252,12 @@ impl Records {
     }
 
     /// Gives the lease back.
-    pub async fn unlock(&self, integration: &str, command_id: &str, owner: &str) -> RedisResult<()> {
+    pub async fn unlock(
+        &self,
+        integration: &str,
+        command_id: &str,
+        owner: &str,
+    ) -> RedisResult<()> {
         let _: i64 = redis::Script::new(UNLOCK)
             .key(lock_key(integration, command_id))
             .arg(owner)
@@ -246,7 +267,12 @@ impl Records {
     }
 
     /// The state of step `step` of a command.
-    pub async fn step(&self, integration: &str, command_id: &str, step: &str) -> RedisResult<StepState> {
+    pub async fn step(
+        &self,
+        integration: &str,
+        command_id: &str,
+        step: &str,
+    ) -> RedisResult<StepState> {
         let value: Option<String> = redis::cmd("HGET")
             .arg(command_key(integration, command_id))
             .arg(format!("step:{step}"))
@@ -261,7 +287,12 @@ impl Records {
 
     /// Marks a step as started, before its DingTalk call: if the process dies before
     /// [`Records::finish_step`], the next execution knows the call may have happened.
-    pub async fn begin_step(&self, integration: &str, command_id: &str, step: &str) -> RedisResult<()> {
+    pub async fn begin_step(
+        &self,
+        integration: &str,
+        command_id: &str,
+        step: &str,
+    ) -> RedisResult<()> {
         let key = command_key(integration, command_id);
         redis::pipe()
             .atomic()
@@ -279,7 +310,13 @@ impl Records {
     }
 
     /// Records a step's outcome.
-    pub async fn finish_step(&self, integration: &str, command_id: &str, step: &str, record: &StepRecord) -> RedisResult<()> {
+    pub async fn finish_step(
+        &self,
+        integration: &str,
+        command_id: &str,
+        step: &str,
+        record: &StepRecord,
+    ) -> RedisResult<()> {
         let json = serde_json::to_string(record).expect("step records serialize");
         redis::cmd("HSET")
             .arg(command_key(integration, command_id))
@@ -291,7 +328,12 @@ impl Records {
 
     /// Forgets a started step that certainly did not reach DingTalk (it was throttled before
     /// sending), so the next execution runs it normally.
-    pub async fn abandon_step(&self, integration: &str, command_id: &str, step: &str) -> RedisResult<()> {
+    pub async fn abandon_step(
+        &self,
+        integration: &str,
+        command_id: &str,
+        step: &str,
+    ) -> RedisResult<()> {
         redis::cmd("HDEL")
             .arg(command_key(integration, command_id))
             .arg(format!("step:{step}"))
@@ -300,7 +342,12 @@ impl Records {
     }
 
     /// A value remembered for a command (e.g. `media`).
-    pub async fn command_field(&self, integration: &str, command_id: &str, field: &str) -> RedisResult<Option<String>> {
+    pub async fn command_field(
+        &self,
+        integration: &str,
+        command_id: &str,
+        field: &str,
+    ) -> RedisResult<Option<String>> {
         redis::cmd("HGET")
             .arg(command_key(integration, command_id))
             .arg(field)
@@ -309,7 +356,13 @@ impl Records {
     }
 
     /// Remembers a value for a command.
-    pub async fn set_command_field(&self, integration: &str, command_id: &str, field: &str, value: &str) -> RedisResult<()> {
+    pub async fn set_command_field(
+        &self,
+        integration: &str,
+        command_id: &str,
+        field: &str,
+        value: &str,
+    ) -> RedisResult<()> {
         let key = command_key(integration, command_id);
         redis::pipe()
             .atomic()
@@ -328,7 +381,12 @@ impl Records {
 
     /// Stores the final result (and, for a send, what it delivered) in one transaction: from
     /// here on the command is never executed again, only its result re-published.
-    pub async fn finish(&self, integration: &str, result: &CommandResult, sent: Option<&SentRecord>) -> RedisResult<()> {
+    pub async fn finish(
+        &self,
+        integration: &str,
+        result: &CommandResult,
+        sent: Option<&SentRecord>,
+    ) -> RedisResult<()> {
         let key = command_key(integration, &result.command_id);
         let json = serde_json::to_string(result).expect("results serialize");
         let mut pipe = redis::pipe();
@@ -354,7 +412,11 @@ impl Records {
     }
 
     /// What the send `command_id` delivered, once it finished.
-    pub async fn sent(&self, integration: &str, command_id: &str) -> RedisResult<Option<SentRecord>> {
+    pub async fn sent(
+        &self,
+        integration: &str,
+        command_id: &str,
+    ) -> RedisResult<Option<SentRecord>> {
         let json: Option<String> = redis::cmd("GET")
             .arg(sent_key(integration, command_id))
             .query_async(&mut self.conn())
@@ -363,7 +425,12 @@ impl Records {
     }
 
     /// Replaces what a send delivered (after a degraded update or a recall).
-    pub async fn set_sent(&self, integration: &str, command_id: &str, sent: &SentRecord) -> RedisResult<()> {
+    pub async fn set_sent(
+        &self,
+        integration: &str,
+        command_id: &str,
+        sent: &SentRecord,
+    ) -> RedisResult<()> {
         redis::cmd("SET")
             .arg(sent_key(integration, command_id))
             .arg(serde_json::to_string(sent).expect("sent records serialize"))
@@ -393,7 +460,12 @@ impl Records {
     }
 
     /// Caches a resolved unionId.
-    pub async fn set_union(&self, integration: &str, union_id: &str, user_id: &str) -> RedisResult<()> {
+    pub async fn set_union(
+        &self,
+        integration: &str,
+        union_id: &str,
+        user_id: &str,
+    ) -> RedisResult<()> {
         redis::cmd("SET")
             .arg(union_key(integration, union_id))
             .arg(user_id)
@@ -437,7 +509,11 @@ impl Records {
                 }
             })
             .collect();
-        chats.sort_by(|a, b| b.last_seen.cmp(&a.last_seen).then_with(|| a.chat_id.cmp(&b.chat_id)));
+        chats.sort_by(|a, b| {
+            b.last_seen
+                .cmp(&a.last_seen)
+                .then_with(|| a.chat_id.cmp(&b.chat_id))
+        });
         Ok(chats)
     }
 }
@@ -446,7 +522,11 @@ impl Records {
 /// of milliseconds is accepted for `last_seen` too).
 pub fn parse_chat(chat_id: &str, json: &str) -> Option<Chat> {
     let value: serde_json::Value = serde_json::from_str(json).ok()?;
-    let title = value.get("title").and_then(|t| t.as_str()).unwrap_or_default().to_owned();
+    let title = value
+        .get("title")
+        .and_then(|t| t.as_str())
+        .unwrap_or_default()
+        .to_owned();
     let last_seen = match value.get("last_seen")? {
         serde_json::Value::Number(ms) => Timestamp::from_unix_millis(ms.as_i64()?)?,
         other => serde_json::from_value(other.clone()).ok()?,
@@ -464,7 +544,11 @@ mod tests {
 
     #[test]
     fn chat_records_read_rfc3339_or_milliseconds() {
-        let chat = parse_chat("cid1", r#"{"title":"ops","last_seen":"2026-11-25T10:00:00Z"}"#).unwrap();
+        let chat = parse_chat(
+            "cid1",
+            r#"{"title":"ops","last_seen":"2026-11-25T10:00:00Z"}"#,
+        )
+        .unwrap();
         assert_eq!(chat.title, "ops");
         assert_eq!(chat.last_seen.to_string(), "2026-11-25T10:00:00Z");
         let chat = parse_chat("cid2", r#"{"title":"x","last_seen":1700000000000}"#).unwrap();
@@ -476,7 +560,12 @@ mod tests {
     fn outcomes_round_trip_through_json() {
         let record = StepRecord {
             outcomes: vec![
-                (0, TargetOutcome::Delivered(Delivered::OneToOne { process_query_key: "k".into() })),
+                (
+                    0,
+                    TargetOutcome::Delivered(Delivered::OneToOne {
+                        process_query_key: "k".into(),
+                    }),
+                ),
                 (1, TargetOutcome::FlowControlled),
             ],
             extra: None,

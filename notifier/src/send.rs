@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
-use common::bus::command::{MediaSource, Mentions, OutboundMessage, Recipient, RecipientType, Send};
+use common::bus::command::{
+    MediaSource, Mentions, OutboundMessage, Recipient, RecipientType, Send,
+};
 use common::bus::result::ResultError;
 use common::secret::Secret;
 use serde_json::Value;
@@ -59,7 +61,8 @@ impl Engine {
         };
         let as_card = send.updatable || mentions.all || !mentions.user_ids.is_empty();
         let content = Content::new(&message, as_card, media_id);
-        self.deliver(ctx, "", &resolved, &content, &mentions, &mut outcomes).await?;
+        self.deliver(ctx, "", &resolved, &content, &mentions, &mut outcomes)
+            .await?;
         let result = outcome::assemble(subject, &recipients, &outcomes, false);
         let sent = SentRecord {
             ok: result.status == common::bus::result::Status::Ok,
@@ -90,10 +93,12 @@ impl Engine {
         for (index, error) in plan.unsupported {
             outcomes.insert(index, Err(error));
         }
-        let has_cards = plan
-            .steps
-            .iter()
-            .any(|s| matches!(s.action, Action::CardSend { .. } | Action::TemplateCard { .. }));
+        let has_cards = plan.steps.iter().any(|s| {
+            matches!(
+                s.action,
+                Action::CardSend { .. } | Action::TemplateCard { .. }
+            )
+        });
         let callback = if has_cards {
             self.card_callback(ctx).await?
         } else {
@@ -101,7 +106,9 @@ impl Engine {
         };
         let mut flow_controlled = Vec::new();
         for step in &plan.steps {
-            let record = self.run_step(ctx, prefix, step, resolved, &callback).await?;
+            let record = self
+                .run_step(ctx, prefix, step, resolved, &callback)
+                .await?;
             collect(record, outcomes, &mut flow_controlled);
         }
         if let Some(message) = content.robot_message() {
@@ -146,12 +153,19 @@ impl Engine {
     }
 
     /// unionId → userId: from the Redis cache, else `getbyunionid`.
-    async fn union_to_user(&self, ctx: &Ctx<'_>, union_id: &str) -> Result<Result<String, ResultError>, Later> {
+    async fn union_to_user(
+        &self,
+        ctx: &Ctx<'_>,
+        union_id: &str,
+    ) -> Result<Result<String, ResultError>, Later> {
         let records = &self.inner.records;
         if let Some(user_id) = records.union(ctx.id, union_id).await? {
             return Ok(Ok(user_id));
         }
-        match self.call(&ctx.app, calls::get_by_union_id(union_id)).await? {
+        match self
+            .call(&ctx.app, calls::get_by_union_id(union_id))
+            .await?
+        {
             Ok(answer) => match answer.pointer("/result/userid").and_then(Value::as_str) {
                 Some(user_id) => {
                     records.set_union(ctx.id, union_id, user_id).await?;
@@ -194,7 +208,10 @@ impl Engine {
             return Ok(Ok(None));
         };
         let records = &self.inner.records;
-        if let Some(media_id) = records.command_field(ctx.id, ctx.command_id, "media").await? {
+        if let Some(media_id) = records
+            .command_field(ctx.id, ctx.command_id, "media")
+            .await?
+        {
             return Ok(Ok(Some(media_id)));
         }
         let url = match media::allowed(url, &self.inner.config.media_url_allowlist) {
@@ -208,14 +225,20 @@ impl Engine {
         let file_name = source
             .name
             .clone()
-            .or_else(|| url.path_segments().and_then(|mut s| s.next_back()).map(str::to_owned))
+            .or_else(|| {
+                url.path_segments()
+                    .and_then(|mut s| s.next_back())
+                    .map(str::to_owned)
+            })
             .filter(|name| !name.is_empty())
             .unwrap_or_else(|| kind.to_owned());
         let call = calls::media_upload(kind, &file_name, &fetched.mime, fetched.bytes);
         match self.call(&ctx.app, call).await? {
             Ok(answer) => match answer.get("media_id").and_then(Value::as_str) {
                 Some(media_id) => {
-                    records.set_command_field(ctx.id, ctx.command_id, "media", media_id).await?;
+                    records
+                        .set_command_field(ctx.id, ctx.command_id, "media", media_id)
+                        .await?;
                     Ok(Ok(Some(media_id.to_owned())))
                 }
                 None => Ok(Err(ResultError {
@@ -231,7 +254,12 @@ impl Engine {
     /// Runs a step once: a finished step's recorded outcome is reused; a new one is marked
     /// `pending`, called and recorded. `run` gets `true` when an earlier execution died inside
     /// this step (the call may have reached DingTalk) and decides what is safe.
-    pub(crate) async fn recorded<F, Fut>(&self, ctx: &Ctx<'_>, key: &str, run: F) -> Result<StepRecord, Later>
+    pub(crate) async fn recorded<F, Fut>(
+        &self,
+        ctx: &Ctx<'_>,
+        key: &str,
+        run: F,
+    ) -> Result<StepRecord, Later>
     where
         F: FnOnce(bool) -> Fut,
         Fut: Future<Output = Result<StepRecord, Later>>,
@@ -248,7 +276,9 @@ impl Engine {
         records.begin_step(ctx.id, ctx.command_id, key).await?;
         match run(in_doubt).await {
             Ok(record) => {
-                records.finish_step(ctx.id, ctx.command_id, key, &record).await?;
+                records
+                    .finish_step(ctx.id, ctx.command_id, key, &record)
+                    .await?;
                 Ok(record)
             }
             Err(later) => {
@@ -273,11 +303,25 @@ impl Engine {
         match &step.action {
             Action::BatchSend { user_ids, message } => {
                 let call = calls::batch_send(&robot_code, user_ids, message);
-                self.one_to_one(ctx, &format!("{prefix}batch:{first}"), &step.targets, resolved, call).await
+                self.one_to_one(
+                    ctx,
+                    &format!("{prefix}batch:{first}"),
+                    &step.targets,
+                    resolved,
+                    call,
+                )
+                .await
             }
             Action::OpenIdBatchSend { open_ids, message } => {
                 let call = calls::open_id_batch_send(&robot_code, open_ids, message);
-                self.one_to_one(ctx, &format!("{prefix}open:{first}"), &step.targets, resolved, call).await
+                self.one_to_one(
+                    ctx,
+                    &format!("{prefix}open:{first}"),
+                    &step.targets,
+                    resolved,
+                    call,
+                )
+                .await
             }
             Action::GroupSend { chat_id, message } => {
                 let key = format!("{prefix}group:{first}");
@@ -288,16 +332,25 @@ impl Engine {
                     }
                     let call = calls::group_send(&robot_code, chat_id, message);
                     Ok(match self.call(&ctx.app, call).await? {
-                        Ok(answer) => all(&targets, TargetOutcome::Delivered(Delivered::Group {
-                            chat_id: chat_id.clone(),
-                            process_query_key: answers::process_query_key(&answer).unwrap_or_default(),
-                        })),
+                        Ok(answer) => all(
+                            &targets,
+                            TargetOutcome::Delivered(Delivered::Group {
+                                chat_id: chat_id.clone(),
+                                process_query_key: answers::process_query_key(&answer)
+                                    .unwrap_or_default(),
+                            }),
+                        ),
                         Err(err) => all(&targets, TargetOutcome::Failed(err.error)),
                     })
                 })
                 .await
             }
-            Action::CardSend { card_biz_id, receiver, card_data, mentions } => {
+            Action::CardSend {
+                card_biz_id,
+                receiver,
+                card_data,
+                mentions,
+            } => {
                 let key = format!("{prefix}card:{card_biz_id}");
                 let targets = step.targets.clone();
                 let route_key = ctx.callback_route_key();
@@ -320,7 +373,16 @@ impl Engine {
                             return Ok(all(&targets, delivered(&answer)));
                         }
                     }
-                    let send = || calls::card_send(&robot_code, card_biz_id, receiver, card_data, mentions, &route_key);
+                    let send = || {
+                        calls::card_send(
+                            &robot_code,
+                            card_biz_id,
+                            receiver,
+                            card_data,
+                            mentions,
+                            &route_key,
+                        )
+                    };
                     let outcome = match self.call(&ctx.app, send()).await? {
                         Ok(answer) => delivered(&answer),
                         Err(err) if err.rejected() => TargetOutcome::Failed(err.error),
@@ -336,24 +398,59 @@ impl Engine {
                 })
                 .await
             }
-            Action::TemplateCard { out_track_id, template_id, params, spaces, mentions } => {
-                self.template_card(ctx, prefix, &step.targets, out_track_id, template_id, params, spaces, mentions, callback)
-                    .await
+            Action::TemplateCard {
+                out_track_id,
+                template_id,
+                params,
+                spaces,
+                mentions,
+            } => {
+                self.template_card(
+                    ctx,
+                    prefix,
+                    &step.targets,
+                    out_track_id,
+                    template_id,
+                    params,
+                    spaces,
+                    mentions,
+                    callback,
+                )
+                .await
             }
-            Action::CustomRobot { access_token, bodies } => {
+            Action::CustomRobot {
+                access_token,
+                bodies,
+            } => {
                 let target = Target::CustomRobot {
                     access_token: Secret::new(access_token.clone()),
                     // Signing secrets are not stored on the integration yet: custom robots are
                     // called unsigned (they must use keywords or an IP allow-list).
                     secret: None,
                 };
-                self.classic(ctx, &format!("{prefix}hook:{first}"), &step.targets, &target, Api::CustomRobotSend, bodies, Delivered::CustomRobot)
-                    .await
+                self.classic(
+                    ctx,
+                    &format!("{prefix}hook:{first}"),
+                    &step.targets,
+                    &target,
+                    Api::CustomRobotSend,
+                    bodies,
+                    Delivered::CustomRobot,
+                )
+                .await
             }
             Action::SessionWebhook { url, bodies } => {
                 let target = Target::SessionWebhook { url: url.clone() };
-                self.classic(ctx, &format!("{prefix}session:{first}"), &step.targets, &target, Api::SessionWebhookSend, bodies, Delivered::SessionWebhook)
-                    .await
+                self.classic(
+                    ctx,
+                    &format!("{prefix}session:{first}"),
+                    &step.targets,
+                    &target,
+                    Api::SessionWebhookSend,
+                    bodies,
+                    Delivered::SessionWebhook,
+                )
+                .await
             }
         }
     }
@@ -406,8 +503,16 @@ impl Engine {
 
     /// Whether a StandardCard exists at DingTalk: an update with the same data succeeds only
     /// then. `None` when DingTalk does not know the cardBizId.
-    async fn probe_card(&self, ctx: &Ctx<'_>, card_biz_id: &str, card_data: &Value) -> Result<Option<Value>, Later> {
-        match self.call(&ctx.app, calls::card_update(card_biz_id, card_data)).await? {
+    async fn probe_card(
+        &self,
+        ctx: &Ctx<'_>,
+        card_biz_id: &str,
+        card_data: &Value,
+    ) -> Result<Option<Value>, Later> {
+        match self
+            .call(&ctx.app, calls::card_update(card_biz_id, card_data))
+            .await?
+        {
             Ok(answer) => Ok(Some(answer)),
             Err(_) => Ok(None),
         }
@@ -431,11 +536,23 @@ impl Engine {
         let route_key = ctx.callback_route_key();
         let created = self
             .recorded(ctx, &format!("{prefix}tpl:create"), |in_doubt| async move {
-                let call = calls::card_instance_create(out_track_id, template_id, params, &route_key, callback);
+                let call = calls::card_instance_create(
+                    out_track_id,
+                    template_id,
+                    params,
+                    &route_key,
+                    callback,
+                );
                 Ok(match self.call(&ctx.app, call).await? {
-                    Ok(_) => StepRecord { outcomes: Vec::new(), extra: None },
+                    Ok(_) => StepRecord {
+                        outcomes: Vec::new(),
+                        extra: None,
+                    },
                     // Re-created after a crash: DingTalk already has it.
-                    Err(err) if in_doubt && err.rejected() => StepRecord { outcomes: Vec::new(), extra: None },
+                    Err(err) if in_doubt && err.rejected() => StepRecord {
+                        outcomes: Vec::new(),
+                        extra: None,
+                    },
                     Err(err) => all(targets, TargetOutcome::Failed(err.error)),
                 })
             })
@@ -444,43 +561,53 @@ impl Engine {
             return Ok(created);
         }
         let robot_code = ctx.integration.robot_code().to_owned();
-        self.recorded(ctx, &format!("{prefix}tpl:deliver"), |in_doubt| async move {
-            if in_doubt {
-                return Ok(unknown(targets));
-            }
-            let call = calls::card_instance_deliver(&robot_code, out_track_id, spaces, mentions);
-            let answer = match self.call(&ctx.app, call).await? {
-                Ok(answer) => answer,
-                Err(err) => return Ok(all(targets, TargetOutcome::Failed(err.error))),
-            };
-            let results = answers::deliver_results(&answer);
-            let outcomes = targets
-                .iter()
-                .zip(spaces)
-                .map(|(target, space)| {
-                    let space_id = match space {
-                        Space::Group(id) | Space::Robot(id) => id,
-                    };
-                    let outcome = match results.get(space_id) {
-                        Some(None) => TargetOutcome::Delivered(Delivered::TemplateCard {
-                            out_track_id: out_track_id.to_owned(),
-                        }),
-                        Some(Some(message)) => TargetOutcome::Failed(ResultError {
-                            code: "card_not_delivered".to_owned(),
-                            message: format!("DingTalk did not deliver the card to {space_id}: {message}"),
-                            retryable: false,
-                        }),
-                        None => TargetOutcome::Failed(ResultError {
-                            code: "card_not_delivered".to_owned(),
-                            message: format!("DingTalk's answer does not mention {space_id}"),
-                            retryable: true,
-                        }),
-                    };
-                    (*target, outcome)
+        self.recorded(
+            ctx,
+            &format!("{prefix}tpl:deliver"),
+            |in_doubt| async move {
+                if in_doubt {
+                    return Ok(unknown(targets));
+                }
+                let call =
+                    calls::card_instance_deliver(&robot_code, out_track_id, spaces, mentions);
+                let answer = match self.call(&ctx.app, call).await? {
+                    Ok(answer) => answer,
+                    Err(err) => return Ok(all(targets, TargetOutcome::Failed(err.error))),
+                };
+                let results = answers::deliver_results(&answer);
+                let outcomes = targets
+                    .iter()
+                    .zip(spaces)
+                    .map(|(target, space)| {
+                        let space_id = match space {
+                            Space::Group(id) | Space::Robot(id) => id,
+                        };
+                        let outcome = match results.get(space_id) {
+                            Some(None) => TargetOutcome::Delivered(Delivered::TemplateCard {
+                                out_track_id: out_track_id.to_owned(),
+                            }),
+                            Some(Some(message)) => TargetOutcome::Failed(ResultError {
+                                code: "card_not_delivered".to_owned(),
+                                message: format!(
+                                    "DingTalk did not deliver the card to {space_id}: {message}"
+                                ),
+                                retryable: false,
+                            }),
+                            None => TargetOutcome::Failed(ResultError {
+                                code: "card_not_delivered".to_owned(),
+                                message: format!("DingTalk's answer does not mention {space_id}"),
+                                retryable: true,
+                            }),
+                        };
+                        (*target, outcome)
+                    })
+                    .collect();
+                Ok(StepRecord {
+                    outcomes,
+                    extra: None,
                 })
-                .collect();
-            Ok(StepRecord { outcomes, extra: None })
-        })
+            },
+        )
         .await
     }
 
@@ -505,15 +632,20 @@ impl Engine {
                         return Ok(unknown(targets));
                     }
                     Ok(match self.call(target, calls::classic(api, body)).await? {
-                        Ok(_) => StepRecord { outcomes: Vec::new(), extra: None },
+                        Ok(_) => StepRecord {
+                            outcomes: Vec::new(),
+                            extra: None,
+                        },
                         Err(err) => {
-                            let mut error = if api == Api::SessionWebhookSend && err.error.code == "300001" {
-                                session_webhook::expired(&err.error.message)
-                            } else {
-                                err.error
-                            };
+                            let mut error =
+                                if api == Api::SessionWebhookSend && err.error.code == "300001" {
+                                    session_webhook::expired(&err.error.message)
+                                } else {
+                                    err.error
+                                };
                             if parts > 1 {
-                                error.message = format!("part {} of {parts}: {}", part + 1, error.message);
+                                error.message =
+                                    format!("part {} of {parts}: {}", part + 1, error.message);
                             }
                             all(targets, TargetOutcome::Failed(error))
                         }
@@ -545,7 +677,9 @@ impl Engine {
             }
             let mut by_id: Vec<(String, Vec<usize>)> = Vec::new();
             for target in &pending {
-                let Some((_, id)) = &resolved[*target] else { continue };
+                let Some((_, id)) = &resolved[*target] else {
+                    continue;
+                };
                 match by_id.iter_mut().find(|(known, _)| known == id) {
                     Some((_, targets)) => targets.push(*target),
                     None => by_id.push((id.clone(), vec![*target])),
@@ -554,10 +688,18 @@ impl Engine {
             pending = Vec::new();
             let mut slept = false;
             for chunk in by_id.chunks(MAX_USER_IDS) {
-                let targets: Vec<usize> = chunk.iter().flat_map(|(_, t)| t.iter().copied()).collect();
+                let targets: Vec<usize> =
+                    chunk.iter().flat_map(|(_, t)| t.iter().copied()).collect();
                 let ids: Vec<String> = chunk.iter().map(|(id, _)| id.clone()).collect();
                 let key = format!("{prefix}batch:{}:r{round}", targets[0]);
-                if !slept && self.inner.records.step(ctx.id, ctx.command_id, &key).await? == StepState::New {
+                if !slept
+                    && self
+                        .inner
+                        .records
+                        .step(ctx.id, ctx.command_id, &key)
+                        .await?
+                        == StepState::New
+                {
                     tokio::time::sleep(Duration::from_secs(1 << (round - 1))).await;
                     slept = true;
                 }

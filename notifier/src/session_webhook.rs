@@ -10,17 +10,21 @@ use reqwest::Url;
 
 /// Checks `url` against the configured old-API base URL.
 pub fn check(url: &str, oapi_url: &str) -> Result<(), ResultError> {
-    let refused = |why: String| ResultError {
+    let refused = |why: String| {
+        ResultError {
         code: "session_webhook_refused".to_owned(),
         message: format!(
             "{why}; a session_webhook recipient must be the sessionWebhook URL of an inbound message, on {oapi_url}/robot/sendBySession"
         ),
         retryable: false,
+    }
     };
     let parsed = Url::parse(url).map_err(|err| refused(format!("{url:?} is not a URL ({err})")))?;
-    let base = Url::parse(oapi_url).map_err(|err| refused(format!("DINGTALK_OAPI_URL is not a URL ({err})")))?;
+    let base = Url::parse(oapi_url)
+        .map_err(|err| refused(format!("DINGTALK_OAPI_URL is not a URL ({err})")))?;
     let same_origin = parsed.scheme() == base.scheme()
-        && parsed.host_str().map(str::to_ascii_lowercase) == base.host_str().map(str::to_ascii_lowercase)
+        && parsed.host_str().map(str::to_ascii_lowercase)
+            == base.host_str().map(str::to_ascii_lowercase)
         && parsed.port_or_known_default() == base.port_or_known_default();
     if !same_origin {
         return Err(refused(format!(
@@ -33,7 +37,10 @@ pub fn check(url: &str, oapi_url: &str) -> Result<(), ResultError> {
     }
     let base_path = base.path().trim_end_matches('/');
     if parsed.path() != format!("{base_path}/robot/sendBySession") {
-        return Err(refused(format!("the path {} is not /robot/sendBySession", parsed.path())));
+        return Err(refused(format!(
+            "the path {} is not /robot/sendBySession",
+            parsed.path()
+        )));
     }
     Ok(())
 }
@@ -57,9 +64,21 @@ mod tests {
 
     #[test]
     fn dingtalks_own_session_urls_are_accepted() {
-        assert!(check("https://oapi.dingtalk.com/robot/sendBySession?session=s1", OAPI).is_ok());
-        assert!(check("https://OAPI.dingtalk.com:443/robot/sendBySession?session=s1", OAPI).is_ok());
-        assert!(check("http://127.0.0.1:9300/robot/sendBySession?session=x", "http://127.0.0.1:9300").is_ok());
+        assert!(check(
+            "https://oapi.dingtalk.com/robot/sendBySession?session=s1",
+            OAPI
+        )
+        .is_ok());
+        assert!(check(
+            "https://OAPI.dingtalk.com:443/robot/sendBySession?session=s1",
+            OAPI
+        )
+        .is_ok());
+        assert!(check(
+            "http://127.0.0.1:9300/robot/sendBySession?session=x",
+            "http://127.0.0.1:9300"
+        )
+        .is_ok());
     }
 
     #[test]

@@ -41,12 +41,21 @@ impl Engine {
     /// Decides, without a lease or DingTalk budget, the updates and recalls that cannot run
     /// yet (their target's send has not finished: [`Later`]) or at all (superseded, or the
     /// target failed: a result). `Ok(None)`: execute it.
-    pub(crate) async fn precheck(&self, ctx: &Ctx<'_>, subject: &Subject, command: &common::bus::command::Command) -> Result<Option<Executed>, Later> {
+    pub(crate) async fn precheck(
+        &self,
+        ctx: &Ctx<'_>,
+        subject: &Subject,
+        command: &common::bus::command::Command,
+    ) -> Result<Option<Executed>, Later> {
         use common::bus::command::Operation;
         let target = match &command.op {
             Operation::Send(_) => return Ok(None),
             Operation::Update(update) => {
-                let newest = self.inner.records.note_update(ctx.id, &update.target, ctx.stream_sequence).await?;
+                let newest = self
+                    .inner
+                    .records
+                    .note_update(ctx.id, &update.target, ctx.stream_sequence)
+                    .await?;
                 if newest > ctx.stream_sequence {
                     return Ok(Some(superseded(subject, newest)));
                 }
@@ -68,7 +77,9 @@ impl Engine {
             if !sent.ok {
                 return Ok(TargetState::Failed(ResultError {
                     code: "target_failed".to_owned(),
-                    message: format!("the send {target} reached no recipient, so there is nothing to change"),
+                    message: format!(
+                        "the send {target} reached no recipient, so there is nothing to change"
+                    ),
                     retryable: false,
                 }));
             }
@@ -95,7 +106,12 @@ impl Engine {
         }))
     }
 
-    pub(crate) async fn execute_update(&self, ctx: &Ctx<'_>, subject: &Subject, update: &Update) -> Result<Executed, Later> {
+    pub(crate) async fn execute_update(
+        &self,
+        ctx: &Ctx<'_>,
+        subject: &Subject,
+        update: &Update,
+    ) -> Result<Executed, Later> {
         let records = &self.inner.records;
         let seq = ctx.stream_sequence;
         let newest = records.note_update(ctx.id, &update.target, seq).await?;
@@ -108,11 +124,17 @@ impl Engine {
             TargetState::Failed(error) => return Ok(Executed::failed(subject, error)),
         };
         if sent.recalled {
-            return Ok(Executed::failed(subject, ResultError {
-                code: "target_recalled".to_owned(),
-                message: format!("the send {} was recalled; send a new message instead", update.target),
-                retryable: false,
-            }));
+            return Ok(Executed::failed(
+                subject,
+                ResultError {
+                    code: "target_recalled".to_owned(),
+                    message: format!(
+                        "the send {} was recalled; send a new message instead",
+                        update.target
+                    ),
+                    retryable: false,
+                },
+            ));
         }
         let mut filler = Filler::new(update.state.as_ref());
         let message = fill_message(&mut filler, &update.message);
@@ -132,7 +154,15 @@ impl Engine {
         }
         // One applier per target at a time, and only while it is still the newest.
         let order_lock = format!("order:{}", update.target);
-        if !records.lock(ctx.id, &order_lock, &self.inner.owner, self.inner.config.lease).await? {
+        if !records
+            .lock(
+                ctx.id,
+                &order_lock,
+                &self.inner.owner,
+                self.inner.config.lease,
+            )
+            .await?
+        {
             return Err(Later(WAIT_POLL));
         }
         let applied = async {
@@ -140,10 +170,13 @@ impl Engine {
             if newest > seq {
                 return Ok(superseded(subject, newest));
             }
-            self.apply_update(ctx, subject, &update.target, sent, &message).await
+            self.apply_update(ctx, subject, &update.target, sent, &message)
+                .await
         }
         .await;
-        records.unlock(ctx.id, &order_lock, &self.inner.owner).await?;
+        records
+            .unlock(ctx.id, &order_lock, &self.inner.owner)
+            .await?;
         applied
     }
 
@@ -163,7 +196,13 @@ impl Engine {
             match delivered {
                 Delivered::StandardCard { card_biz_id, .. } => {
                     let Some(card_data) = content.card_update() else {
-                        outcomes.insert(*index, Err(incompatible("a StandardCard", "text, markdown or interactive")));
+                        outcomes.insert(
+                            *index,
+                            Err(incompatible(
+                                "a StandardCard",
+                                "text, markdown or interactive",
+                            )),
+                        );
                         continue;
                     };
                     let key = format!("update:{card_biz_id}");
@@ -171,7 +210,9 @@ impl Engine {
                     let record = self
                         .recorded(ctx, &key, |_| async move {
                             Ok(match self.call(&ctx.app, call).await? {
-                                Ok(_) => all(&[*index], TargetOutcome::Delivered(delivered.clone())),
+                                Ok(_) => {
+                                    all(&[*index], TargetOutcome::Delivered(delivered.clone()))
+                                }
                                 Err(err) => all(&[*index], TargetOutcome::Failed(err.error)),
                             })
                         })
@@ -179,7 +220,10 @@ impl Engine {
                     merge(record, &mut outcomes);
                 }
                 Delivered::TemplateCard { out_track_id } => {
-                    templates.entry(out_track_id.clone()).or_default().push(*index);
+                    templates
+                        .entry(out_track_id.clone())
+                        .or_default()
+                        .push(*index);
                 }
                 other => plain.push((*index, other.clone())),
             }
@@ -187,12 +231,17 @@ impl Engine {
         for (out_track_id, indices) in templates {
             let Content::Template { params, .. } = &content else {
                 for index in indices {
-                    outcomes.insert(index, Err(incompatible("a template card", "template (its params)")));
+                    outcomes.insert(
+                        index,
+                        Err(incompatible("a template card", "template (its params)")),
+                    );
                 }
                 continue;
             };
             let call = calls::card_instance_update(&out_track_id, params);
-            let delivered = Delivered::TemplateCard { out_track_id: out_track_id.clone() };
+            let delivered = Delivered::TemplateCard {
+                out_track_id: out_track_id.clone(),
+            };
             let record = self
                 .recorded(ctx, &format!("update:tpl:{out_track_id}"), |_| async move {
                     Ok(match self.call(&ctx.app, call).await? {
@@ -205,7 +254,8 @@ impl Engine {
         }
         let degraded = !plain.is_empty();
         if degraded {
-            self.recall_deliveries(ctx, "degrade:", &plain, &mut Outcomes::new()).await?;
+            self.recall_deliveries(ctx, "degrade:", &plain, &mut Outcomes::new())
+                .await?;
             let media_id = match self.media(ctx, message).await? {
                 Ok(media_id) => media_id,
                 Err(error) => {
@@ -226,19 +276,33 @@ impl Engine {
                 .collect();
             let content = Content::new(message, false, media_id);
             let mut resent = Outcomes::new();
-            self.deliver(ctx, "resend:", &resolved, &content, &sent.mentions, &mut resent).await?;
+            self.deliver(
+                ctx,
+                "resend:",
+                &resolved,
+                &content,
+                &sent.mentions,
+                &mut resent,
+            )
+            .await?;
             for (index, outcome) in &resent {
                 outcomes.insert(*index, outcome.clone());
             }
             // Later updates and recalls act on the new messages.
             let replaced = delivered(&resent);
-            sent.delivered.retain(|(index, _)| !replaced.iter().any(|(i, _)| i == index));
+            sent.delivered
+                .retain(|(index, _)| !replaced.iter().any(|(i, _)| i == index));
             sent.delivered.extend(replaced);
             sent.delivered.sort_by_key(|(index, _)| *index);
             self.inner.records.set_sent(ctx.id, target, &sent).await?;
         }
         // Recipients the send never reached are not part of the update.
-        let reached: Vec<usize> = sent.delivered.iter().map(|(i, _)| *i).chain(outcomes.keys().copied()).collect();
+        let reached: Vec<usize> = sent
+            .delivered
+            .iter()
+            .map(|(i, _)| *i)
+            .chain(outcomes.keys().copied())
+            .collect();
         let recipients: Vec<_> = sent
             .recipients
             .iter()
@@ -253,17 +317,26 @@ impl Engine {
         })
     }
 
-    pub(crate) async fn execute_recall(&self, ctx: &Ctx<'_>, subject: &Subject, recall: &Recall) -> Result<Executed, Later> {
+    pub(crate) async fn execute_recall(
+        &self,
+        ctx: &Ctx<'_>,
+        subject: &Subject,
+        recall: &Recall,
+    ) -> Result<Executed, Later> {
         let mut sent = match self.target(ctx, &recall.target).await? {
             TargetState::Ready(sent) => sent,
             TargetState::Pending => return Err(Later(WAIT_POLL)),
             TargetState::Failed(error) => return Ok(Executed::failed(subject, error)),
         };
         let mut outcomes = Outcomes::new();
-        self.recall_deliveries(ctx, "", &sent.delivered, &mut outcomes).await?;
+        self.recall_deliveries(ctx, "", &sent.delivered, &mut outcomes)
+            .await?;
         if outcomes.values().any(Result::is_ok) && !sent.recalled {
             sent.recalled = true;
-            self.inner.records.set_sent(ctx.id, &recall.target, &sent).await?;
+            self.inner
+                .records
+                .set_sent(ctx.id, &recall.target, &sent)
+                .await?;
         }
         let reached: Vec<usize> = sent.delivered.iter().map(|(i, _)| *i).collect();
         let recipients: Vec<_> = sent
@@ -296,28 +369,52 @@ impl Engine {
         for (index, delivered) in deliveries {
             match delivered {
                 Delivered::OneToOne { process_query_key }
-                | Delivered::StandardCard { chat_id: None, process_query_key: Some(process_query_key), .. } => {
+                | Delivered::StandardCard {
+                    chat_id: None,
+                    process_query_key: Some(process_query_key),
+                    ..
+                } => {
                     one_to_one.push((*index, process_query_key.clone()));
                 }
-                Delivered::Group { chat_id, process_query_key }
-                | Delivered::StandardCard { chat_id: Some(chat_id), process_query_key: Some(process_query_key), .. } => {
-                    groups.entry(chat_id.clone()).or_default().push((*index, process_query_key.clone()));
+                Delivered::Group {
+                    chat_id,
+                    process_query_key,
+                }
+                | Delivered::StandardCard {
+                    chat_id: Some(chat_id),
+                    process_query_key: Some(process_query_key),
+                    ..
+                } => {
+                    groups
+                        .entry(chat_id.clone())
+                        .or_default()
+                        .push((*index, process_query_key.clone()));
                 }
                 other => {
-                    outcomes.insert(*index, Err(ResultError {
-                        code: "not_recallable".to_owned(),
-                        message: format!("DingTalk has no recall for a message sent as {}", via(other)),
-                        retryable: false,
-                    }));
+                    outcomes.insert(
+                        *index,
+                        Err(ResultError {
+                            code: "not_recallable".to_owned(),
+                            message: format!(
+                                "DingTalk has no recall for a message sent as {}",
+                                via(other)
+                            ),
+                            retryable: false,
+                        }),
+                    );
                 }
             }
         }
-        let mut batches: Vec<(String, Option<String>, Vec<(usize, String)>)> = Vec::new();
+        let mut batches: Vec<RecallBatch> = Vec::new();
         if !one_to_one.is_empty() {
             batches.push((format!("{prefix}recall:oto"), None, one_to_one));
         }
         for (chat_id, keys) in groups {
-            batches.push((format!("{prefix}recall:group:{chat_id}"), Some(chat_id), keys));
+            batches.push((
+                format!("{prefix}recall:group:{chat_id}"),
+                Some(chat_id),
+                keys,
+            ));
         }
         for (key, chat_id, entries) in batches {
             let mut unique: Vec<String> = entries.iter().map(|(_, k)| k.clone()).collect();
@@ -346,12 +443,17 @@ impl Engine {
                                     retryable: false,
                                 }),
                                 // Recalled: nothing to record beyond success.
-                                None => TargetOutcome::Delivered(Delivered::OneToOne { process_query_key: key.clone() }),
+                                None => TargetOutcome::Delivered(Delivered::OneToOne {
+                                    process_query_key: key.clone(),
+                                }),
                             };
                             (*index, outcome)
                         })
                         .collect();
-                    Ok(StepRecord { outcomes, extra: None })
+                    Ok(StepRecord {
+                        outcomes,
+                        extra: None,
+                    })
                 })
                 .await?;
             merge(record, outcomes);
@@ -359,6 +461,9 @@ impl Engine {
         Ok(())
     }
 }
+
+/// One recall call: its step key, the group (none for 1:1), and (recipient index, key) pairs.
+type RecallBatch = (String, Option<String>, Vec<(usize, String)>);
 
 /// An update superseded by a newer one.
 fn superseded(subject: &Subject, newest: u64) -> Executed {

@@ -52,9 +52,14 @@ pub fn consumer_config(ack_wait: Duration) -> pull::Config {
 
 /// Creates (or opens) the shared durable consumer.
 /// An existing consumer keeps its settings (the first replica's `ack_wait` wins).
-pub async fn consumer(jetstream: &jetstream::Context, ack_wait: Duration) -> Result<PullConsumer, async_nats::Error> {
+pub async fn consumer(
+    jetstream: &jetstream::Context,
+    ack_wait: Duration,
+) -> Result<PullConsumer, async_nats::Error> {
     let stream = jetstream.get_stream(streams::COMMANDS).await?;
-    Ok(stream.get_or_create_consumer(CONSUMER, consumer_config(ack_wait)).await?)
+    Ok(stream
+        .get_or_create_consumer(CONSUMER, consumer_config(ack_wait))
+        .await?)
 }
 
 /// The worker's settings.
@@ -67,14 +72,26 @@ pub struct WorkerConfig {
 }
 
 /// Runs the loop until `shutdown`, then waits for the commands in flight.
-pub async fn run(engine: Engine, publisher: Publisher, jetstream: jetstream::Context, config: WorkerConfig, shutdown: Shutdown) {
+pub async fn run(
+    engine: Engine,
+    publisher: Publisher,
+    jetstream: jetstream::Context,
+    config: WorkerConfig,
+    shutdown: Shutdown,
+) {
     let concurrency = config.concurrency;
     let semaphore = Arc::new(Semaphore::new(concurrency));
     let mut tasks = JoinSet::new();
     let mut backoff = Duration::from_millis(100);
     'consumer: while !shutdown.is_triggered() {
         let messages = match consumer(&jetstream, config.ack_wait).await {
-            Ok(consumer) => consumer.stream().max_messages_per_batch(concurrency).messages().await,
+            Ok(consumer) => {
+                consumer
+                    .stream()
+                    .max_messages_per_batch(concurrency)
+                    .messages()
+                    .await
+            }
             Err(err) => Err(async_nats::jetstream::consumer::StreamError::with_source(
                 async_nats::jetstream::consumer::StreamErrorKind::Other,
                 err,
@@ -128,7 +145,12 @@ pub async fn run(engine: Engine, publisher: Publisher, jetstream: jetstream::Con
 }
 
 /// Executes one delivery and acks, naks or (on a publish failure) naks with a short delay.
-async fn process(engine: &Engine, publisher: &Publisher, message: Message, progress_every: Duration) {
+async fn process(
+    engine: &Engine,
+    publisher: &Publisher,
+    message: Message,
+    progress_every: Duration,
+) {
     let incoming = match message.info() {
         Ok(info) => Incoming {
             subject: message.subject.to_string(),
@@ -164,9 +186,15 @@ async fn process(engine: &Engine, publisher: &Publisher, message: Message, progr
 }
 
 /// Publishes a result, and its dead letter when it is a permanent failure.
-async fn publish(publisher: &Publisher, result: &common::bus::result::CommandResult, incoming: &Incoming) -> Result<(), crate::publish::PublishError> {
+async fn publish(
+    publisher: &Publisher,
+    result: &common::bus::result::CommandResult,
+    incoming: &Incoming,
+) -> Result<(), crate::publish::PublishError> {
     if let Some(reason) = outcome::dead_letter_reason(result) {
-        publisher.dead_letter(incoming, &result.command_id, &reason).await?;
+        publisher
+            .dead_letter(incoming, &result.command_id, &reason)
+            .await?;
         metrics::dead_letter();
         tracing::warn!(command_id = %result.command_id, %reason, "command failed for good; dead-lettered");
     }

@@ -23,31 +23,63 @@ fn ids(reply: &ListUsersReply) -> Vec<&str> {
 #[tokio::test]
 async fn list_users_pages_through_a_department() {
     let bed = Bed::start().await;
-    let first: ListUsersReply =
-        serde_json::from_value(ask(&bed, "dingtalk.query.acme.list_users", json!({"dept_id": 2, "size": 1})).await).unwrap();
+    let first: ListUsersReply = serde_json::from_value(
+        ask(
+            &bed,
+            "dingtalk.query.acme.list_users",
+            json!({"dept_id": 2, "size": 1}),
+        )
+        .await,
+    )
+    .unwrap();
     assert_eq!(ids(&first), ["user001"]);
     assert_eq!(first.users[0].name, "Li Lei");
     assert_eq!(first.users[0].extra["dept_id_list"], json!([2]));
     assert!(first.has_more);
     let next: ListUsersReply = serde_json::from_value(
-        ask(&bed, "dingtalk.query.acme.list_users", json!({"dept_id": 2, "size": 1, "cursor": first.next_cursor})).await,
+        ask(
+            &bed,
+            "dingtalk.query.acme.list_users",
+            json!({"dept_id": 2, "size": 1, "cursor": first.next_cursor}),
+        )
+        .await,
     )
     .unwrap();
     assert_eq!(ids(&next), ["user002"]);
     assert!(!next.has_more);
     assert_eq!(next.next_cursor, None);
-    let root: ListUsersReply = serde_json::from_value(ask(&bed, "dingtalk.query.acme.list_users", json!({})).await).unwrap();
+    let root: ListUsersReply =
+        serde_json::from_value(ask(&bed, "dingtalk.query.acme.list_users", json!({})).await)
+            .unwrap();
     assert_eq!(ids(&root), ["manager001"]);
 }
 
 #[tokio::test]
 async fn a_keyword_filters_by_name_while_walking_sub_departments() {
     let bed = Bed::start().await;
-    let reply: ListUsersReply =
-        serde_json::from_value(ask(&bed, "dingtalk.query.acme.list_users", json!({"keyword": "wang"})).await).unwrap();
-    assert_eq!(ids(&reply), ["user004"], "Wang Fang sits in Platform (1 → 2 → 4)");
-    let reply: ListUsersReply =
-        serde_json::from_value(ask(&bed, "dingtalk.query.acme.list_users", json!({"keyword": "e", "size": 2})).await).unwrap();
+    let reply: ListUsersReply = serde_json::from_value(
+        ask(
+            &bed,
+            "dingtalk.query.acme.list_users",
+            json!({"keyword": "wang"}),
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(
+        ids(&reply),
+        ["user004"],
+        "Wang Fang sits in Platform (1 → 2 → 4)"
+    );
+    let reply: ListUsersReply = serde_json::from_value(
+        ask(
+            &bed,
+            "dingtalk.query.acme.list_users",
+            json!({"keyword": "e", "size": 2}),
+        )
+        .await,
+    )
+    .unwrap();
     assert_eq!(reply.users.len(), 2);
     assert!(reply.has_more);
     assert_eq!(reply.next_cursor, Some(2));
@@ -56,15 +88,27 @@ async fn a_keyword_filters_by_name_while_walking_sub_departments() {
 #[tokio::test]
 async fn a_missing_contact_permission_answers_60011_naming_it() {
     let bed = Bed::start().await;
-    bed.sim.state().add_fault(Fault::once(FaultKind::Permission60011).on(Api::UserList)).unwrap();
-    let reply: QueryError = serde_json::from_value(ask(&bed, "dingtalk.query.acme.list_users", json!({})).await).unwrap();
+    bed.sim
+        .state()
+        .add_fault(Fault::once(FaultKind::Permission60011).on(Api::UserList))
+        .unwrap();
+    let reply: QueryError =
+        serde_json::from_value(ask(&bed, "dingtalk.query.acme.list_users", json!({})).await)
+            .unwrap();
     assert_eq!(reply.error.code, "60011");
-    assert!(reply.error.message.contains("qyapi_get_department_member"), "{}", reply.error.message);
-    let bad: QueryError =
-        serde_json::from_value(ask(&bed, "dingtalk.query.acme.list_users", json!({"size": 500})).await).unwrap();
+    assert!(
+        reply.error.message.contains("qyapi_get_department_member"),
+        "{}",
+        reply.error.message
+    );
+    let bad: QueryError = serde_json::from_value(
+        ask(&bed, "dingtalk.query.acme.list_users", json!({"size": 500})).await,
+    )
+    .unwrap();
     assert_eq!(bad.error.code, "invalid_request");
     let unknown: QueryError =
-        serde_json::from_value(ask(&bed, "dingtalk.query.ghost.list_users", json!({})).await).unwrap();
+        serde_json::from_value(ask(&bed, "dingtalk.query.ghost.list_users", json!({})).await)
+            .unwrap();
     assert_eq!(unknown.error.code, "unknown_integration");
 }
 
@@ -81,9 +125,17 @@ async fn list_chats_answers_from_the_groups_the_dispatcher_recorded() {
         .query_async(&mut redis)
         .await
         .unwrap();
-    let reply: ListChatsReply = serde_json::from_value(ask(&bed, "dingtalk.query.acme.list_chats", json!({})).await).unwrap();
-    let chats: Vec<(&str, &str)> = reply.chats.iter().map(|c| (c.chat_id.as_str(), c.title.as_str())).collect();
+    let reply: ListChatsReply =
+        serde_json::from_value(ask(&bed, "dingtalk.query.acme.list_chats", json!({})).await)
+            .unwrap();
+    let chats: Vec<(&str, &str)> = reply
+        .chats
+        .iter()
+        .map(|c| (c.chat_id.as_str(), c.title.as_str()))
+        .collect();
     assert_eq!(chats, [("cidNew==", "ops"), ("cidOld==", "old")]);
-    let empty: ListChatsReply = serde_json::from_value(ask(&bed, "dingtalk.query.beta.list_chats", json!({})).await).unwrap();
+    let empty: ListChatsReply =
+        serde_json::from_value(ask(&bed, "dingtalk.query.beta.list_chats", json!({})).await)
+            .unwrap();
     assert!(empty.chats.is_empty());
 }

@@ -7,12 +7,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::bus::result::Status;
-use dingtalk_sim::{Api, CallFilter, CustomRobotConfig, Directory, Fault, FaultKind, Session, User};
+use dingtalk_sim::{
+    Api, CallFilter, CustomRobotConfig, Directory, Fault, FaultKind, Session, User,
+};
 use serde_json::{json, Value};
 use support::{file_server, send, text, Bed, Options, APP_A};
 
 fn calls(bed: &Bed, api: Api) -> Vec<Value> {
-    bed.sim.state().calls(&CallFilter::api(api)).into_iter().map(|c| c.body).collect()
+    bed.sim
+        .state()
+        .calls(&CallFilter::api(api))
+        .into_iter()
+        .map(|c| c.body)
+        .collect()
 }
 
 fn user(userid: &str) -> User {
@@ -34,27 +41,53 @@ fn user(userid: &str) -> User {
 async fn forty_five_user_ids_are_three_batch_sends_with_per_recipient_results() {
     let bed = Bed::start().await;
     let mut directory = Directory::seeded();
-    directory.users.extend((0..43).map(|i| user(&format!("staff{i:02}"))));
+    directory
+        .users
+        .extend((0..43).map(|i| user(&format!("staff{i:02}"))));
     bed.sim.state().set_directory(directory);
     let mut ids: Vec<String> = (0..43).map(|i| format!("staff{i:02}")).collect();
     ids.insert(10, "ghost-1".to_owned());
     ids.push("ghost-2".to_owned());
-    let recipients: Vec<Value> = ids.iter().map(|id| json!({"type": "user_id", "id": id})).collect();
-    bed.publish(&send("c45", "acme", json!(recipients), text("deploy finished"))).await;
+    let recipients: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({"type": "user_id", "id": id}))
+        .collect();
+    bed.publish(&send(
+        "c45",
+        "acme",
+        json!(recipients),
+        text("deploy finished"),
+    ))
+    .await;
     let result = bed.result("c45").await;
     assert_eq!(result.status, Status::Ok);
     assert_eq!(result.targets.len(), 45);
-    let failed: Vec<&str> = result.targets.iter().filter(|t| !t.ok).map(|t| t.recipient.id.as_str()).collect();
+    let failed: Vec<&str> = result
+        .targets
+        .iter()
+        .filter(|t| !t.ok)
+        .map(|t| t.recipient.id.as_str())
+        .collect();
     assert_eq!(failed, ["ghost-1", "ghost-2"]);
-    assert!(result.targets.iter().filter(|t| !t.ok).all(|t| t.error.as_ref().unwrap().code == "invalidStaffIdList"));
+    assert!(result
+        .targets
+        .iter()
+        .filter(|t| !t.ok)
+        .all(|t| t.error.as_ref().unwrap().code == "invalidStaffIdList"));
     assert!(result.process_query_key.is_some());
     let sends = calls(&bed, Api::RobotBatchSend);
-    let sizes: Vec<usize> = sends.iter().map(|b| b["userIds"].as_array().unwrap().len()).collect();
+    let sizes: Vec<usize> = sends
+        .iter()
+        .map(|b| b["userIds"].as_array().unwrap().len())
+        .collect();
     assert_eq!(sizes, [20, 20, 5]);
     for body in &sends {
         assert_eq!(body["robotCode"], APP_A);
         assert_eq!(body["msgKey"], "sampleText");
-        assert_eq!(body["msgParam"], r#"{"content":"deploy finished"}"#, "msgParam is a JSON string");
+        assert_eq!(
+            body["msgParam"], r#"{"content":"deploy finished"}"#,
+            "msgParam is a JSON string"
+        );
     }
 }
 
@@ -73,10 +106,17 @@ async fn a_chat_id_gets_a_group_send_and_a_group_without_the_robot_fails_alone()
     assert!(result.targets[0].ok);
     assert!(!result.targets[1].ok);
     let group_sends = calls(&bed, Api::GroupSend);
-    assert_eq!(group_sends.len(), 1, "the refused group is not counted as accepted");
+    assert_eq!(
+        group_sends.len(),
+        1,
+        "the refused group is not counted as accepted"
+    );
     assert_eq!(group_sends[0]["openConversationId"], Directory::OPS_GROUP);
     assert_eq!(group_sends[0]["msgKey"], "sampleMarkdown");
-    assert_eq!(group_sends[0]["msgParam"], r###"{"text":"## done","title":"Deploy"}"###);
+    assert_eq!(
+        group_sends[0]["msgParam"],
+        r###"{"text":"## done","title":"Deploy"}"###
+    );
 }
 
 #[tokio::test]
@@ -99,7 +139,8 @@ async fn mentions_in_a_group_go_out_as_a_standard_card_with_at_user_list_json() 
     assert_eq!(card["cardBizId"], "c-mention");
     assert_eq!(card["openConversationId"], Directory::OPS_GROUP);
     assert_eq!(card["callbackRouteKey"], "dingtalk-gateway-acme");
-    let at: Value = serde_json::from_str(card["sendOptions"]["atUserListJson"].as_str().unwrap()).unwrap();
+    let at: Value =
+        serde_json::from_str(card["sendOptions"]["atUserListJson"].as_str().unwrap()).unwrap();
     assert_eq!(at[0]["userId"], "user001");
     let data: Value = serde_json::from_str(card["cardData"].as_str().unwrap()).unwrap();
     assert_eq!(data["contents"][0]["type"], "markdown");
@@ -120,12 +161,21 @@ async fn a_union_id_is_resolved_once_then_sent_one_to_one() {
         .await;
         let result = bed.result(id).await;
         assert_eq!(result.status, Status::Ok);
-        assert_eq!(result.targets[0].recipient.id, "union-user002", "the result names the recipient as given");
+        assert_eq!(
+            result.targets[0].recipient.id, "union-user002",
+            "the result names the recipient as given"
+        );
         assert!(result.targets[0].ok);
-        assert_eq!(result.targets[1].error.as_ref().unwrap().code, "unknown_union_id");
+        assert_eq!(
+            result.targets[1].error.as_ref().unwrap().code,
+            "unknown_union_id"
+        );
     }
     let lookups = calls(&bed, Api::UserGetByUnionId);
-    let known: Vec<&Value> = lookups.iter().filter(|b| b["unionid"] == "union-user002").collect();
+    let known: Vec<&Value> = lookups
+        .iter()
+        .filter(|b| b["unionid"] == "union-user002")
+        .collect();
     assert_eq!(known.len(), 1, "cached in Redis after the first lookup");
     let sends = calls(&bed, Api::RobotBatchSend);
     assert_eq!(sends.len(), 2);
@@ -135,14 +185,22 @@ async fn a_union_id_is_resolved_once_then_sent_one_to_one() {
 #[tokio::test]
 async fn open_ids_travel_as_open_ids_on_batch_send() {
     let bed = Bed::start().await;
-    bed.publish(&send("c-open", "acme", json!([{"type": "open_id", "id": "open-1"}]), text("hi")))
-        .await;
+    bed.publish(&send(
+        "c-open",
+        "acme",
+        json!([{"type": "open_id", "id": "open-1"}]),
+        text("hi"),
+    ))
+    .await;
     let result = bed.result("c-open").await;
     // The simulator follows the official SDK, which has no `openIds`: DingTalk's refusal is the
     // recipient's failure (PROTOCOL §8.4: UNVERIFIED).
     assert_eq!(result.status, Status::Failed);
     assert!(!result.targets[0].ok);
-    let refused = bed.sim.state().rejected(&CallFilter::api(Api::RobotBatchSend));
+    let refused = bed
+        .sim
+        .state()
+        .rejected(&CallFilter::api(Api::RobotBatchSend));
     assert_eq!(refused.len(), 1);
     assert_eq!(refused[0].body["openIds"], json!(["open-1"]));
     assert!(refused[0].body.get("userIds").is_none());
@@ -170,21 +228,37 @@ async fn a_webhook_recipient_posts_to_the_custom_robot_and_long_bodies_are_split
     assert_eq!(result.status, Status::Ok, "{result:?}");
     let posts = calls(&bed, Api::CustomRobotSend);
     assert_eq!(posts.len(), 1);
-    assert_eq!(posts[0], json!({"msgtype": "markdown", "markdown": {"title": "Alert", "text": "**disk full**"}}));
+    assert_eq!(
+        posts[0],
+        json!({"msgtype": "markdown", "markdown": {"title": "Alert", "text": "**disk full**"}})
+    );
 
     let long = "a line of a very long alert\n".repeat(1500);
-    bed.publish(&send("c-hook-long", "acme", json!([{"type": "webhook", "id": "robot-token-1"}]), text(&long)))
-        .await;
+    bed.publish(&send(
+        "c-hook-long",
+        "acme",
+        json!([{"type": "webhook", "id": "robot-token-1"}]),
+        text(&long),
+    ))
+    .await;
     let result = bed.result("c-hook-long").await;
     assert_eq!(result.status, Status::Ok, "{result:?}");
     let posts = calls(&bed, Api::CustomRobotSend);
     assert_eq!(posts.len(), 4, "42,000 bytes in three bodies under 20,000");
-    let joined: String = posts[1..].iter().map(|b| b["text"]["content"].as_str().unwrap()).collect();
+    let joined: String = posts[1..]
+        .iter()
+        .map(|b| b["text"]["content"].as_str().unwrap())
+        .collect();
     assert_eq!(joined, long);
     assert!(posts.iter().all(|b| b.to_string().len() <= 20_000));
 
-    bed.publish(&send("c-hook-unknown", "acme", json!([{"type": "webhook", "id": "no-such-robot"}]), text("x")))
-        .await;
+    bed.publish(&send(
+        "c-hook-unknown",
+        "acme",
+        json!([{"type": "webhook", "id": "no-such-robot"}]),
+        text("x"),
+    ))
+    .await;
     let result = bed.result("c-hook-unknown").await;
     assert_eq!(result.status, Status::Failed);
     assert_eq!(result.error.unwrap().code, "300001");
@@ -215,10 +289,19 @@ async fn session_webhooks_only_on_dingtalks_host_and_expired_ones_fail_clearly()
     let result = bed.result("c-session").await;
     assert_eq!(result.status, Status::Ok);
     assert!(result.targets[0].ok);
-    assert_eq!(result.targets[1].error.as_ref().unwrap().code, "session_webhook_expired");
-    assert_eq!(result.targets[2].error.as_ref().unwrap().code, "session_webhook_refused");
+    assert_eq!(
+        result.targets[1].error.as_ref().unwrap().code,
+        "session_webhook_expired"
+    );
+    assert_eq!(
+        result.targets[2].error.as_ref().unwrap().code,
+        "session_webhook_refused"
+    );
     let posts = calls(&bed, Api::SessionSend);
-    assert_eq!(posts, [json!({"msgtype": "text", "text": {"content": "thanks, on it"}})]);
+    assert_eq!(
+        posts,
+        [json!({"msgtype": "text", "text": {"content": "thanks, on it"}})]
+    );
 }
 
 #[tokio::test]
@@ -245,8 +328,13 @@ async fn interactive_and_template_cards_are_sent_as_cards() {
     let bed = Bed::start().await;
     let card = json!({"config": {"autoLayout": true}, "header": {"title": {"type": "text", "text": "Approve?"}},
                       "contents": [{"type": "markdown", "text": "Expense #12", "id": "m1"}]});
-    bed.publish(&send("c-card", "acme", json!([{"type": "user_id", "id": "user001"}]), json!({"type": "interactive", "card": card})))
-        .await;
+    bed.publish(&send(
+        "c-card",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}]),
+        json!({"type": "interactive", "card": card}),
+    ))
+    .await;
     let result = bed.result("c-card").await;
     assert_eq!(result.status, Status::Ok, "{result:?}");
     let sent = calls(&bed, Api::StandardCardSend);
@@ -265,12 +353,25 @@ async fn interactive_and_template_cards_are_sent_as_cards() {
     assert_eq!(result.status, Status::Ok, "{result:?}");
     assert!(result.targets.iter().all(|t| t.ok));
     assert_eq!(result.card_biz_id.as_deref(), Some("c-tpl"));
-    let instance = bed.sim.state().card_instance(APP_A, "c-tpl").expect("card instance created");
+    let instance = bed
+        .sim
+        .state()
+        .card_instance(APP_A, "c-tpl")
+        .expect("card instance created");
     assert_eq!(instance.card_param_map["count"], "3");
-    assert_eq!(instance.callback_route_key.as_deref(), Some("dingtalk-gateway-acme"));
+    assert_eq!(
+        instance.callback_route_key.as_deref(),
+        Some("dingtalk-gateway-acme")
+    );
     assert_eq!(instance.deliveries.len(), 2);
     let deliver = calls(&bed, Api::CardDeliver);
-    assert_eq!(deliver[0]["openSpaceId"], format!("dtv1.card//IM_GROUP.{};IM_ROBOT.user002", Directory::OPS_GROUP));
+    assert_eq!(
+        deliver[0]["openSpaceId"],
+        format!(
+            "dtv1.card//IM_GROUP.{};IM_ROBOT.user002",
+            Directory::OPS_GROUP
+        )
+    );
 }
 
 #[tokio::test]
@@ -278,7 +379,12 @@ async fn flow_controlled_ids_are_sent_again_and_only_those() {
     let bed = Bed::start().await;
     bed.sim
         .state()
-        .add_fault(Fault::once(FaultKind::FlowControl { user_ids: vec!["user002".into()] }).on(Api::RobotBatchSend))
+        .add_fault(
+            Fault::once(FaultKind::FlowControl {
+                user_ids: vec!["user002".into()],
+            })
+            .on(Api::RobotBatchSend),
+        )
         .unwrap();
     bed.publish(&send(
         "c-flow",
@@ -310,15 +416,27 @@ async fn a_missing_permission_fails_without_retry_and_is_dead_lettered() {
         .state()
         .add_fault(Fault::once(FaultKind::Permission60011).on(Api::RobotBatchSend))
         .unwrap();
-    bed.publish(&send("c-perm", "acme", json!([{"type": "user_id", "id": "user001"}]), text("hi")))
-        .await;
+    bed.publish(&send(
+        "c-perm",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}]),
+        text("hi"),
+    ))
+    .await;
     let result = bed.result("c-perm").await;
     assert_eq!(result.status, Status::Failed);
     let error = result.error.unwrap();
     assert!(!error.retryable);
     assert!(error.message.contains("permission"), "{}", error.message);
     assert_eq!(bed.dead_letters_of("c-perm").len(), 1);
-    assert_eq!(bed.sim.state().rejected(&CallFilter::api(Api::RobotBatchSend)).len(), 1, "not retried");
+    assert_eq!(
+        bed.sim
+            .state()
+            .rejected(&CallFilter::api(Api::RobotBatchSend))
+            .len(),
+        1,
+        "not retried"
+    );
 }
 
 #[tokio::test]
@@ -335,7 +453,13 @@ async fn files_are_fetched_from_allowed_hosts_uploaded_and_sent_as_sample_file()
     .await;
     let file = |url: String| json!({"type": "file", "url": url});
     let to = json!([{"type": "user_id", "id": "user001"}]);
-    bed.publish(&send("c-file", "acme", to.clone(), file(format!("http://{host}/files/report.pdf")))).await;
+    bed.publish(&send(
+        "c-file",
+        "acme",
+        to.clone(),
+        file(format!("http://{host}/files/report.pdf")),
+    ))
+    .await;
     let result = bed.result("c-file").await;
     assert_eq!(result.status, Status::Ok, "{result:?}");
     let uploads = calls(&bed, Api::MediaUpload);
@@ -346,13 +470,35 @@ async fn files_are_fetched_from_allowed_hosts_uploaded_and_sent_as_sample_file()
     let param: Value = serde_json::from_str(send_body["msgParam"].as_str().unwrap()).unwrap();
     assert_eq!(param["fileName"], "report.pdf");
     assert_eq!(param["fileType"], "pdf");
-    let media = bed.sim.state().media(param["mediaId"].as_str().unwrap()).expect("uploaded");
+    let media = bed
+        .sim
+        .state()
+        .media(param["mediaId"].as_str().unwrap())
+        .expect("uploaded");
     assert_eq!(media.bytes, Bytes::from_static(b"%PDF-1.4 quarterly"));
 
-    bed.publish(&send("c-huge", "acme", to.clone(), file(format!("http://{host}/files/huge.bin")))).await;
-    assert_eq!(bed.result("c-huge").await.error.unwrap().code, "media_too_large");
-    bed.publish(&send("c-foreign", "acme", to.clone(), file("http://example.org/files/report.pdf".into()))).await;
-    assert_eq!(bed.result("c-foreign").await.error.unwrap().code, "media_url_refused");
+    bed.publish(&send(
+        "c-huge",
+        "acme",
+        to.clone(),
+        file(format!("http://{host}/files/huge.bin")),
+    ))
+    .await;
+    assert_eq!(
+        bed.result("c-huge").await.error.unwrap().code,
+        "media_too_large"
+    );
+    bed.publish(&send(
+        "c-foreign",
+        "acme",
+        to.clone(),
+        file("http://example.org/files/report.pdf".into()),
+    ))
+    .await;
+    assert_eq!(
+        bed.result("c-foreign").await.error.unwrap().code,
+        "media_url_refused"
+    );
     assert_eq!(calls(&bed, Api::MediaUpload).len(), 1);
     tokio::time::sleep(Duration::from_millis(10)).await;
 }

@@ -111,16 +111,22 @@ impl Bed {
         }
         let mut config = notifier::Config::from_env(&Env::from_pairs(pairs)).expect("config");
         config.ack_wait = options.ack_wait;
-        let registry = Registry::connect(&redis.url(), RegistryOptions::new(SecretsKeys::unencrypted()))
-            .await
-            .expect("registry");
+        let registry = Registry::connect(
+            &redis.url(),
+            RegistryOptions::new(SecretsKeys::unencrypted()),
+        )
+        .await
+        .expect("registry");
         for (id, app) in [("acme", APP_A), ("beta", APP_B)] {
             let spec: IntegrationSpec = serde_json::from_value(json!({
                 "id": id, "client_id": app, "client_secret": if id == "acme" { "secret-a" } else { "secret-b" },
                 "callback_token": "token", "callback_aes_key": AES_KEY
             }))
             .unwrap();
-            registry.put_integration(spec).await.expect("integration stored");
+            registry
+                .put_integration(spec)
+                .await
+                .expect("integration stored");
         }
         let client = async_nats::connect(nats.url()).await.expect("nats");
         let js = jetstream::new(client.clone());
@@ -145,7 +151,9 @@ impl Bed {
     /// Starts (again) the notifier under test.
     pub async fn start_notifier(&mut self) {
         let shutdown = Shutdown::new();
-        let running = notifier::start(&self.config, &shutdown).await.expect("notifier starts");
+        let running = notifier::start(&self.config, &shutdown)
+            .await
+            .expect("notifier starts");
         self.notifier = Some((shutdown, running));
     }
 
@@ -169,7 +177,8 @@ impl Bed {
             command["op"].as_str().unwrap()
         );
         let id = command["id"].as_str().unwrap_or_default();
-        self.publish_raw(&subject, command.to_string().as_bytes(), Some(id)).await;
+        self.publish_raw(&subject, command.to_string().as_bytes(), Some(id))
+            .await;
     }
 
     pub async fn publish_raw(&self, subject: &str, body: &[u8], msg_id: Option<&str>) {
@@ -198,7 +207,8 @@ impl Bed {
 
     /// Waits for the result of `command_id` (and checks there is exactly one).
     pub async fn result(&self, command_id: &str) -> CommandResult {
-        self.result_within(command_id, Duration::from_secs(20)).await
+        self.result_within(command_id, Duration::from_secs(20))
+            .await
     }
 
     pub async fn result_within(&self, command_id: &str, limit: Duration) -> CommandResult {
@@ -206,10 +216,18 @@ impl Bed {
         loop {
             let found = self.results_of(command_id);
             if let Some(first) = found.first() {
-                assert_eq!(found.len(), 1, "more than one result for {command_id}: {found:#?}");
+                assert_eq!(
+                    found.len(),
+                    1,
+                    "more than one result for {command_id}: {found:#?}"
+                );
                 return first.clone();
             }
-            assert!(Instant::now() < deadline, "no result for {command_id} within {limit:?}; results: {:#?}", self.all_result_ids());
+            assert!(
+                Instant::now() < deadline,
+                "no result for {command_id} within {limit:?}; results: {:#?}",
+                self.all_result_ids()
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -230,7 +248,9 @@ impl Bed {
             .lock()
             .unwrap()
             .iter()
-            .filter(|m| m.header(MSG_ID_HEADER).as_deref() == Some(&format!("dlq:notifier:{command_id}")))
+            .filter(|m| {
+                m.header(MSG_ID_HEADER).as_deref() == Some(&format!("dlq:notifier:{command_id}"))
+            })
             .cloned()
             .collect()
     }
@@ -287,7 +307,8 @@ pub fn text(text: &str) -> Value {
 /// Serves `/files/{name}` from a map, for media URLs; returns `127.0.0.1:port`.
 pub async fn file_server(files: Vec<(&'static str, Vec<u8>)>) -> String {
     use axum::extract::Path;
-    let files: Arc<std::collections::HashMap<&'static str, Vec<u8>>> = Arc::new(files.into_iter().collect());
+    let files: Arc<std::collections::HashMap<&'static str, Vec<u8>>> =
+        Arc::new(files.into_iter().collect());
     let app = axum::Router::new().route(
         "/files/{name}",
         axum::routing::get(move |Path(name): Path<String>| {
