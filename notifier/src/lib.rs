@@ -1,41 +1,117 @@
 //! The notifier: the only caller of the DingTalk API: executes outbound commands under shared token and rate limits.
 //!
+//! Commands arrive on `DINGTALK_COMMANDS` ([`worker`]); the [`engine`] reads each one, plans the
+//! DingTalk calls ([`plan`], [`content`], [`calls`] — pure and unit-tested), runs them through
+//! the client layer ([`dingtalk`]) exactly once ([`records`]) and publishes exactly one result
+//! ([`publish`]). Queries are answered over request/reply ([`queries`]).
+//!
 //! The binary (`src/main.rs`) only loads the config and calls [`run`]; everything else lives
 //! here so tests start the same code in-process on free ports.
 
+pub mod answers;
+pub mod calls;
+pub mod config;
+pub mod content;
 pub mod dingtalk;
+pub mod engine;
+pub mod media;
+pub mod metrics;
+pub mod outcome;
+pub mod pacer;
+pub mod placeholders;
+pub mod plan;
+pub mod publish;
+pub mod queries;
+pub mod records;
+mod send;
+pub mod session_webhook;
+mod update;
+pub mod worker;
 
-use common::config::{CommonConfig, ConfigError, Env};
+pub use config::Config;
+
 use common::runtime::{Foundation, StartError};
 use common::shutdown::Shutdown;
+use tokio::task::JoinHandle;
 
-/// Everything the notifier reads from the environment.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Settings shared by every service (`METRICS_ADDR` defaults to `0.0.0.0:9102`).
-    pub common: CommonConfig,
-}
-
-impl Config {
-    /// Reads and checks every variable.
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
-            common: CommonConfig::from_env(env, "0.0.0.0:9102")?,
-        })
-    }
-}
+use crate::dingtalk::{DingTalk, DingTalkOptions};
+use crate::engine::{Engine, EngineConfig};
+use crate::publish::Publisher;
+use crate::queries::Queries;
+use crate::records::Records;
 
 /// A started notifier.
 pub struct Running {
     /// Its connections and ops listener.
     pub foundation: Foundation,
+    /// The commands consumer loop; ends after shutdown once in-flight commands finished.
+    pub worker: JoinHandle<()>,
+    /// The query responder; ends after shutdown.
+    pub queries: JoinHandle<()>,
 }
 
-/// Starts the notifier: connects, provisions the bus streams and serves its ops listener.
+/// Starts the notifier: connects, provisions the bus streams and the shared consumer,
+/// subscribes to queries, and starts consuming commands.
 pub async fn start(config: &Config, shutdown: &Shutdown) -> Result<Running, StartError> {
     let foundation =
         Foundation::start(&config.common, "notifier", axum::Router::new(), shutdown).await?;
-    Ok(Running { foundation })
+    let nats_error = |reason: String| StartError::Nats {
+        url: config.common.nats_url.clone(),
+        reason,
+    };
+    let http = reqwest::Client::builder()
+        .build()
+        .map_err(|err| nats_error(format!("cannot build the HTTP client: {err}")))?;
+    let dingtalk = DingTalk::new(
+        http,
+        config.dingtalk.clone(),
+        foundation.redis.clone(),
+        DingTalkOptions::default(),
+    );
+    let records = Records::new(foundation.redis.clone());
+    let engine = Engine::new(
+        dingtalk.clone(),
+        records.clone(),
+        foundation.registry.clone(),
+        EngineConfig {
+            oapi_url: config.dingtalk.oapi_url.clone(),
+            media_url_allowlist: config.media_url_allowlist.clone(),
+            public_base_url: config.public_base_url.clone(),
+            lease: config.ack_wait,
+        },
+    );
+    if config.public_base_url.is_none() {
+        tracing::warn!("PUBLIC_BASE_URL is unset: cards are sent, but their button presses cannot reach the gateway");
+    }
+    worker::consumer(&foundation.jetstream, config.ack_wait)
+        .await
+        .map_err(|err| nats_error(format!("cannot create the commands consumer: {err}")))?;
+    let requests = Queries::subscribe(&foundation.nats)
+        .await
+        .map_err(|err| nats_error(format!("cannot subscribe to queries: {err}")))?;
+    let queries = tokio::spawn(
+        Queries::new(dingtalk, foundation.registry.clone(), records).serve(
+            foundation.nats.clone(),
+            requests,
+            config.concurrency,
+            shutdown.clone(),
+        ),
+    );
+    let worker = tokio::spawn(worker::run(
+        engine,
+        Publisher::new(foundation.jetstream.clone()),
+        foundation.jetstream.clone(),
+        worker::WorkerConfig {
+            concurrency: config.concurrency,
+            ack_wait: config.ack_wait,
+        },
+        shutdown.clone(),
+    ));
+    Ok(Running {
+        foundation,
+        worker,
+        queries,
+    })
 }
 
 /// Runs the notifier until `shutdown`, then lets in-flight work finish within `SHUTDOWN_TIMEOUT`.
@@ -44,6 +120,8 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), StartError> {
     shutdown.wait().await;
     common::shutdown::drain(
         async {
+            let _ = running.worker.await;
+            let _ = running.queries.await;
             let _ = running.foundation.ops.task.await;
         },
         config.common.shutdown_timeout,

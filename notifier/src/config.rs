@@ -1,0 +1,115 @@
+//! The notifier's configuration, from environment variables (README, "Configuration").
+
+use std::time::Duration;
+
+use common::config::{CommonConfig, ConfigError, DingTalkEndpoints, Env};
+
+/// Everything the notifier reads from the environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Settings shared by every service (`METRICS_ADDR` defaults to `0.0.0.0:9102`).
+    pub common: CommonConfig,
+    /// `DINGTALK_API_URL` / `DINGTALK_OAPI_URL`: where DingTalk is (the simulator in tests).
+    /// The old-API URL is also the only host a `session_webhook` recipient may point at.
+    pub dingtalk: DingTalkEndpoints,
+    /// `NOTIFIER_CONCURRENCY`: commands executed at once by this replica.
+    pub concurrency: usize,
+    /// `MEDIA_URL_ALLOWLIST`: hosts a file or image `url` may be fetched from (comma-separated;
+    /// `*.example.com` allows the subdomains). Empty: only `media_id`s are accepted.
+    pub media_url_allowlist: Vec<String>,
+    /// `PUBLIC_BASE_URL`: how DingTalk reaches the ingress, for card button callbacks. Unset:
+    /// cards are still sent, but their button presses cannot reach the gateway.
+    pub public_base_url: Option<String>,
+    /// How long JetStream waits for a command's ack before redelivering it, and how long one
+    /// execution holds a command's lease (both extended while it runs). Not read from the
+    /// environment (30 s); tests shorten it to exercise crashes.
+    pub ack_wait: Duration,
+}
+
+impl Config {
+    /// Reads and checks every variable.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            common: CommonConfig::from_env(env, "0.0.0.0:9102")?,
+            dingtalk: DingTalkEndpoints::from_env(env)?,
+            concurrency: env.int_in("NOTIFIER_CONCURRENCY", 16, 1..=1024)?,
+            media_url_allowlist: allowlist(env)?,
+            public_base_url: match env.get("PUBLIC_BASE_URL") {
+                Some(_) => Some(env.url("PUBLIC_BASE_URL", "", &["https", "http"])?),
+                None => None,
+            },
+            ack_wait: Duration::from_secs(30),
+        })
+    }
+}
+
+/// `MEDIA_URL_ALLOWLIST`: lower-case host names, each plain or `*.`-prefixed.
+fn allowlist(env: &Env) -> Result<Vec<String>, ConfigError> {
+    let Some(raw) = env.get("MEDIA_URL_ALLOWLIST") else {
+        return Ok(Vec::new());
+    };
+    raw.split(',')
+        .map(str::trim)
+        .filter(|host| !host.is_empty())
+        .map(|host| {
+            let bare = host.strip_prefix("*.").unwrap_or(host);
+            let ok = !bare.is_empty()
+                && bare
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == ':');
+            if ok {
+                Ok(host.to_ascii_lowercase())
+            } else {
+                Err(ConfigError {
+                    var: "MEDIA_URL_ALLOWLIST".to_owned(),
+                    value: raw.to_owned(),
+                    allowed: format!(
+                        "expected comma-separated host names such as files.example.com or *.example.com; {host:?} is not one"
+                    ),
+                })
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let config = Config::from_env(&Env::default()).unwrap();
+        assert_eq!(config.concurrency, 16);
+        assert!(config.media_url_allowlist.is_empty());
+        assert!(config.public_base_url.is_none());
+        assert_eq!(config.dingtalk.oapi_url, "https://oapi.dingtalk.com");
+        assert_eq!(config.common.metrics_addr.to_string(), "0.0.0.0:9102");
+    }
+
+    #[test]
+    fn the_allowlist_is_read_as_host_names() {
+        let env = Env::from_pairs([(
+            "MEDIA_URL_ALLOWLIST",
+            " Files.Example.com, *.cdn.example.net ,",
+        )]);
+        let config = Config::from_env(&env).unwrap();
+        assert_eq!(
+            config.media_url_allowlist,
+            ["files.example.com", "*.cdn.example.net"]
+        );
+        let env = Env::from_pairs([("MEDIA_URL_ALLOWLIST", "https://x.com/a")]);
+        assert_eq!(
+            Config::from_env(&env).unwrap_err().var,
+            "MEDIA_URL_ALLOWLIST"
+        );
+    }
+
+    #[test]
+    fn concurrency_is_bounded() {
+        let env = Env::from_pairs([("NOTIFIER_CONCURRENCY", "0")]);
+        assert_eq!(
+            Config::from_env(&env).unwrap_err().var,
+            "NOTIFIER_CONCURRENCY"
+        );
+    }
+}

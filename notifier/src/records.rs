@@ -1,0 +1,576 @@
+//! What the notifier remembers in Redis, shared by every replica.
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `dtg:ntf:cmd:{integration}:{command_id}` | hash | `result` (the final result JSON), `step:{key}` (`pending` before a DingTalk call, its outcome after), `media` (an uploaded media id) |
+//! | `dtg:ntf:lock:{integration}:{command_id}` | string | the replica executing the command (a lease) |
+//! | `dtg:ntf:sent:{integration}:{command_id}` | string | what a send delivered, for later updates and recalls ([`SentRecord`]) |
+//! | `dtg:ntf:order:{integration}:{target}` | string | the stream sequence of the newest update of a target |
+//! | `dtg:ntf:union:{integration}:{union_id}` | string | the userId of a unionId (24 h) |
+//! | `dtg:ntf:cardcb:{integration}` | string | the card callback URL registered with DingTalk |
+//! | `dtg:chats:{integration}` | hash | chat_id → `{title, last_seen}`, written by the dispatcher |
+//!
+//! Command records live [`RECORD_TTL`] (the commands stream's default max age), so a command
+//! redelivered at any time within its life in the stream is still recognised.
+
+use std::time::Duration;
+
+use common::bus::command::{Mentions, Recipient};
+use common::bus::query::Chat;
+use common::bus::result::{CommandResult, ResultError};
+use common::bus::Timestamp;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+
+/// How long command records, sent records and update orders are kept.
+pub const RECORD_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long a resolved unionId is trusted.
+pub const UNION_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The marker of a step whose DingTalk call started but whose outcome was not recorded.
+const PENDING: &str = "pending";
+
+/// A Redis failure; the command is retried later (nothing is decided without Redis).
+pub type RedisResult<T> = Result<T, redis::RedisError>;
+
+/// What a step of a command achieved, as recorded after its DingTalk call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// Per recipient index: how it went.
+    pub outcomes: Vec<(usize, TargetOutcome)>,
+    /// Whatever the step needs to remember besides outcomes (an answer value, e.g. the
+    /// per-space results of a card delivery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<serde_json::Value>,
+}
+
+/// How one recipient fared in one step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetOutcome {
+    /// Delivered.
+    Delivered(Delivered),
+    /// Failed.
+    Failed(ResultError),
+    /// Held back by DingTalk's flow control: retried in a later round.
+    FlowControlled,
+}
+
+/// How a recipient was reached, which decides how it can be updated or recalled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "via", rename_all = "snake_case")]
+pub enum Delivered {
+    /// A 1:1 robot message.
+    OneToOne {
+        /// The message's processQueryKey.
+        process_query_key: String,
+    },
+    /// A group robot message.
+    Group {
+        /// The group.
+        chat_id: String,
+        /// The message's processQueryKey.
+        process_query_key: String,
+    },
+    /// A StandardCard.
+    StandardCard {
+        /// Its cardBizId.
+        card_biz_id: String,
+        /// The group, for a group card.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chat_id: Option<String>,
+        /// The processQueryKey DingTalk answered with.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        process_query_key: Option<String>,
+    },
+    /// A template card instance.
+    TemplateCard {
+        /// Its outTrackId.
+        out_track_id: String,
+    },
+    /// A custom robot message (no update, no recall exists).
+    CustomRobot,
+    /// A session webhook reply (no update, no recall exists).
+    SessionWebhook,
+}
+
+impl Delivered {
+    /// Whether an update can change it in place.
+    pub fn updatable(&self) -> bool {
+        matches!(self, Self::StandardCard { .. } | Self::TemplateCard { .. })
+    }
+}
+
+/// What a send command delivered, kept for its later updates and recalls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SentRecord {
+    /// Whether the send reached at least one recipient.
+    pub ok: bool,
+    /// The recipients, placeholders filled, in the command's order.
+    pub recipients: Vec<Recipient>,
+    /// The mentions of the original send (re-used by a degraded resend).
+    #[serde(default)]
+    pub mentions: Mentions,
+    /// Per recipient index reached: how.
+    pub delivered: Vec<(usize, Delivered)>,
+    /// Per recipient index: its kind and id as sent (unionIds resolved), `None` when it failed
+    /// before sending. A degraded update re-sends to these.
+    #[serde(default)]
+    pub resolved: Vec<Option<(common::bus::command::RecipientType, String)>>,
+    /// Set once a recall withdrew it.
+    #[serde(default)]
+    pub recalled: bool,
+}
+
+/// The state of one step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepState {
+    /// Never started.
+    New,
+    /// Started by an execution that did not record the outcome (it may have reached DingTalk).
+    InDoubt,
+    /// Done.
+    Done(StepRecord),
+}
+
+/// Handle to the notifier's Redis records. Cheap to clone.
+#[derive(Clone)]
+pub struct Records {
+    redis: ConnectionManager,
+}
+
+fn command_key(integration: &str, command_id: &str) -> String {
+    format!("dtg:ntf:cmd:{integration}:{command_id}")
+}
+
+fn lock_key(integration: &str, command_id: &str) -> String {
+    format!("dtg:ntf:lock:{integration}:{command_id}")
+}
+
+fn sent_key(integration: &str, command_id: &str) -> String {
+    format!("dtg:ntf:sent:{integration}:{command_id}")
+}
+
+fn order_key(integration: &str, target: &str) -> String {
+    format!("dtg:ntf:order:{integration}:{target}")
+}
+
+fn union_key(integration: &str, union_id: &str) -> String {
+    format!("dtg:ntf:union:{integration}:{union_id}")
+}
+
+fn card_callback_key(integration: &str) -> String {
+    format!("dtg:ntf:cardcb:{integration}")
+}
+
+/// The dispatcher's record of the groups the robot received messages from.
+pub fn chats_key(integration: &str) -> String {
+    format!("dtg:chats:{integration}")
+}
+
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Deletes a lock only when it is still ours.
+const UNLOCK: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0";
+
+/// Extends a lock only when it is still ours.
+const EXTEND: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0";
+
+/// Raises the newest sequence of a target to ARGV[1] when it is newer; returns the newest.
+const NOTE_ORDER: &str = r"
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local seq = tonumber(ARGV[1])
+if seq > current then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return seq
+end
+return current";
+
+impl Records {
+    /// Records over the service's Redis connection.
+    pub fn new(redis: ConnectionManager) -> Self {
+        Self { redis }
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.redis.clone()
+    }
+
+    /// The final result of a command already executed.
+    pub async fn result(
+        &self,
+        integration: &str,
+        command_id: &str,
+    ) -> RedisResult<Option<CommandResult>> {
+        let json: Option<String> = redis::cmd("HGET")
+            .arg(command_key(integration, command_id))
+            .arg("result")
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(json.and_then(|json| serde_json::from_str(&json).ok()))
+    }
+
+    /// Takes the command's lease for `lease`; `false` when another execution holds it.
+    pub async fn lock(
+        &self,
+        integration: &str,
+        command_id: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> RedisResult<bool> {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(lock_key(integration, command_id))
+            .arg(owner)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms(lease))
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Extends the lease while the command runs.
+    pub async fn extend_lock(
+        &self,
+        integration: &str,
+        command_id: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> RedisResult<bool> {
+        let extended: i64 = redis::Script::new(EXTEND)
+            .key(lock_key(integration, command_id))
+            .arg(owner)
+            .arg(ttl_ms(lease))
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(extended == 1)
+    }
+
+    /// Gives the lease back.
+    pub async fn unlock(
+        &self,
+        integration: &str,
+        command_id: &str,
+        owner: &str,
+    ) -> RedisResult<()> {
+        let _: i64 = redis::Script::new(UNLOCK)
+            .key(lock_key(integration, command_id))
+            .arg(owner)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// The state of step `step` of a command.
+    pub async fn step(
+        &self,
+        integration: &str,
+        command_id: &str,
+        step: &str,
+    ) -> RedisResult<StepState> {
+        let value: Option<String> = redis::cmd("HGET")
+            .arg(command_key(integration, command_id))
+            .arg(format!("step:{step}"))
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(match value.as_deref() {
+            None => StepState::New,
+            Some(PENDING) => StepState::InDoubt,
+            Some(json) => serde_json::from_str(json).map_or(StepState::InDoubt, StepState::Done),
+        })
+    }
+
+    /// Marks a step as started, before its DingTalk call: if the process dies before
+    /// [`Records::finish_step`], the next execution knows the call may have happened.
+    pub async fn begin_step(
+        &self,
+        integration: &str,
+        command_id: &str,
+        step: &str,
+    ) -> RedisResult<()> {
+        let key = command_key(integration, command_id);
+        redis::pipe()
+            .atomic()
+            .cmd("HSET")
+            .arg(&key)
+            .arg(format!("step:{step}"))
+            .arg(PENDING)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(ttl_ms(RECORD_TTL))
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await
+    }
+
+    /// Records a step's outcome.
+    pub async fn finish_step(
+        &self,
+        integration: &str,
+        command_id: &str,
+        step: &str,
+        record: &StepRecord,
+    ) -> RedisResult<()> {
+        let json = serde_json::to_string(record).expect("step records serialize");
+        redis::cmd("HSET")
+            .arg(command_key(integration, command_id))
+            .arg(format!("step:{step}"))
+            .arg(json)
+            .query_async::<()>(&mut self.conn())
+            .await
+    }
+
+    /// Forgets a started step that certainly did not reach DingTalk (it was throttled before
+    /// sending), so the next execution runs it normally.
+    pub async fn abandon_step(
+        &self,
+        integration: &str,
+        command_id: &str,
+        step: &str,
+    ) -> RedisResult<()> {
+        redis::cmd("HDEL")
+            .arg(command_key(integration, command_id))
+            .arg(format!("step:{step}"))
+            .query_async::<()>(&mut self.conn())
+            .await
+    }
+
+    /// A value remembered for a command (e.g. `media`).
+    pub async fn command_field(
+        &self,
+        integration: &str,
+        command_id: &str,
+        field: &str,
+    ) -> RedisResult<Option<String>> {
+        redis::cmd("HGET")
+            .arg(command_key(integration, command_id))
+            .arg(field)
+            .query_async(&mut self.conn())
+            .await
+    }
+
+    /// Remembers a value for a command.
+    pub async fn set_command_field(
+        &self,
+        integration: &str,
+        command_id: &str,
+        field: &str,
+        value: &str,
+    ) -> RedisResult<()> {
+        let key = command_key(integration, command_id);
+        redis::pipe()
+            .atomic()
+            .cmd("HSET")
+            .arg(&key)
+            .arg(field)
+            .arg(value)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(ttl_ms(RECORD_TTL))
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await
+    }
+
+    /// Stores the final result (and, for a send, what it delivered) in one transaction: from
+    /// here on the command is never executed again, only its result re-published.
+    pub async fn finish(
+        &self,
+        integration: &str,
+        result: &CommandResult,
+        sent: Option<&SentRecord>,
+    ) -> RedisResult<()> {
+        let key = command_key(integration, &result.command_id);
+        let json = serde_json::to_string(result).expect("results serialize");
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HSET")
+            .arg(&key)
+            .arg("result")
+            .arg(json)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(ttl_ms(RECORD_TTL))
+            .ignore();
+        if let Some(sent) = sent {
+            pipe.cmd("SET")
+                .arg(sent_key(integration, &result.command_id))
+                .arg(serde_json::to_string(sent).expect("sent records serialize"))
+                .arg("PX")
+                .arg(ttl_ms(RECORD_TTL))
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn()).await
+    }
+
+    /// What the send `command_id` delivered, once it finished.
+    pub async fn sent(
+        &self,
+        integration: &str,
+        command_id: &str,
+    ) -> RedisResult<Option<SentRecord>> {
+        let json: Option<String> = redis::cmd("GET")
+            .arg(sent_key(integration, command_id))
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(json.and_then(|json| serde_json::from_str(&json).ok()))
+    }
+
+    /// Replaces what a send delivered (after a degraded update or a recall).
+    pub async fn set_sent(
+        &self,
+        integration: &str,
+        command_id: &str,
+        sent: &SentRecord,
+    ) -> RedisResult<()> {
+        redis::cmd("SET")
+            .arg(sent_key(integration, command_id))
+            .arg(serde_json::to_string(sent).expect("sent records serialize"))
+            .arg("PX")
+            .arg(ttl_ms(RECORD_TTL))
+            .query_async::<()>(&mut self.conn())
+            .await
+    }
+
+    /// Notes an update of `target` at stream sequence `seq`; returns the newest sequence seen
+    /// for that target (≥ `seq`).
+    pub async fn note_update(&self, integration: &str, target: &str, seq: u64) -> RedisResult<u64> {
+        redis::Script::new(NOTE_ORDER)
+            .key(order_key(integration, target))
+            .arg(seq)
+            .arg(ttl_ms(RECORD_TTL))
+            .invoke_async(&mut self.conn())
+            .await
+    }
+
+    /// The userId of a unionId, when resolved within the last day.
+    pub async fn union(&self, integration: &str, union_id: &str) -> RedisResult<Option<String>> {
+        redis::cmd("GET")
+            .arg(union_key(integration, union_id))
+            .query_async(&mut self.conn())
+            .await
+    }
+
+    /// Caches a resolved unionId.
+    pub async fn set_union(
+        &self,
+        integration: &str,
+        union_id: &str,
+        user_id: &str,
+    ) -> RedisResult<()> {
+        redis::cmd("SET")
+            .arg(union_key(integration, union_id))
+            .arg(user_id)
+            .arg("PX")
+            .arg(ttl_ms(UNION_TTL))
+            .query_async::<()>(&mut self.conn())
+            .await
+    }
+
+    /// The card callback URL registered for an integration.
+    pub async fn card_callback(&self, integration: &str) -> RedisResult<Option<String>> {
+        redis::cmd("GET")
+            .arg(card_callback_key(integration))
+            .query_async(&mut self.conn())
+            .await
+    }
+
+    /// Remembers the registered card callback URL.
+    pub async fn set_card_callback(&self, integration: &str, url: &str) -> RedisResult<()> {
+        redis::cmd("SET")
+            .arg(card_callback_key(integration))
+            .arg(url)
+            .query_async::<()>(&mut self.conn())
+            .await
+    }
+
+    /// The groups the dispatcher saw, most recently active first. Unreadable entries are
+    /// skipped with a warning rather than failing the whole list.
+    pub async fn chats(&self, integration: &str) -> RedisResult<Vec<Chat>> {
+        let entries: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(chats_key(integration))
+            .query_async(&mut self.conn())
+            .await?;
+        let mut chats: Vec<Chat> = entries
+            .into_iter()
+            .filter_map(|(chat_id, json)| match parse_chat(&chat_id, &json) {
+                Some(chat) => Some(chat),
+                None => {
+                    tracing::warn!(integration, chat_id, "unreadable chat record skipped");
+                    None
+                }
+            })
+            .collect();
+        chats.sort_by(|a, b| {
+            b.last_seen
+                .cmp(&a.last_seen)
+                .then_with(|| a.chat_id.cmp(&b.chat_id))
+        });
+        Ok(chats)
+    }
+}
+
+/// One `dtg:chats:{integration}` entry: `{"title": "…", "last_seen": "<RFC 3339>"}` (a number
+/// of milliseconds is accepted for `last_seen` too).
+pub fn parse_chat(chat_id: &str, json: &str) -> Option<Chat> {
+    let value: serde_json::Value = serde_json::from_str(json).ok()?;
+    let title = value
+        .get("title")
+        .and_then(|t| t.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let last_seen = match value.get("last_seen")? {
+        serde_json::Value::Number(ms) => Timestamp::from_unix_millis(ms.as_i64()?)?,
+        other => serde_json::from_value(other.clone()).ok()?,
+    };
+    Some(Chat {
+        chat_id: chat_id.to_owned(),
+        title,
+        last_seen,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_records_read_rfc3339_or_milliseconds() {
+        let chat = parse_chat(
+            "cid1",
+            r#"{"title":"ops","last_seen":"2026-11-25T10:00:00Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(chat.title, "ops");
+        assert_eq!(chat.last_seen.to_string(), "2026-11-25T10:00:00Z");
+        let chat = parse_chat("cid2", r#"{"title":"x","last_seen":1700000000000}"#).unwrap();
+        assert_eq!(chat.last_seen.unix_millis(), 1_700_000_000_000);
+        assert!(parse_chat("cid3", "not json").is_none());
+    }
+
+    #[test]
+    fn outcomes_round_trip_through_json() {
+        let record = StepRecord {
+            outcomes: vec![
+                (
+                    0,
+                    TargetOutcome::Delivered(Delivered::OneToOne {
+                        process_query_key: "k".into(),
+                    }),
+                ),
+                (1, TargetOutcome::FlowControlled),
+            ],
+            extra: None,
+        };
+        let json = serde_json::to_string(&record).unwrap();
+        assert_eq!(serde_json::from_str::<StepRecord>(&json).unwrap(), record);
+    }
+}

@@ -1,0 +1,774 @@
+//! Executing `op: send`: fill placeholders, resolve unionIds and session webhooks, upload media,
+//! plan ([`crate::plan`]), run each step once ([`Engine::recorded`]), retry flow-controlled ids.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use common::bus::command::{
+    MediaSource, Mentions, OutboundMessage, Recipient, RecipientType, Send,
+};
+use common::bus::result::ResultError;
+use common::secret::Secret;
+use serde_json::Value;
+
+use crate::answers::{self, BatchAnswer};
+use crate::calls::{self, CallbackType};
+use crate::content::Content;
+use crate::dingtalk::{Api, Target};
+use crate::engine::{Ctx, Engine, Executed, Later};
+use crate::outcome::{self, Subject};
+use crate::placeholders::{fill_mentions, fill_message, fill_recipients, Filler};
+use crate::plan::{plan_send, Action, CardReceiver, Resolved, Space, Step, MAX_USER_IDS};
+use crate::records::{Delivered, SentRecord, StepRecord, StepState, TargetOutcome};
+use crate::{media, session_webhook};
+
+/// Rounds of retrying ids DingTalk held back with `flowControlledStaffIdList`, and the wait
+/// before each (1 s, 2 s, 4 s; PROTOCOL §6.4 backoff).
+const FLOW_CONTROL_ROUNDS: u32 = 3;
+
+/// Per recipient index: reached (how) or failed (why).
+pub(crate) type Outcomes = BTreeMap<usize, Result<Delivered, ResultError>>;
+
+/// A command whose placeholders could not all be filled.
+pub(crate) fn missing_variable(err: &crate::placeholders::FillError) -> ResultError {
+    ResultError {
+        code: "missing_variable".to_owned(),
+        message: format!("{err}; add the variables to the command's state"),
+        retryable: false,
+    }
+}
+
+impl Engine {
+    pub(crate) async fn execute_send(
+        &self,
+        ctx: &Ctx<'_>,
+        subject: &Subject,
+        send: &Send,
+    ) -> Result<Executed, Later> {
+        let mut filler = Filler::new(send.state.as_ref());
+        let recipients = fill_recipients(&mut filler, &send.recipients);
+        let mentions = fill_mentions(&mut filler, send.mentions.as_ref());
+        let message = fill_message(&mut filler, &send.message);
+        if let Err(err) = filler.finish() {
+            return Ok(Executed::failed(subject, missing_variable(&err)));
+        }
+        let mut outcomes = Outcomes::new();
+        let resolved = self.resolve(ctx, &recipients, &mut outcomes).await?;
+        let media_id = match self.media(ctx, &message).await? {
+            Ok(media_id) => media_id,
+            Err(error) => return Ok(Executed::failed(subject, error)),
+        };
+        let as_card = send.updatable || mentions.all || !mentions.user_ids.is_empty();
+        let content = Content::new(&message, as_card, media_id);
+        self.deliver(ctx, "", &resolved, &content, &mentions, &mut outcomes)
+            .await?;
+        let result = outcome::assemble(subject, &recipients, &outcomes, false);
+        let sent = SentRecord {
+            ok: result.status == common::bus::result::Status::Ok,
+            recipients,
+            mentions,
+            delivered: delivered(&outcomes),
+            resolved,
+            recalled: false,
+        };
+        Ok(Executed {
+            result,
+            sent: Some(sent),
+        })
+    }
+
+    /// Plans and runs the delivery of `content`; step keys start with `prefix` (a degraded
+    /// update's resend uses its own prefix so it never collides with the update's other steps).
+    pub(crate) async fn deliver(
+        &self,
+        ctx: &Ctx<'_>,
+        prefix: &str,
+        resolved: &[Option<Resolved>],
+        content: &Content,
+        mentions: &Mentions,
+        outcomes: &mut Outcomes,
+    ) -> Result<(), Later> {
+        let plan = plan_send(ctx.command_id, resolved, content, mentions);
+        for (index, error) in plan.unsupported {
+            outcomes.insert(index, Err(error));
+        }
+        let has_cards = plan.steps.iter().any(|s| {
+            matches!(
+                s.action,
+                Action::CardSend { .. } | Action::TemplateCard { .. }
+            )
+        });
+        let callback = if has_cards {
+            self.card_callback(ctx).await?
+        } else {
+            CallbackType::Unset
+        };
+        let mut flow_controlled = Vec::new();
+        for step in &plan.steps {
+            let record = self
+                .run_step(ctx, prefix, step, resolved, &callback)
+                .await?;
+            collect(record, outcomes, &mut flow_controlled);
+        }
+        if let Some(message) = content.robot_message() {
+            self.retry_flow_controlled(ctx, prefix, resolved, &message, flow_controlled, outcomes)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Resolves what needs resolving before planning: unionIds (cached in Redis) and the
+    /// session webhook host check. Failures are recorded per recipient.
+    pub(crate) async fn resolve(
+        &self,
+        ctx: &Ctx<'_>,
+        recipients: &[Recipient],
+        outcomes: &mut Outcomes,
+    ) -> Result<Vec<Option<Resolved>>, Later> {
+        let mut resolved = Vec::with_capacity(recipients.len());
+        for (index, recipient) in recipients.iter().enumerate() {
+            let entry = match recipient.kind {
+                RecipientType::UnionId => match self.union_to_user(ctx, &recipient.id).await? {
+                    Ok(user_id) => Some((RecipientType::UserId, user_id)),
+                    Err(error) => {
+                        outcomes.insert(index, Err(error));
+                        None
+                    }
+                },
+                RecipientType::SessionWebhook => {
+                    match session_webhook::check(&recipient.id, &self.inner.config.oapi_url) {
+                        Ok(()) => Some((recipient.kind, recipient.id.clone())),
+                        Err(error) => {
+                            outcomes.insert(index, Err(error));
+                            None
+                        }
+                    }
+                }
+                kind => Some((kind, recipient.id.clone())),
+            };
+            resolved.push(entry);
+        }
+        Ok(resolved)
+    }
+
+    /// unionId → userId: from the Redis cache, else `getbyunionid`.
+    async fn union_to_user(
+        &self,
+        ctx: &Ctx<'_>,
+        union_id: &str,
+    ) -> Result<Result<String, ResultError>, Later> {
+        let records = &self.inner.records;
+        if let Some(user_id) = records.union(ctx.id, union_id).await? {
+            return Ok(Ok(user_id));
+        }
+        match self
+            .call(&ctx.app, calls::get_by_union_id(union_id))
+            .await?
+        {
+            Ok(answer) => match answer.pointer("/result/userid").and_then(Value::as_str) {
+                Some(user_id) => {
+                    records.set_union(ctx.id, union_id, user_id).await?;
+                    Ok(Ok(user_id.to_owned()))
+                }
+                None => Ok(Err(ResultError {
+                    code: "unknown_union_id".to_owned(),
+                    message: format!("DingTalk returned no userId for the unionId {union_id:?}"),
+                    retryable: false,
+                })),
+            },
+            Err(err) if err.rejected() => Ok(Err(ResultError {
+                code: "unknown_union_id".to_owned(),
+                message: format!(
+                    "DingTalk cannot resolve the unionId {union_id:?} in this organization: {}",
+                    err.error.message
+                ),
+                retryable: false,
+            })),
+            Err(err) => Ok(Err(err.error)),
+        }
+    }
+
+    /// The media id of a file or image message: given, or uploaded from its `url` (once per
+    /// command: the id is remembered). `Ok(None)` for other messages.
+    pub(crate) async fn media(
+        &self,
+        ctx: &Ctx<'_>,
+        message: &OutboundMessage,
+    ) -> Result<Result<Option<String>, ResultError>, Later> {
+        let (kind, source): (&str, &MediaSource) = match message {
+            OutboundMessage::File(source) => ("file", source),
+            OutboundMessage::Image(source) => ("image", source),
+            _ => return Ok(Ok(None)),
+        };
+        if let Some(media_id) = &source.media_id {
+            return Ok(Ok(Some(media_id.clone())));
+        }
+        let Some(url) = &source.url else {
+            return Ok(Ok(None));
+        };
+        let records = &self.inner.records;
+        if let Some(media_id) = records
+            .command_field(ctx.id, ctx.command_id, "media")
+            .await?
+        {
+            return Ok(Ok(Some(media_id)));
+        }
+        let url = match media::allowed(url, &self.inner.config.media_url_allowlist) {
+            Ok(url) => url,
+            Err(error) => return Ok(Err(error)),
+        };
+        let fetched = match media::fetch(&self.inner.http, url.clone()).await {
+            Ok(fetched) => fetched,
+            Err(error) => return Ok(Err(error)),
+        };
+        let file_name = source
+            .name
+            .clone()
+            .or_else(|| {
+                url.path_segments()
+                    .and_then(|mut s| s.next_back())
+                    .map(str::to_owned)
+            })
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| kind.to_owned());
+        let call = calls::media_upload(kind, &file_name, &fetched.mime, fetched.bytes);
+        match self.call(&ctx.app, call).await? {
+            Ok(answer) => match answer.get("media_id").and_then(Value::as_str) {
+                Some(media_id) => {
+                    records
+                        .set_command_field(ctx.id, ctx.command_id, "media", media_id)
+                        .await?;
+                    Ok(Ok(Some(media_id.to_owned())))
+                }
+                None => Ok(Err(ResultError {
+                    code: "media_upload_failed".to_owned(),
+                    message: "DingTalk's media upload answered without a media_id".to_owned(),
+                    retryable: true,
+                })),
+            },
+            Err(err) => Ok(Err(err.error)),
+        }
+    }
+
+    /// Runs a step once: a finished step's recorded outcome is reused; a new one is marked
+    /// `pending`, called and recorded. `run` gets `true` when an earlier execution died inside
+    /// this step (the call may have reached DingTalk) and decides what is safe.
+    pub(crate) async fn recorded<F, Fut>(
+        &self,
+        ctx: &Ctx<'_>,
+        key: &str,
+        run: F,
+    ) -> Result<StepRecord, Later>
+    where
+        F: FnOnce(bool) -> Fut,
+        Fut: Future<Output = Result<StepRecord, Later>>,
+    {
+        let records = &self.inner.records;
+        let in_doubt = match records.step(ctx.id, ctx.command_id, key).await? {
+            StepState::Done(record) => return Ok(record),
+            StepState::InDoubt => {
+                tracing::warn!(step = key, "an earlier execution died inside this step");
+                true
+            }
+            StepState::New => false,
+        };
+        records.begin_step(ctx.id, ctx.command_id, key).await?;
+        match run(in_doubt).await {
+            Ok(record) => {
+                records
+                    .finish_step(ctx.id, ctx.command_id, key, &record)
+                    .await?;
+                Ok(record)
+            }
+            Err(later) => {
+                if !in_doubt {
+                    records.abandon_step(ctx.id, ctx.command_id, key).await?;
+                }
+                Err(later)
+            }
+        }
+    }
+
+    async fn run_step(
+        &self,
+        ctx: &Ctx<'_>,
+        prefix: &str,
+        step: &Step,
+        resolved: &[Option<Resolved>],
+        callback: &CallbackType,
+    ) -> Result<StepRecord, Later> {
+        let first = step.targets.first().copied().unwrap_or_default();
+        let robot_code = ctx.integration.robot_code().to_owned();
+        match &step.action {
+            Action::BatchSend { user_ids, message } => {
+                let call = calls::batch_send(&robot_code, user_ids, message);
+                self.one_to_one(
+                    ctx,
+                    &format!("{prefix}batch:{first}"),
+                    &step.targets,
+                    resolved,
+                    call,
+                )
+                .await
+            }
+            Action::OpenIdBatchSend { open_ids, message } => {
+                let call = calls::open_id_batch_send(&robot_code, open_ids, message);
+                self.one_to_one(
+                    ctx,
+                    &format!("{prefix}open:{first}"),
+                    &step.targets,
+                    resolved,
+                    call,
+                )
+                .await
+            }
+            Action::GroupSend { chat_id, message } => {
+                let key = format!("{prefix}group:{first}");
+                let targets = step.targets.clone();
+                self.recorded(ctx, &key, |in_doubt| async move {
+                    if in_doubt {
+                        return Ok(unknown(&targets));
+                    }
+                    let call = calls::group_send(&robot_code, chat_id, message);
+                    Ok(match self.call(&ctx.app, call).await? {
+                        Ok(answer) => all(
+                            &targets,
+                            TargetOutcome::Delivered(Delivered::Group {
+                                chat_id: chat_id.clone(),
+                                process_query_key: answers::process_query_key(&answer)
+                                    .unwrap_or_default(),
+                            }),
+                        ),
+                        Err(err) => all(&targets, TargetOutcome::Failed(err.error)),
+                    })
+                })
+                .await
+            }
+            Action::CardSend {
+                card_biz_id,
+                receiver,
+                card_data,
+                mentions,
+            } => {
+                let key = format!("{prefix}card:{card_biz_id}");
+                let targets = step.targets.clone();
+                let route_key = ctx.callback_route_key();
+                self.recorded(ctx, &key, |in_doubt| async move {
+                    let chat_id = match receiver {
+                        CardReceiver::Group(chat_id) => Some(chat_id.clone()),
+                        CardReceiver::User(_) => None,
+                    };
+                    let delivered = |answer: &Value| {
+                        TargetOutcome::Delivered(Delivered::StandardCard {
+                            card_biz_id: card_biz_id.clone(),
+                            chat_id: chat_id.clone(),
+                            process_query_key: answers::process_query_key(answer),
+                        })
+                    };
+                    // A card may be sent again safely only when DingTalk does not know its
+                    // cardBizId: probe with an update of the same data first.
+                    if in_doubt {
+                        if let Some(answer) = self.probe_card(ctx, card_biz_id, card_data).await? {
+                            return Ok(all(&targets, delivered(&answer)));
+                        }
+                    }
+                    let send = || {
+                        calls::card_send(
+                            &robot_code,
+                            card_biz_id,
+                            receiver,
+                            card_data,
+                            mentions,
+                            &route_key,
+                        )
+                    };
+                    let outcome = match self.call(&ctx.app, send()).await? {
+                        Ok(answer) => delivered(&answer),
+                        Err(err) if err.rejected() => TargetOutcome::Failed(err.error),
+                        Err(err) => match self.probe_card(ctx, card_biz_id, card_data).await? {
+                            Some(answer) => delivered(&answer),
+                            None => match self.call(&ctx.app, send()).await? {
+                                Ok(answer) => delivered(&answer),
+                                Err(_) => TargetOutcome::Failed(err.error),
+                            },
+                        },
+                    };
+                    Ok(all(&targets, outcome))
+                })
+                .await
+            }
+            Action::TemplateCard {
+                out_track_id,
+                template_id,
+                params,
+                spaces,
+                mentions,
+            } => {
+                self.template_card(
+                    ctx,
+                    prefix,
+                    &step.targets,
+                    out_track_id,
+                    template_id,
+                    params,
+                    spaces,
+                    mentions,
+                    callback,
+                )
+                .await
+            }
+            Action::CustomRobot {
+                access_token,
+                bodies,
+            } => {
+                let target = Target::CustomRobot {
+                    access_token: Secret::new(access_token.clone()),
+                    // Signing secrets are not stored on the integration yet: custom robots are
+                    // called unsigned (they must use keywords or an IP allow-list).
+                    secret: None,
+                };
+                self.classic(
+                    ctx,
+                    &format!("{prefix}hook:{first}"),
+                    &step.targets,
+                    &target,
+                    Api::CustomRobotSend,
+                    bodies,
+                    Delivered::CustomRobot,
+                )
+                .await
+            }
+            Action::SessionWebhook { url, bodies } => {
+                let target = Target::SessionWebhook { url: url.clone() };
+                self.classic(
+                    ctx,
+                    &format!("{prefix}session:{first}"),
+                    &step.targets,
+                    &target,
+                    Api::SessionWebhookSend,
+                    bodies,
+                    Delivered::SessionWebhook,
+                )
+                .await
+            }
+        }
+    }
+
+    /// A batchSend (by userIds or openIds): each id invalid, filtered, flow-controlled or
+    /// delivered. `targets` may name an id more than once (listed twice in the command).
+    async fn one_to_one(
+        &self,
+        ctx: &Ctx<'_>,
+        key: &str,
+        targets: &[usize],
+        resolved: &[Option<Resolved>],
+        call: crate::dingtalk::ApiCall,
+    ) -> Result<StepRecord, Later> {
+        self.recorded(ctx, key, |in_doubt| async move {
+            if in_doubt {
+                return Ok(unknown(targets));
+            }
+            let answer = match self.call(&ctx.app, call).await? {
+                Ok(answer) => answer,
+                Err(err) => return Ok(all(targets, TargetOutcome::Failed(err.error))),
+            };
+            let parsed = BatchAnswer::parse(&answer);
+            let process_query_key = parsed.process_query_key.clone().unwrap_or_default();
+            let outcome_of = |id: &str| {
+                if let Some(error) = parsed.error_of(id) {
+                    TargetOutcome::Failed(error)
+                } else if parsed.flow_controlled.contains(id) {
+                    TargetOutcome::FlowControlled
+                } else {
+                    TargetOutcome::Delivered(Delivered::OneToOne {
+                        process_query_key: process_query_key.clone(),
+                    })
+                }
+            };
+            let outcomes = targets
+                .iter()
+                .map(|target| {
+                    let id = resolved[*target].as_ref().map_or("", |(_, id)| id.as_str());
+                    (*target, outcome_of(id))
+                })
+                .collect();
+            Ok(StepRecord {
+                outcomes,
+                extra: Some(answer),
+            })
+        })
+        .await
+    }
+
+    /// Whether a StandardCard exists at DingTalk: an update with the same data succeeds only
+    /// then. `None` when DingTalk does not know the cardBizId.
+    async fn probe_card(
+        &self,
+        ctx: &Ctx<'_>,
+        card_biz_id: &str,
+        card_data: &Value,
+    ) -> Result<Option<Value>, Later> {
+        match self
+            .call(&ctx.app, calls::card_update(card_biz_id, card_data))
+            .await?
+        {
+            Ok(answer) => Ok(Some(answer)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// A template card: created once (creation is keyed by outTrackId, so it may be repeated),
+    /// then delivered to every space in one call (not repeated when in doubt).
+    #[allow(clippy::too_many_arguments)]
+    async fn template_card(
+        &self,
+        ctx: &Ctx<'_>,
+        prefix: &str,
+        targets: &[usize],
+        out_track_id: &str,
+        template_id: &str,
+        params: &serde_json::Map<String, Value>,
+        spaces: &[Space],
+        mentions: &Mentions,
+        callback: &CallbackType,
+    ) -> Result<StepRecord, Later> {
+        let route_key = ctx.callback_route_key();
+        let created = self
+            .recorded(ctx, &format!("{prefix}tpl:create"), |in_doubt| async move {
+                let call = calls::card_instance_create(
+                    out_track_id,
+                    template_id,
+                    params,
+                    &route_key,
+                    callback,
+                );
+                Ok(match self.call(&ctx.app, call).await? {
+                    Ok(_) => StepRecord {
+                        outcomes: Vec::new(),
+                        extra: None,
+                    },
+                    // Re-created after a crash: DingTalk already has it.
+                    Err(err) if in_doubt && err.rejected() => StepRecord {
+                        outcomes: Vec::new(),
+                        extra: None,
+                    },
+                    Err(err) => all(targets, TargetOutcome::Failed(err.error)),
+                })
+            })
+            .await?;
+        if !created.outcomes.is_empty() {
+            return Ok(created);
+        }
+        let robot_code = ctx.integration.robot_code().to_owned();
+        self.recorded(
+            ctx,
+            &format!("{prefix}tpl:deliver"),
+            |in_doubt| async move {
+                if in_doubt {
+                    return Ok(unknown(targets));
+                }
+                let call =
+                    calls::card_instance_deliver(&robot_code, out_track_id, spaces, mentions);
+                let answer = match self.call(&ctx.app, call).await? {
+                    Ok(answer) => answer,
+                    Err(err) => return Ok(all(targets, TargetOutcome::Failed(err.error))),
+                };
+                let results = answers::deliver_results(&answer);
+                let outcomes = targets
+                    .iter()
+                    .zip(spaces)
+                    .map(|(target, space)| {
+                        let space_id = match space {
+                            Space::Group(id) | Space::Robot(id) => id,
+                        };
+                        let outcome = match results.get(space_id) {
+                            Some(None) => TargetOutcome::Delivered(Delivered::TemplateCard {
+                                out_track_id: out_track_id.to_owned(),
+                            }),
+                            Some(Some(message)) => TargetOutcome::Failed(ResultError {
+                                code: "card_not_delivered".to_owned(),
+                                message: format!(
+                                    "DingTalk did not deliver the card to {space_id}: {message}"
+                                ),
+                                retryable: false,
+                            }),
+                            None => TargetOutcome::Failed(ResultError {
+                                code: "card_not_delivered".to_owned(),
+                                message: format!("DingTalk's answer does not mention {space_id}"),
+                                retryable: true,
+                            }),
+                        };
+                        (*target, outcome)
+                    })
+                    .collect();
+                Ok(StepRecord {
+                    outcomes,
+                    extra: None,
+                })
+            },
+        )
+        .await
+    }
+
+    /// Classic bodies to a custom robot or session webhook, one recorded step per body; the
+    /// first failure ends the sequence (the later parts are not sent).
+    #[allow(clippy::too_many_arguments)]
+    async fn classic(
+        &self,
+        ctx: &Ctx<'_>,
+        key: &str,
+        targets: &[usize],
+        target: &Target,
+        api: Api,
+        bodies: &[Value],
+        delivered: Delivered,
+    ) -> Result<StepRecord, Later> {
+        let parts = bodies.len();
+        for (part, body) in bodies.iter().enumerate() {
+            let record = self
+                .recorded(ctx, &format!("{key}:{part}"), |in_doubt| async move {
+                    if in_doubt {
+                        return Ok(unknown(targets));
+                    }
+                    Ok(match self.call(target, calls::classic(api, body)).await? {
+                        Ok(_) => StepRecord {
+                            outcomes: Vec::new(),
+                            extra: None,
+                        },
+                        Err(err) => {
+                            let mut error =
+                                if api == Api::SessionWebhookSend && err.error.code == "300001" {
+                                    session_webhook::expired(&err.error.message)
+                                } else {
+                                    err.error
+                                };
+                            if parts > 1 {
+                                error.message =
+                                    format!("part {} of {parts}: {}", part + 1, error.message);
+                            }
+                            all(targets, TargetOutcome::Failed(error))
+                        }
+                    })
+                })
+                .await?;
+            if !record.outcomes.is_empty() {
+                return Ok(record);
+            }
+        }
+        Ok(all(targets, TargetOutcome::Delivered(delivered)))
+    }
+
+    /// Sends again, in rounds after 1 s, 2 s and 4 s, to the userIds DingTalk held back; ids
+    /// still held back after the last round fail with a retryable error.
+    async fn retry_flow_controlled(
+        &self,
+        ctx: &Ctx<'_>,
+        prefix: &str,
+        resolved: &[Option<Resolved>],
+        message: &crate::content::RobotMessage,
+        mut pending: Vec<usize>,
+        outcomes: &mut Outcomes,
+    ) -> Result<(), Later> {
+        let robot_code = ctx.integration.robot_code().to_owned();
+        for round in 1..=FLOW_CONTROL_ROUNDS {
+            if pending.is_empty() {
+                break;
+            }
+            let mut by_id: Vec<(String, Vec<usize>)> = Vec::new();
+            for target in &pending {
+                let Some((_, id)) = &resolved[*target] else {
+                    continue;
+                };
+                match by_id.iter_mut().find(|(known, _)| known == id) {
+                    Some((_, targets)) => targets.push(*target),
+                    None => by_id.push((id.clone(), vec![*target])),
+                }
+            }
+            pending = Vec::new();
+            let mut slept = false;
+            for chunk in by_id.chunks(MAX_USER_IDS) {
+                let targets: Vec<usize> =
+                    chunk.iter().flat_map(|(_, t)| t.iter().copied()).collect();
+                let ids: Vec<String> = chunk.iter().map(|(id, _)| id.clone()).collect();
+                let key = format!("{prefix}batch:{}:r{round}", targets[0]);
+                if !slept
+                    && self
+                        .inner
+                        .records
+                        .step(ctx.id, ctx.command_id, &key)
+                        .await?
+                        == StepState::New
+                {
+                    tokio::time::sleep(Duration::from_secs(1 << (round - 1))).await;
+                    slept = true;
+                }
+                let open = matches!(resolved[targets[0]], Some((RecipientType::OpenId, _)));
+                let call = if open {
+                    calls::open_id_batch_send(&robot_code, &ids, message)
+                } else {
+                    calls::batch_send(&robot_code, &ids, message)
+                };
+                let record = self.one_to_one(ctx, &key, &targets, resolved, call).await?;
+                collect(record, outcomes, &mut pending);
+            }
+        }
+        for target in pending {
+            outcomes.insert(
+                target,
+                Err(ResultError {
+                    code: "flowControlledStaffIdList".to_owned(),
+                    message: format!(
+                        "DingTalk's flow control held this recipient back {} times; try again later",
+                        FLOW_CONTROL_ROUNDS + 1
+                    ),
+                    retryable: true,
+                }),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The same outcome for every target.
+pub(crate) fn all(targets: &[usize], outcome: TargetOutcome) -> StepRecord {
+    StepRecord {
+        outcomes: targets.iter().map(|t| (*t, outcome.clone())).collect(),
+        extra: None,
+    }
+}
+
+/// The outcome of a step an earlier execution died in, for calls that must not be repeated.
+pub(crate) fn unknown(targets: &[usize]) -> StepRecord {
+    all(
+        targets,
+        TargetOutcome::Failed(ResultError {
+            code: "outcome_unknown".to_owned(),
+            message: "the notifier stopped during this DingTalk call and cannot tell whether it was delivered; it was not sent again — check before publishing it again with a new id".to_owned(),
+            retryable: true,
+        }),
+    )
+}
+
+/// Moves a step's outcomes into the command's, collecting flow-controlled targets.
+fn collect(record: StepRecord, outcomes: &mut Outcomes, flow_controlled: &mut Vec<usize>) {
+    for (target, outcome) in record.outcomes {
+        match outcome {
+            TargetOutcome::Delivered(delivered) => {
+                outcomes.insert(target, Ok(delivered));
+            }
+            TargetOutcome::Failed(error) => {
+                outcomes.insert(target, Err(error));
+            }
+            TargetOutcome::FlowControlled => flow_controlled.push(target),
+        }
+    }
+}
+
+/// The reached recipients and how.
+pub(crate) fn delivered(outcomes: &Outcomes) -> Vec<(usize, Delivered)> {
+    outcomes
+        .iter()
+        .filter_map(|(i, o)| o.as_ref().ok().map(|d| (*i, d.clone())))
+        .collect()
+}

@@ -1,0 +1,517 @@
+//! Executing `op: update` and `op: recall` against what an earlier send delivered.
+//!
+//! **Order and supersession.** Updates of one target apply in the order they were published
+//! (their stream sequence). Each update notes its sequence as the target's newest
+//! (`dtg:ntf:order:…`); an update that finds a newer one noted is `superseded` — it would only
+//! be overwritten, and applying it late would move the card backwards. The newest update waits
+//! (nak with a short delay) until the target's send has finished, then applies under a
+//! per-target lease after checking once more that it is still the newest. Streaming answers that
+//! produce many updates therefore cost one card update per burst, not one per token.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::bus::command::{Degrade, OutboundMessage, Recall, Update};
+use common::bus::result::ResultError;
+use time::OffsetDateTime;
+
+use crate::answers;
+use crate::calls;
+use crate::content::Content;
+use crate::engine::{Ctx, Engine, Executed, Later, TARGET_WAIT};
+use crate::outcome::{self, Subject};
+use crate::placeholders::{fill_message, Filler};
+use crate::records::{Delivered, SentRecord, StepRecord, TargetOutcome};
+use crate::send::{all, delivered, missing_variable, Outcomes};
+
+/// How soon a waiting update or recall looks again.
+const WAIT_POLL: Duration = Duration::from_millis(250);
+
+/// Why the target of an update or recall cannot be used (yet).
+enum TargetState {
+    /// Finished; here is what it delivered.
+    Ready(SentRecord),
+    /// Not finished (or not even consumed) yet: look again later.
+    Pending,
+    /// It will never be usable.
+    Failed(ResultError),
+}
+
+impl Engine {
+    /// Decides, without a lease or DingTalk budget, the updates and recalls that cannot run
+    /// yet (their target's send has not finished: [`Later`]) or at all (superseded, or the
+    /// target failed: a result). `Ok(None)`: execute it.
+    pub(crate) async fn precheck(
+        &self,
+        ctx: &Ctx<'_>,
+        subject: &Subject,
+        command: &common::bus::command::Command,
+    ) -> Result<Option<Executed>, Later> {
+        use common::bus::command::Operation;
+        let target = match &command.op {
+            Operation::Send(_) => return Ok(None),
+            Operation::Update(update) => {
+                let newest = self
+                    .inner
+                    .records
+                    .note_update(ctx.id, &update.target, ctx.stream_sequence)
+                    .await?;
+                if newest > ctx.stream_sequence {
+                    return Ok(Some(superseded(subject, newest)));
+                }
+                &update.target
+            }
+            Operation::Recall(recall) => &recall.target,
+        };
+        match self.target(ctx, target).await? {
+            TargetState::Ready(_) => Ok(None),
+            TargetState::Pending => Err(Later(WAIT_POLL)),
+            TargetState::Failed(error) => Ok(Some(Executed::failed(subject, error))),
+        }
+    }
+
+    /// The target send's record, or why there is none.
+    async fn target(&self, ctx: &Ctx<'_>, target: &str) -> Result<TargetState, Later> {
+        let records = &self.inner.records;
+        if let Some(sent) = records.sent(ctx.id, target).await? {
+            if !sent.ok {
+                return Ok(TargetState::Failed(ResultError {
+                    code: "target_failed".to_owned(),
+                    message: format!(
+                        "the send {target} reached no recipient, so there is nothing to change"
+                    ),
+                    retryable: false,
+                }));
+            }
+            return Ok(TargetState::Ready(sent));
+        }
+        if records.result(ctx.id, target).await?.is_some() {
+            return Ok(TargetState::Failed(ResultError {
+                code: "not_a_send".to_owned(),
+                message: format!("{target} is not a send that delivered anything; target the id of a send command"),
+                retryable: false,
+            }));
+        }
+        let age = OffsetDateTime::now_utc() - ctx.published;
+        if age < TARGET_WAIT {
+            return Ok(TargetState::Pending);
+        }
+        Ok(TargetState::Failed(ResultError {
+            code: "unknown_target".to_owned(),
+            message: format!(
+                "no send {target} finished within {} s of this command; target the id of an earlier send of the same integration",
+                TARGET_WAIT.as_secs()
+            ),
+            retryable: false,
+        }))
+    }
+
+    pub(crate) async fn execute_update(
+        &self,
+        ctx: &Ctx<'_>,
+        subject: &Subject,
+        update: &Update,
+    ) -> Result<Executed, Later> {
+        let records = &self.inner.records;
+        let seq = ctx.stream_sequence;
+        let newest = records.note_update(ctx.id, &update.target, seq).await?;
+        if newest > seq {
+            return Ok(superseded(subject, newest));
+        }
+        let sent = match self.target(ctx, &update.target).await? {
+            TargetState::Ready(sent) => sent,
+            TargetState::Pending => return Err(Later(WAIT_POLL)),
+            TargetState::Failed(error) => return Ok(Executed::failed(subject, error)),
+        };
+        if sent.recalled {
+            return Ok(Executed::failed(
+                subject,
+                ResultError {
+                    code: "target_recalled".to_owned(),
+                    message: format!(
+                        "the send {} was recalled; send a new message instead",
+                        update.target
+                    ),
+                    retryable: false,
+                },
+            ));
+        }
+        let mut filler = Filler::new(update.state.as_ref());
+        let message = fill_message(&mut filler, &update.message);
+        if let Err(err) = filler.finish() {
+            return Ok(Executed::failed(subject, missing_variable(&err)));
+        }
+        let resend = update.degrade == Some(Degrade::Resend);
+        if !resend && sent.delivered.iter().any(|(_, d)| !d.updatable()) {
+            return Ok(Executed::failed(subject, ResultError {
+                code: "not_updatable".to_owned(),
+                message: format!(
+                    "the send {} went out as a plain message, which DingTalk cannot change; send with \"updatable\": true, or update with \"degrade\": \"resend\" to recall and send again",
+                    update.target
+                ),
+                retryable: false,
+            }));
+        }
+        // One applier per target at a time, and only while it is still the newest.
+        let order_lock = format!("order:{}", update.target);
+        if !records
+            .lock(
+                ctx.id,
+                &order_lock,
+                &self.inner.owner,
+                self.inner.config.lease,
+            )
+            .await?
+        {
+            return Err(Later(WAIT_POLL));
+        }
+        let applied = async {
+            let newest = records.note_update(ctx.id, &update.target, seq).await?;
+            if newest > seq {
+                return Ok(superseded(subject, newest));
+            }
+            self.apply_update(ctx, subject, &update.target, sent, &message)
+                .await
+        }
+        .await;
+        records
+            .unlock(ctx.id, &order_lock, &self.inner.owner)
+            .await?;
+        applied
+    }
+
+    async fn apply_update(
+        &self,
+        ctx: &Ctx<'_>,
+        subject: &Subject,
+        target: &str,
+        mut sent: SentRecord,
+        message: &OutboundMessage,
+    ) -> Result<Executed, Later> {
+        let content = Content::new(message, true, None);
+        let mut outcomes = Outcomes::new();
+        let mut templates: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let mut plain: Vec<(usize, Delivered)> = Vec::new();
+        for (index, delivered) in &sent.delivered {
+            match delivered {
+                Delivered::StandardCard { card_biz_id, .. } => {
+                    let Some(card_data) = content.card_update() else {
+                        outcomes.insert(
+                            *index,
+                            Err(incompatible(
+                                "a StandardCard",
+                                "text, markdown or interactive",
+                            )),
+                        );
+                        continue;
+                    };
+                    let key = format!("update:{card_biz_id}");
+                    let call = calls::card_update(card_biz_id, &card_data);
+                    let record = self
+                        .recorded(ctx, &key, |_| async move {
+                            Ok(match self.call(&ctx.app, call).await? {
+                                Ok(_) => {
+                                    all(&[*index], TargetOutcome::Delivered(delivered.clone()))
+                                }
+                                Err(err) => all(&[*index], TargetOutcome::Failed(err.error)),
+                            })
+                        })
+                        .await?;
+                    merge(record, &mut outcomes);
+                }
+                Delivered::TemplateCard { out_track_id } => {
+                    templates
+                        .entry(out_track_id.clone())
+                        .or_default()
+                        .push(*index);
+                }
+                other => plain.push((*index, other.clone())),
+            }
+        }
+        for (out_track_id, indices) in templates {
+            let Content::Template { params, .. } = &content else {
+                for index in indices {
+                    outcomes.insert(
+                        index,
+                        Err(incompatible("a template card", "template (its params)")),
+                    );
+                }
+                continue;
+            };
+            let call = calls::card_instance_update(&out_track_id, params);
+            let delivered = Delivered::TemplateCard {
+                out_track_id: out_track_id.clone(),
+            };
+            let record = self
+                .recorded(ctx, &format!("update:tpl:{out_track_id}"), |_| async move {
+                    Ok(match self.call(&ctx.app, call).await? {
+                        Ok(_) => all(&indices, TargetOutcome::Delivered(delivered)),
+                        Err(err) => all(&indices, TargetOutcome::Failed(err.error)),
+                    })
+                })
+                .await?;
+            merge(record, &mut outcomes);
+        }
+        let degraded = !plain.is_empty();
+        if degraded {
+            self.recall_deliveries(ctx, "degrade:", &plain, &mut Outcomes::new())
+                .await?;
+            let media_id = match self.media(ctx, message).await? {
+                Ok(media_id) => media_id,
+                Err(error) => {
+                    for (index, _) in &plain {
+                        outcomes.insert(*index, Err(error.clone()));
+                    }
+                    None
+                }
+            };
+            let resolved: Vec<_> = (0..sent.recipients.len())
+                .map(|i| {
+                    plain
+                        .iter()
+                        .any(|(index, _)| *index == i)
+                        .then(|| sent.resolved.get(i).cloned().flatten())
+                        .flatten()
+                })
+                .collect();
+            let content = Content::new(message, false, media_id);
+            let mut resent = Outcomes::new();
+            self.deliver(
+                ctx,
+                "resend:",
+                &resolved,
+                &content,
+                &sent.mentions,
+                &mut resent,
+            )
+            .await?;
+            for (index, outcome) in &resent {
+                outcomes.insert(*index, outcome.clone());
+            }
+            // Later updates and recalls act on the new messages.
+            let replaced = delivered(&resent);
+            sent.delivered
+                .retain(|(index, _)| !replaced.iter().any(|(i, _)| i == index));
+            sent.delivered.extend(replaced);
+            sent.delivered.sort_by_key(|(index, _)| *index);
+            self.inner.records.set_sent(ctx.id, target, &sent).await?;
+        }
+        // Recipients the send never reached are not part of the update.
+        let reached: Vec<usize> = sent
+            .delivered
+            .iter()
+            .map(|(i, _)| *i)
+            .chain(outcomes.keys().copied())
+            .collect();
+        let recipients: Vec<_> = sent
+            .recipients
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| reached.contains(i))
+            .map(|(_, r)| r.clone())
+            .collect();
+        let renumbered = renumber(&outcomes, &sent, &reached);
+        Ok(Executed {
+            result: outcome::assemble(subject, &recipients, &renumbered, degraded),
+            sent: None,
+        })
+    }
+
+    pub(crate) async fn execute_recall(
+        &self,
+        ctx: &Ctx<'_>,
+        subject: &Subject,
+        recall: &Recall,
+    ) -> Result<Executed, Later> {
+        let mut sent = match self.target(ctx, &recall.target).await? {
+            TargetState::Ready(sent) => sent,
+            TargetState::Pending => return Err(Later(WAIT_POLL)),
+            TargetState::Failed(error) => return Ok(Executed::failed(subject, error)),
+        };
+        let mut outcomes = Outcomes::new();
+        self.recall_deliveries(ctx, "", &sent.delivered, &mut outcomes)
+            .await?;
+        if outcomes.values().any(Result::is_ok) && !sent.recalled {
+            sent.recalled = true;
+            self.inner
+                .records
+                .set_sent(ctx.id, &recall.target, &sent)
+                .await?;
+        }
+        let reached: Vec<usize> = sent.delivered.iter().map(|(i, _)| *i).collect();
+        let recipients: Vec<_> = sent
+            .recipients
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| reached.contains(i))
+            .map(|(_, r)| r.clone())
+            .collect();
+        let renumbered = renumber(&outcomes, &sent, &reached);
+        let mut result = outcome::assemble(subject, &recipients, &renumbered, false);
+        result.process_query_key = None;
+        result.card_biz_id = None;
+        Ok(Executed { result, sent: None })
+    }
+
+    /// Recalls deliveries: 1:1 messages in one batchRecall, group messages per group, by the
+    /// processQueryKeys the send recorded. Template cards, custom robots and session webhooks
+    /// have no recall.
+    async fn recall_deliveries(
+        &self,
+        ctx: &Ctx<'_>,
+        prefix: &str,
+        deliveries: &[(usize, Delivered)],
+        outcomes: &mut Outcomes,
+    ) -> Result<(), Later> {
+        let robot_code = ctx.integration.robot_code().to_owned();
+        let mut one_to_one: Vec<(usize, String)> = Vec::new();
+        let mut groups: BTreeMap<String, Vec<(usize, String)>> = BTreeMap::new();
+        for (index, delivered) in deliveries {
+            match delivered {
+                Delivered::OneToOne { process_query_key }
+                | Delivered::StandardCard {
+                    chat_id: None,
+                    process_query_key: Some(process_query_key),
+                    ..
+                } => {
+                    one_to_one.push((*index, process_query_key.clone()));
+                }
+                Delivered::Group {
+                    chat_id,
+                    process_query_key,
+                }
+                | Delivered::StandardCard {
+                    chat_id: Some(chat_id),
+                    process_query_key: Some(process_query_key),
+                    ..
+                } => {
+                    groups
+                        .entry(chat_id.clone())
+                        .or_default()
+                        .push((*index, process_query_key.clone()));
+                }
+                other => {
+                    outcomes.insert(
+                        *index,
+                        Err(ResultError {
+                            code: "not_recallable".to_owned(),
+                            message: format!(
+                                "DingTalk has no recall for a message sent as {}",
+                                via(other)
+                            ),
+                            retryable: false,
+                        }),
+                    );
+                }
+            }
+        }
+        let mut batches: Vec<RecallBatch> = Vec::new();
+        if !one_to_one.is_empty() {
+            batches.push((format!("{prefix}recall:oto"), None, one_to_one));
+        }
+        for (chat_id, keys) in groups {
+            batches.push((
+                format!("{prefix}recall:group:{chat_id}"),
+                Some(chat_id),
+                keys,
+            ));
+        }
+        for (key, chat_id, entries) in batches {
+            let mut unique: Vec<String> = entries.iter().map(|(_, k)| k.clone()).collect();
+            unique.sort();
+            unique.dedup();
+            let call = match &chat_id {
+                None => calls::batch_recall(&robot_code, &unique),
+                Some(chat_id) => calls::group_recall(&robot_code, chat_id, &unique),
+            };
+            let entries_ref = &entries;
+            let record = self
+                .recorded(ctx, &key, |_| async move {
+                    let targets: Vec<usize> = entries_ref.iter().map(|(i, _)| *i).collect();
+                    let answer = match self.call(&ctx.app, call).await? {
+                        Ok(answer) => answer,
+                        Err(err) => return Ok(all(&targets, TargetOutcome::Failed(err.error))),
+                    };
+                    let failed = answers::recall_failures(&answer);
+                    let outcomes = entries_ref
+                        .iter()
+                        .map(|(index, key)| {
+                            let outcome = match failed.get(key) {
+                                Some(reason) => TargetOutcome::Failed(ResultError {
+                                    code: "recall_failed".to_owned(),
+                                    message: format!("DingTalk could not recall it: {reason}"),
+                                    retryable: false,
+                                }),
+                                // Recalled: nothing to record beyond success.
+                                None => TargetOutcome::Delivered(Delivered::OneToOne {
+                                    process_query_key: key.clone(),
+                                }),
+                            };
+                            (*index, outcome)
+                        })
+                        .collect();
+                    Ok(StepRecord {
+                        outcomes,
+                        extra: None,
+                    })
+                })
+                .await?;
+            merge(record, outcomes);
+        }
+        Ok(())
+    }
+}
+
+/// One recall call: its step key, the group (none for 1:1), and (recipient index, key) pairs.
+type RecallBatch = (String, Option<String>, Vec<(usize, String)>);
+
+/// An update superseded by a newer one.
+fn superseded(subject: &Subject, newest: u64) -> Executed {
+    Executed {
+        result: outcome::superseded(subject, newest),
+        sent: None,
+    }
+}
+
+fn incompatible(target: &str, allowed: &str) -> ResultError {
+    ResultError {
+        code: "incompatible_update".to_owned(),
+        message: format!("{target} can only be updated with {allowed} content"),
+        retryable: false,
+    }
+}
+
+fn via(delivered: &Delivered) -> &'static str {
+    match delivered {
+        Delivered::OneToOne { .. } => "a 1:1 robot message",
+        Delivered::Group { .. } => "a group robot message",
+        Delivered::StandardCard { .. } => "a card without a processQueryKey",
+        Delivered::TemplateCard { .. } => "a template card",
+        Delivered::CustomRobot => "a custom robot (webhook) message",
+        Delivered::SessionWebhook => "a session webhook reply",
+    }
+}
+
+fn merge(record: StepRecord, outcomes: &mut Outcomes) {
+    for (index, outcome) in record.outcomes {
+        let outcome = match outcome {
+            TargetOutcome::Delivered(delivered) => Ok(delivered),
+            TargetOutcome::Failed(error) => Err(error),
+            TargetOutcome::FlowControlled => Err(ResultError {
+                code: "flowControlledStaffIdList".to_owned(),
+                message: "DingTalk's flow control held this recipient back".to_owned(),
+                retryable: true,
+            }),
+        };
+        outcomes.insert(index, outcome);
+    }
+}
+
+/// Outcomes keyed by position among the `reached` recipients (the result lists only those).
+fn renumber(outcomes: &Outcomes, sent: &SentRecord, reached: &[usize]) -> Outcomes {
+    (0..sent.recipients.len())
+        .filter(|i| reached.contains(i))
+        .enumerate()
+        .filter_map(|(position, index)| outcomes.get(&index).map(|o| (position, o.clone())))
+        .collect()
+}

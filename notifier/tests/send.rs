@@ -1,0 +1,504 @@
+//! `op: send` to every recipient type, against the simulator over HTTP: what DingTalk receives
+//! and the one result the caller gets.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::bus::result::Status;
+use dingtalk_sim::{
+    Api, CallFilter, CustomRobotConfig, Directory, Fault, FaultKind, Session, User,
+};
+use serde_json::{json, Value};
+use support::{file_server, send, text, Bed, Options, APP_A};
+
+fn calls(bed: &Bed, api: Api) -> Vec<Value> {
+    bed.sim
+        .state()
+        .calls(&CallFilter::api(api))
+        .into_iter()
+        .map(|c| c.body)
+        .collect()
+}
+
+fn user(userid: &str) -> User {
+    User {
+        userid: userid.to_owned(),
+        unionid: format!("union-{userid}"),
+        name: format!("Name {userid}"),
+        mobile: String::new(),
+        email: String::new(),
+        title: String::new(),
+        dept_ids: vec![1],
+        admin: false,
+        boss: false,
+        active: true,
+    }
+}
+
+#[tokio::test]
+async fn forty_five_user_ids_are_three_batch_sends_with_per_recipient_results() {
+    let bed = Bed::start().await;
+    let mut directory = Directory::seeded();
+    directory
+        .users
+        .extend((0..43).map(|i| user(&format!("staff{i:02}"))));
+    bed.sim.state().set_directory(directory);
+    let mut ids: Vec<String> = (0..43).map(|i| format!("staff{i:02}")).collect();
+    ids.insert(10, "ghost-1".to_owned());
+    ids.push("ghost-2".to_owned());
+    let recipients: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({"type": "user_id", "id": id}))
+        .collect();
+    bed.publish(&send(
+        "c45",
+        "acme",
+        json!(recipients),
+        text("deploy finished"),
+    ))
+    .await;
+    let result = bed.result("c45").await;
+    assert_eq!(result.status, Status::Ok);
+    assert_eq!(result.targets.len(), 45);
+    let failed: Vec<&str> = result
+        .targets
+        .iter()
+        .filter(|t| !t.ok)
+        .map(|t| t.recipient.id.as_str())
+        .collect();
+    assert_eq!(failed, ["ghost-1", "ghost-2"]);
+    assert!(result
+        .targets
+        .iter()
+        .filter(|t| !t.ok)
+        .all(|t| t.error.as_ref().unwrap().code == "invalidStaffIdList"));
+    assert!(result.process_query_key.is_some());
+    let sends = calls(&bed, Api::RobotBatchSend);
+    let sizes: Vec<usize> = sends
+        .iter()
+        .map(|b| b["userIds"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(sizes, [20, 20, 5]);
+    for body in &sends {
+        assert_eq!(body["robotCode"], APP_A);
+        assert_eq!(body["msgKey"], "sampleText");
+        assert_eq!(
+            body["msgParam"], r#"{"content":"deploy finished"}"#,
+            "msgParam is a JSON string"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_chat_id_gets_a_group_send_and_a_group_without_the_robot_fails_alone() {
+    let bed = Bed::start().await;
+    bed.publish(&send(
+        "c-group",
+        "acme",
+        json!([{"type": "chat_id", "id": Directory::OPS_GROUP}, {"type": "chat_id", "id": Directory::NO_ROBOT_GROUP}]),
+        json!({"type": "markdown", "title": "Deploy", "text": "## done"}),
+    ))
+    .await;
+    let result = bed.result("c-group").await;
+    assert_eq!(result.status, Status::Ok);
+    assert!(result.targets[0].ok);
+    assert!(!result.targets[1].ok);
+    let group_sends = calls(&bed, Api::GroupSend);
+    assert_eq!(
+        group_sends.len(),
+        1,
+        "the refused group is not counted as accepted"
+    );
+    assert_eq!(group_sends[0]["openConversationId"], Directory::OPS_GROUP);
+    assert_eq!(group_sends[0]["msgKey"], "sampleMarkdown");
+    assert_eq!(
+        group_sends[0]["msgParam"],
+        r###"{"text":"## done","title":"Deploy"}"###
+    );
+}
+
+#[tokio::test]
+async fn mentions_in_a_group_go_out_as_a_standard_card_with_at_user_list_json() {
+    let bed = Bed::start().await;
+    let mut command = send(
+        "c-mention",
+        "acme",
+        json!([{"type": "chat_id", "id": Directory::OPS_GROUP}]),
+        json!({"type": "markdown", "title": "On call", "text": "please look"}),
+    );
+    command["mentions"] = json!({"user_ids": ["user001"], "all": false});
+    bed.publish(&command).await;
+    let result = bed.result("c-mention").await;
+    assert_eq!(result.status, Status::Ok, "{result:?}");
+    assert_eq!(result.card_biz_id.as_deref(), Some("c-mention"));
+    let cards = calls(&bed, Api::StandardCardSend);
+    assert_eq!(cards.len(), 1);
+    let card = &cards[0];
+    assert_eq!(card["cardBizId"], "c-mention");
+    assert_eq!(card["openConversationId"], Directory::OPS_GROUP);
+    assert_eq!(card["callbackRouteKey"], "dingtalk-gateway-acme");
+    let at: Value =
+        serde_json::from_str(card["sendOptions"]["atUserListJson"].as_str().unwrap()).unwrap();
+    assert_eq!(at[0]["userId"], "user001");
+    let data: Value = serde_json::from_str(card["cardData"].as_str().unwrap()).unwrap();
+    assert_eq!(data["contents"][0]["type"], "markdown");
+    assert_eq!(data["contents"][0]["text"], "please look");
+    assert!(calls(&bed, Api::GroupSend).is_empty());
+}
+
+#[tokio::test]
+async fn a_union_id_is_resolved_once_then_sent_one_to_one() {
+    let bed = Bed::start().await;
+    for id in ["c-union-1", "c-union-2"] {
+        bed.publish(&send(
+            id,
+            "acme",
+            json!([{"type": "union_id", "id": "union-user002"}, {"type": "union_id", "id": "union-nobody"}]),
+            text("hi"),
+        ))
+        .await;
+        let result = bed.result(id).await;
+        assert_eq!(result.status, Status::Ok);
+        assert_eq!(
+            result.targets[0].recipient.id, "union-user002",
+            "the result names the recipient as given"
+        );
+        assert!(result.targets[0].ok);
+        assert_eq!(
+            result.targets[1].error.as_ref().unwrap().code,
+            "unknown_union_id"
+        );
+    }
+    let lookups = calls(&bed, Api::UserGetByUnionId);
+    let known: Vec<&Value> = lookups
+        .iter()
+        .filter(|b| b["unionid"] == "union-user002")
+        .collect();
+    assert_eq!(known.len(), 1, "cached in Redis after the first lookup");
+    let sends = calls(&bed, Api::RobotBatchSend);
+    assert_eq!(sends.len(), 2);
+    assert!(sends.iter().all(|b| b["userIds"] == json!(["user002"])));
+}
+
+#[tokio::test]
+async fn open_ids_travel_as_open_ids_on_batch_send() {
+    let bed = Bed::start().await;
+    bed.publish(&send(
+        "c-open",
+        "acme",
+        json!([{"type": "open_id", "id": "open-1"}]),
+        text("hi"),
+    ))
+    .await;
+    let result = bed.result("c-open").await;
+    // The simulator follows the official SDK, which has no `openIds`: DingTalk's refusal is the
+    // recipient's failure (PROTOCOL §8.4: UNVERIFIED).
+    assert_eq!(result.status, Status::Failed);
+    assert!(!result.targets[0].ok);
+    let refused = bed
+        .sim
+        .state()
+        .rejected(&CallFilter::api(Api::RobotBatchSend));
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].body["openIds"], json!(["open-1"]));
+    assert!(refused[0].body.get("userIds").is_none());
+}
+
+#[tokio::test]
+async fn a_webhook_recipient_posts_to_the_custom_robot_and_long_bodies_are_split() {
+    let bed = Bed::start().await;
+    bed.sim
+        .state()
+        .register_custom_robot(CustomRobotConfig {
+            access_token: "robot-token-1".into(),
+            secret: None,
+            keywords: Vec::new(),
+        })
+        .unwrap();
+    bed.publish(&send(
+        "c-hook",
+        "acme",
+        json!([{"type": "webhook", "id": "robot-token-1"}]),
+        json!({"type": "markdown", "title": "Alert", "text": "**disk full**"}),
+    ))
+    .await;
+    let result = bed.result("c-hook").await;
+    assert_eq!(result.status, Status::Ok, "{result:?}");
+    let posts = calls(&bed, Api::CustomRobotSend);
+    assert_eq!(posts.len(), 1);
+    assert_eq!(
+        posts[0],
+        json!({"msgtype": "markdown", "markdown": {"title": "Alert", "text": "**disk full**"}})
+    );
+
+    let long = "a line of a very long alert\n".repeat(1500);
+    bed.publish(&send(
+        "c-hook-long",
+        "acme",
+        json!([{"type": "webhook", "id": "robot-token-1"}]),
+        text(&long),
+    ))
+    .await;
+    let result = bed.result("c-hook-long").await;
+    assert_eq!(result.status, Status::Ok, "{result:?}");
+    let posts = calls(&bed, Api::CustomRobotSend);
+    assert_eq!(posts.len(), 4, "42,000 bytes in three bodies under 20,000");
+    let joined: String = posts[1..]
+        .iter()
+        .map(|b| b["text"]["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(joined, long);
+    assert!(posts.iter().all(|b| b.to_string().len() <= 20_000));
+
+    bed.publish(&send(
+        "c-hook-unknown",
+        "acme",
+        json!([{"type": "webhook", "id": "no-such-robot"}]),
+        text("x"),
+    ))
+    .await;
+    let result = bed.result("c-hook-unknown").await;
+    assert_eq!(result.status, Status::Failed);
+    assert_eq!(result.error.unwrap().code, "300001");
+}
+
+#[tokio::test]
+async fn session_webhooks_only_on_dingtalks_host_and_expired_ones_fail_clearly() {
+    let bed = Bed::start().await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let session = |expires_at_ms| Session {
+        conversation_id: "cidSession==".into(),
+        robot_code: APP_A.into(),
+        expires_at_ms,
+    };
+    let live = session(now + 3_600_000).webhook_url(&bed.sim.base_url());
+    let expired = session(now - 1_000).webhook_url(&bed.sim.base_url());
+    bed.publish(&send(
+        "c-session",
+        "acme",
+        json!([
+            {"type": "session_webhook", "id": live},
+            {"type": "session_webhook", "id": expired},
+            {"type": "session_webhook", "id": "http://169.254.169.254/robot/sendBySession?session=x"}
+        ]),
+        text("thanks, on it"),
+    ))
+    .await;
+    let result = bed.result("c-session").await;
+    assert_eq!(result.status, Status::Ok);
+    assert!(result.targets[0].ok);
+    assert_eq!(
+        result.targets[1].error.as_ref().unwrap().code,
+        "session_webhook_expired"
+    );
+    assert_eq!(
+        result.targets[2].error.as_ref().unwrap().code,
+        "session_webhook_refused"
+    );
+    let posts = calls(&bed, Api::SessionSend);
+    assert_eq!(
+        posts,
+        [json!({"msgtype": "text", "text": {"content": "thanks, on it"}})]
+    );
+}
+
+#[tokio::test]
+async fn state_placeholders_fill_recipient_ids_and_message_strings() {
+    let bed = Bed::start().await;
+    let mut command = send(
+        "c-state",
+        "acme",
+        json!([{"type": "user_id", "id": "{{state.dingtalkRecipientId}}"}]),
+        text("Order {{state.order.id}} shipped"),
+    );
+    command["state"] = json!({"dingtalkRecipientId": "user003", "order": {"id": 7731}});
+    bed.publish(&command).await;
+    let result = bed.result("c-state").await;
+    assert_eq!(result.status, Status::Ok);
+    assert_eq!(result.targets[0].recipient.id, "user003");
+    let sends = calls(&bed, Api::RobotBatchSend);
+    assert_eq!(sends[0]["userIds"], json!(["user003"]));
+    assert_eq!(sends[0]["msgParam"], r#"{"content":"Order 7731 shipped"}"#);
+}
+
+#[tokio::test]
+async fn interactive_and_template_cards_are_sent_as_cards() {
+    let bed = Bed::start().await;
+    let card = json!({"config": {"autoLayout": true}, "header": {"title": {"type": "text", "text": "Approve?"}},
+                      "contents": [{"type": "markdown", "text": "Expense #12", "id": "m1"}]});
+    bed.publish(&send(
+        "c-card",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}]),
+        json!({"type": "interactive", "card": card}),
+    ))
+    .await;
+    let result = bed.result("c-card").await;
+    assert_eq!(result.status, Status::Ok, "{result:?}");
+    let sent = calls(&bed, Api::StandardCardSend);
+    assert_eq!(sent[0]["singleChatReceiver"], r#"{"userId":"user001"}"#);
+    let data: Value = serde_json::from_str(sent[0]["cardData"].as_str().unwrap()).unwrap();
+    assert_eq!(data, card);
+
+    bed.publish(&send(
+        "c-tpl",
+        "acme",
+        json!([{"type": "chat_id", "id": Directory::OPS_GROUP}, {"type": "user_id", "id": "user002"}]),
+        json!({"type": "template", "template_id": "tpl-123.schema", "params": {"title": "Build", "count": 3}}),
+    ))
+    .await;
+    let result = bed.result("c-tpl").await;
+    assert_eq!(result.status, Status::Ok, "{result:?}");
+    assert!(result.targets.iter().all(|t| t.ok));
+    assert_eq!(result.card_biz_id.as_deref(), Some("c-tpl"));
+    let instance = bed
+        .sim
+        .state()
+        .card_instance(APP_A, "c-tpl")
+        .expect("card instance created");
+    assert_eq!(instance.card_param_map["count"], "3");
+    assert_eq!(
+        instance.callback_route_key.as_deref(),
+        Some("dingtalk-gateway-acme")
+    );
+    assert_eq!(instance.deliveries.len(), 2);
+    let deliver = calls(&bed, Api::CardDeliver);
+    assert_eq!(
+        deliver[0]["openSpaceId"],
+        format!(
+            "dtv1.card//IM_GROUP.{};IM_ROBOT.user002",
+            Directory::OPS_GROUP
+        )
+    );
+}
+
+#[tokio::test]
+async fn flow_controlled_ids_are_sent_again_and_only_those() {
+    let bed = Bed::start().await;
+    bed.sim
+        .state()
+        .add_fault(
+            Fault::once(FaultKind::FlowControl {
+                user_ids: vec!["user002".into()],
+            })
+            .on(Api::RobotBatchSend),
+        )
+        .unwrap();
+    bed.publish(&send(
+        "c-flow",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}, {"type": "user_id", "id": "user002"}]),
+        text("hi"),
+    ))
+    .await;
+    let result = bed.result("c-flow").await;
+    assert_eq!(result.status, Status::Ok);
+    assert!(result.targets.iter().all(|t| t.ok), "{result:?}");
+    let sends = calls(&bed, Api::RobotBatchSend);
+    let ids: Vec<&Value> = sends.iter().map(|b| &b["userIds"]).collect();
+    assert_eq!(ids, [&json!(["user001", "user002"]), &json!(["user002"])]);
+    let delivered: Vec<_> = bed
+        .sim
+        .state()
+        .messages()
+        .into_iter()
+        .filter(|m| m.content["content"] == "hi")
+        .collect();
+    assert_eq!(delivered.len(), 2, "user001 once, user002 once");
+}
+
+#[tokio::test]
+async fn a_missing_permission_fails_without_retry_and_is_dead_lettered() {
+    let bed = Bed::start().await;
+    bed.sim
+        .state()
+        .add_fault(Fault::once(FaultKind::Permission60011).on(Api::RobotBatchSend))
+        .unwrap();
+    bed.publish(&send(
+        "c-perm",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}]),
+        text("hi"),
+    ))
+    .await;
+    let result = bed.result("c-perm").await;
+    assert_eq!(result.status, Status::Failed);
+    let error = result.error.unwrap();
+    assert!(!error.retryable);
+    assert!(error.message.contains("permission"), "{}", error.message);
+    assert_eq!(bed.dead_letters_of("c-perm").len(), 1);
+    assert_eq!(
+        bed.sim
+            .state()
+            .rejected(&CallFilter::api(Api::RobotBatchSend))
+            .len(),
+        1,
+        "not retried"
+    );
+}
+
+#[tokio::test]
+async fn files_are_fetched_from_allowed_hosts_uploaded_and_sent_as_sample_file() {
+    let host = file_server(vec![
+        ("report.pdf", b"%PDF-1.4 quarterly".to_vec()),
+        ("huge.bin", vec![7u8; 10 * 1024 * 1024 + 1]),
+    ])
+    .await;
+    let bed = Bed::with(Options {
+        media_allowlist: Some(host.clone()),
+        ..Options::default()
+    })
+    .await;
+    let file = |url: String| json!({"type": "file", "url": url});
+    let to = json!([{"type": "user_id", "id": "user001"}]);
+    bed.publish(&send(
+        "c-file",
+        "acme",
+        to.clone(),
+        file(format!("http://{host}/files/report.pdf")),
+    ))
+    .await;
+    let result = bed.result("c-file").await;
+    assert_eq!(result.status, Status::Ok, "{result:?}");
+    let uploads = calls(&bed, Api::MediaUpload);
+    assert_eq!(uploads.len(), 1);
+    assert_eq!(uploads[0]["type"], "file");
+    let send_body = &calls(&bed, Api::RobotBatchSend)[0];
+    assert_eq!(send_body["msgKey"], "sampleFile");
+    let param: Value = serde_json::from_str(send_body["msgParam"].as_str().unwrap()).unwrap();
+    assert_eq!(param["fileName"], "report.pdf");
+    assert_eq!(param["fileType"], "pdf");
+    let media = bed
+        .sim
+        .state()
+        .media(param["mediaId"].as_str().unwrap())
+        .expect("uploaded");
+    assert_eq!(media.bytes, Bytes::from_static(b"%PDF-1.4 quarterly"));
+
+    bed.publish(&send(
+        "c-huge",
+        "acme",
+        to.clone(),
+        file(format!("http://{host}/files/huge.bin")),
+    ))
+    .await;
+    assert_eq!(
+        bed.result("c-huge").await.error.unwrap().code,
+        "media_too_large"
+    );
+    bed.publish(&send(
+        "c-foreign",
+        "acme",
+        to.clone(),
+        file("http://example.org/files/report.pdf".into()),
+    ))
+    .await;
+    assert_eq!(
+        bed.result("c-foreign").await.error.unwrap().code,
+        "media_url_refused"
+    );
+    assert_eq!(calls(&bed, Api::MediaUpload).len(), 1);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}

@@ -1,0 +1,295 @@
+//! `op: update` and `op: recall`: order, supersession, waiting for the target, degraded resend,
+//! and the card callback registration that card sends trigger.
+
+mod support;
+
+use std::time::Duration;
+
+use common::bus::result::Status;
+use dingtalk_sim::{Api, CallFilter, Directory, Fault, FaultKind};
+use serde_json::{json, Value};
+use support::{send, text, Bed, Options, APP_A};
+
+fn update(id: &str, target: &str, text: &str) -> Value {
+    json!({"v": 1, "id": id, "integration_id": "acme", "op": "update", "target": target,
+           "message": {"type": "markdown", "title": "Status", "text": text}})
+}
+
+fn recall(id: &str, target: &str) -> Value {
+    json!({"v": 1, "id": id, "integration_id": "acme", "op": "recall", "target": target})
+}
+
+fn card_text(bed: &Bed, card_biz_id: &str) -> (String, u32) {
+    let card = bed
+        .sim
+        .state()
+        .standard_cards()
+        .into_iter()
+        .find(|c| c.card_biz_id == card_biz_id)
+        .expect("card sent");
+    (
+        card.card_data["contents"][0]["text"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        card.updates,
+    )
+}
+
+#[tokio::test]
+async fn an_updatable_send_is_a_card_that_an_update_changes_in_place() {
+    let bed = Bed::start().await;
+    let mut command = send(
+        "c-up",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}]),
+        text("building…"),
+    );
+    command["updatable"] = json!(true);
+    bed.publish(&command).await;
+    assert_eq!(
+        bed.result("c-up").await.card_biz_id.as_deref(),
+        Some("c-up")
+    );
+    bed.publish(&update("c-up-1", "c-up", "built")).await;
+    let result = bed.result("c-up-1").await;
+    assert_eq!(result.status, Status::Ok, "{result:?}");
+    assert!(!result.degraded);
+    assert_eq!(result.targets[0].recipient.id, "user001");
+    assert_eq!(card_text(&bed, "c-up"), ("built".to_owned(), 1));
+    let updates = bed
+        .sim
+        .state()
+        .calls(&CallFilter::api(Api::StandardCardUpdate));
+    assert_eq!(updates[0].body["cardBizId"], "c-up");
+}
+
+#[tokio::test]
+async fn updates_wait_for_their_target_apply_in_order_and_older_queued_ones_are_superseded() {
+    let bed = Bed::start().await;
+    // The send is slow: every update is published while it is still running.
+    bed.sim
+        .state()
+        .add_fault(Fault::once(FaultKind::Slow { ms: 800 }).on(Api::StandardCardSend))
+        .unwrap();
+    let mut command = send(
+        "c-stream",
+        "acme",
+        json!([{"type": "chat_id", "id": Directory::OPS_GROUP}]),
+        text("…"),
+    );
+    command["updatable"] = json!(true);
+    bed.publish(&command).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for n in 1..=5 {
+        bed.publish(&update(
+            &format!("c-stream-{n}"),
+            "c-stream",
+            &format!("token {n}"),
+        ))
+        .await;
+    }
+    assert_eq!(bed.result("c-stream").await.status, Status::Ok);
+    let statuses: Vec<Status> = futures::future::join_all((1..=5).map(|n| {
+        let bed = &bed;
+        async move { bed.result(&format!("c-stream-{n}")).await.status }
+    }))
+    .await;
+    assert_eq!(statuses[4], Status::Ok, "the newest update applies");
+    assert!(
+        statuses[..4].iter().all(|s| *s == Status::Superseded),
+        "{statuses:?}"
+    );
+    let (text, updates) = card_text(&bed, "c-stream");
+    assert_eq!(text, "token 5");
+    assert_eq!(updates, 1, "superseded updates never reached DingTalk");
+
+    // Once the target is done, updates apply one by one in publication order.
+    for n in 6..=8 {
+        bed.publish(&update(
+            &format!("c-stream-{n}"),
+            "c-stream",
+            &format!("token {n}"),
+        ))
+        .await;
+        let status = bed.result(&format!("c-stream-{n}")).await.status;
+        assert_eq!(status, Status::Ok);
+    }
+    assert_eq!(card_text(&bed, "c-stream").0, "token 8");
+}
+
+#[tokio::test]
+async fn updating_a_plain_message_fails_not_updatable_unless_it_degrades_to_resend() {
+    let bed = Bed::start().await;
+    bed.publish(&send(
+        "c-plain",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}]),
+        text("v1"),
+    ))
+    .await;
+    let sent = bed.result("c-plain").await;
+    let first_key = sent.process_query_key.clone().unwrap();
+    bed.publish(&update("c-plain-1", "c-plain", "v2")).await;
+    let result = bed.result("c-plain-1").await;
+    assert_eq!(result.status, Status::Failed);
+    assert_eq!(result.error.unwrap().code, "not_updatable");
+
+    let mut degrade = update("c-plain-2", "c-plain", "v2");
+    degrade["degrade"] = json!("resend");
+    bed.publish(&degrade).await;
+    let result = bed.result("c-plain-2").await;
+    assert_eq!(result.status, Status::Ok, "{result:?}");
+    assert!(result.degraded);
+    let messages = bed.sim.state().messages();
+    let old = messages
+        .iter()
+        .find(|m| m.process_query_key == first_key)
+        .unwrap();
+    assert!(old.recalled, "the old message was recalled");
+    let resent: Vec<_> = messages
+        .iter()
+        .filter(|m| m.content["text"] == "v2")
+        .collect();
+    assert_eq!(resent.len(), 1, "and the new content sent once");
+    assert!(!resent[0].recalled);
+
+    // A recall of the original now withdraws the resent message.
+    bed.publish(&recall("c-plain-recall", "c-plain")).await;
+    assert_eq!(bed.result("c-plain-recall").await.status, Status::Ok);
+    let again = bed.sim.state().messages();
+    assert!(
+        again
+            .iter()
+            .find(|m| m.content["text"] == "v2")
+            .unwrap()
+            .recalled
+    );
+}
+
+#[tokio::test]
+async fn recall_withdraws_one_to_one_and_group_messages_by_their_process_query_keys() {
+    let bed = Bed::start().await;
+    bed.publish(&send(
+        "c-r",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}, {"type": "user_id", "id": "user002"}, {"type": "chat_id", "id": Directory::OPS_GROUP}]),
+        text("oops"),
+    ))
+    .await;
+    assert_eq!(bed.result("c-r").await.status, Status::Ok);
+    bed.publish(&recall("c-r-recall", "c-r")).await;
+    let result = bed.result("c-r-recall").await;
+    assert_eq!(result.status, Status::Ok, "{result:?}");
+    assert_eq!(result.targets.len(), 3);
+    assert!(result.targets.iter().all(|t| t.ok));
+    let one_to_one = bed
+        .sim
+        .state()
+        .calls(&CallFilter::api(Api::RobotBatchRecall));
+    assert_eq!(one_to_one.len(), 1);
+    assert_eq!(
+        one_to_one[0].body["processQueryKeys"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let group = bed.sim.state().calls(&CallFilter::api(Api::GroupRecall));
+    assert_eq!(group[0].body["openConversationId"], Directory::OPS_GROUP);
+    assert!(bed
+        .sim
+        .state()
+        .messages()
+        .iter()
+        .filter(|m| m.content["content"] == "oops")
+        .all(|m| m.recalled));
+}
+
+#[tokio::test]
+async fn an_update_of_an_unknown_target_fails_after_waiting() {
+    let bed = Bed::start().await;
+    bed.publish(&recall("c-r-none", "never-sent")).await;
+    // It waits for the target (the send may still be queued) for TARGET_WAIT; the result is not
+    // published meanwhile.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(bed.results_of("c-r-none").is_empty());
+}
+
+#[tokio::test]
+async fn the_first_card_registers_the_callback_url_once() {
+    let bed = Bed::with(Options {
+        public_base_url: Some("https://bot.example.com".into()),
+        ..Options::default()
+    })
+    .await;
+    for n in 0..3 {
+        let mut command = send(
+            &format!("c-cb-{n}"),
+            "acme",
+            json!([{"type": "user_id", "id": "user001"}]),
+            text("hi"),
+        );
+        command["updatable"] = json!(true);
+        bed.publish(&command).await;
+        assert_eq!(bed.result(&format!("c-cb-{n}")).await.status, Status::Ok);
+    }
+    bed.publish(&send(
+        "c-cb-tpl",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}]),
+        json!({"type": "template", "template_id": "tpl.schema", "params": {"a": "b"}}),
+    ))
+    .await;
+    assert_eq!(bed.result("c-cb-tpl").await.status, Status::Ok);
+    let registrations = bed
+        .sim
+        .state()
+        .calls(&CallFilter::api(Api::CardCallbackRegister));
+    assert_eq!(registrations.len(), 1, "registered once");
+    assert_eq!(
+        registrations[0].body["callbackUrl"],
+        "https://bot.example.com/api/dingtalk/webhook/acme/card"
+    );
+    assert_eq!(
+        registrations[0].body["callbackRouteKey"],
+        "dingtalk-gateway-acme"
+    );
+    let instance = bed.sim.state().card_instance(APP_A, "c-cb-tpl").unwrap();
+    assert_eq!(instance.callback_type.as_deref(), Some("HTTP"));
+    // Plain messages never register anything.
+    bed.publish(&send(
+        "c-cb-plain",
+        "beta",
+        json!([{"type": "user_id", "id": "user001"}]),
+        text("hi"),
+    ))
+    .await;
+    bed.result("c-cb-plain").await;
+    assert_eq!(
+        bed.sim
+            .state()
+            .calls(&CallFilter::api(Api::CardCallbackRegister))
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn without_a_public_base_url_cards_are_sent_and_nothing_is_registered() {
+    let bed = Bed::start().await;
+    let mut command = send(
+        "c-nourl",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}]),
+        text("hi"),
+    );
+    command["updatable"] = json!(true);
+    bed.publish(&command).await;
+    assert_eq!(bed.result("c-nourl").await.status, Status::Ok);
+    assert!(bed
+        .sim
+        .state()
+        .calls(&CallFilter::api(Api::CardCallbackRegister))
+        .is_empty());
+}
