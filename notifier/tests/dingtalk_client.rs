@@ -12,7 +12,7 @@ use dingtalk_sim::{
     RunningSim, Session, SimConfig, Simulator,
 };
 use notifier::dingtalk::{
-    Api, ApiCall, App, CallBody, DingTalk, DingTalkError, DingTalkOptions, Target,
+    Api, ApiCall, App, Budget, CallBody, DingTalk, DingTalkError, DingTalkOptions, Target,
 };
 use serde_json::{json, Value};
 use test_harness::RedisServer;
@@ -176,6 +176,44 @@ async fn two_replicas_refresh_a_missing_token_once() {
         "single-flight across replicas"
     );
     assert_eq!(world.accepted(SimApi::GroupSend), 8);
+}
+
+#[tokio::test]
+async fn token_is_refreshed_before_it_expires() {
+    let mut config = SimConfig::local();
+    config.limits.token_lifetime = Duration::from_secs(4);
+    let world = World::with(config).await;
+    let client = world.client().await;
+    client.call(&app(20), group_send("first")).await.unwrap();
+    // The margin (5 min) exceeds the lifetime, so refreshing starts at half-life (2 s).
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    client.call(&app(20), group_send("second")).await.unwrap();
+    assert_eq!(world.accepted(SimApi::NewToken), 2);
+    assert_eq!(
+        world.rejected(SimApi::GroupSend),
+        0,
+        "never sent an expired token"
+    );
+}
+
+#[tokio::test]
+async fn a_lapsed_lock_of_a_crashed_replica_is_taken_over() {
+    let world = World::start().await;
+    // A replica took the lock and died before writing a token.
+    let _: redis::Value = world
+        .redis_get(&["SET", "dtg:token-lock:acme:dingA:new", "dead", "PX", "600"])
+        .await;
+    let client = world.client().await;
+    let started = Instant::now();
+    client
+        .call(&app(20), group_send("after the lock lapses"))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "waited for the holder"
+    );
+    assert_eq!(world.accepted(SimApi::NewToken), 1);
 }
 
 #[tokio::test]
@@ -509,6 +547,41 @@ async fn try_acquire_from_many_tasks_never_exceeds_the_limit_in_any_second() {
     );
     // 3.5 s at 10 per 1.1 s: four windows started, the fourth maybe partly.
     assert!((31..=40).contains(&taken.len()), "{} permits", taken.len());
+}
+
+#[tokio::test]
+async fn the_ip_budget_is_shared_by_every_app_and_api() {
+    let world = World::start().await;
+    let client = world
+        .replica(DingTalkOptions {
+            ip_budget: Budget {
+                calls: 5,
+                per: Duration::from_secs(20),
+            },
+            ..fast()
+        })
+        .await;
+    let other = Target::App(App {
+        integration_id: "other".into(),
+        client_id: "dingB".into(),
+        client_secret: Secret::new("secretB"),
+        robot_code: "dingB".into(),
+        qps_limit: 20,
+    });
+    for (target, api) in [
+        (app(20), Api::GroupSend),
+        (app(20), Api::BatchSend),
+        (app(20), Api::ListSimple),
+        (other.clone(), Api::GroupSend),
+        (other.clone(), Api::UserList),
+    ] {
+        assert_eq!(client.try_acquire(&target, api).await, Ok(()), "{api}");
+    }
+    let wait = client
+        .try_acquire(&other, Api::DeptListSub)
+        .await
+        .unwrap_err();
+    assert!(wait > Duration::from_secs(19), "{wait:?}");
 }
 
 #[tokio::test]

@@ -4,11 +4,11 @@
 //! command engine and DingTalk's answer:
 //!
 //! * **rate limits** shared by every replica through Redis: per (app, API) QPS, the per-egress-IP
-//!   budget and the custom robot's 20 messages a minute ([`limiter`]);
+//!   budget and the custom robot's 20 messages a minute (`limiter`);
 //! * **access tokens**, cached in-process and in Redis, refreshed once across replicas
 //!   (`token`);
 //! * **answer classification** (PROTOCOL §6.1/§6.2) and the **retry policy** of §6.4
-//!   ([`classify`], [`retry`]);
+//!   (`classify`, `retry`);
 //! * per-integration **usage** counters and metrics.
 //!
 //! The engine sees only a JSON body or a final [`DingTalkError`].
@@ -265,14 +265,17 @@ impl DingTalk {
         };
         let idempotent = call.idempotent();
         let mut tried = Tried::default();
-        let mut prepaid = self.take_prepaid(&plan.bucket);
+        let mut first_attempt = true;
         let mut redis = self.inner.redis.clone();
         loop {
             let token = match (target, call.api.token_kind()) {
                 (Target::App(app), Some(kind)) => Some((app, kind, self.token(app, kind).await?)),
                 _ => None,
             };
-            if !std::mem::take(&mut prepaid) {
+            // A permit from `try_acquire` serves only the first attempt, and only if still
+            // fresh now that the token is in hand (a late permit could break a window).
+            let prepaid = std::mem::take(&mut first_attempt) && self.take_prepaid(&plan.bucket);
+            if !prepaid {
                 self.wait_permit(&plan, call.api, &mut tried).await?;
             }
             let request = http::build(
