@@ -15,7 +15,9 @@
 //!    `pending` in Redis before the call and replaced by its outcome after it. A redelivered
 //!    command skips finished steps, and a step left `pending` (the process died between the call
 //!    and the record) is never blindly repeated: cards are probed, anything else is reported
-//!    `failed` with `retryable: true` and code `outcome_unknown`.
+//!    `failed` with `retryable: true` and code `outcome_unknown`. (`readStatus` cannot help here:
+//!    a `processQueryKey` only exists in the answer that was lost, and once an answer is
+//!    recorded the step is no longer in doubt.)
 //! 6. **Finish**: the result (and what a send delivered) is stored, then published; the worker
 //!    acks only after the publish was confirmed.
 //!

@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `dtg:ntf:cmd:{integration}:{command_id}` | hash | `result` (the final result JSON), `step:{key}` (`pending` before a DingTalk call, its outcome after), `media` (an uploaded media id) |
 //! | `dtg:ntf:lock:{integration}:{command_id}` | string | the replica executing the command (a lease) |
+//! | `dtg:ntf:lock:{integration}:order:{target}` | string | the replica applying an update to `target` (a lease) |
 //! | `dtg:ntf:sent:{integration}:{command_id}` | string | what a send delivered, for later updates and recalls ([`SentRecord`]) |
 //! | `dtg:ntf:order:{integration}:{target}` | string | the stream sequence of the newest update of a target |
 //! | `dtg:ntf:union:{integration}:{union_id}` | string | the userId of a unionId (24 h) |

@@ -386,12 +386,16 @@ impl Engine {
                     let outcome = match self.call(&ctx.app, send()).await? {
                         Ok(answer) => delivered(&answer),
                         Err(err) if err.rejected() => TargetOutcome::Failed(err.error),
-                        Err(err) => match self.probe_card(ctx, card_biz_id, card_data).await? {
-                            Some(answer) => delivered(&answer),
-                            None => match self.call(&ctx.app, send()).await? {
+                        // Outcome unknown: the card may exist. Only when DingTalk says it
+                        // does not is it sent again; a probe that cannot be made leaves the
+                        // outcome unknown (never abandoned, so never re-sent blindly).
+                        Err(err) => match self.probe_card(ctx, card_biz_id, card_data).await {
+                            Ok(Some(answer)) => delivered(&answer),
+                            Ok(None) => match self.call(&ctx.app, send()).await? {
                                 Ok(answer) => delivered(&answer),
                                 Err(_) => TargetOutcome::Failed(err.error),
                             },
+                            Err(Later(_)) => TargetOutcome::Failed(err.error),
                         },
                     };
                     Ok(all(&targets, outcome))

@@ -502,3 +502,71 @@ async fn files_are_fetched_from_allowed_hosts_uploaded_and_sent_as_sample_file()
     assert_eq!(calls(&bed, Api::MediaUpload).len(), 1);
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+#[tokio::test]
+async fn a_robot_send_whose_answer_is_lost_is_not_sent_again() {
+    let bed = Bed::start().await;
+    bed.sim
+        .state()
+        .add_fault(Fault::once(FaultKind::Http500).on(Api::RobotBatchSend))
+        .unwrap();
+    bed.publish(&send(
+        "c-500",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}]),
+        text("maybe"),
+    ))
+    .await;
+    let result = bed.result("c-500").await;
+    assert_eq!(result.status, Status::Failed);
+    let error = result.error.unwrap();
+    assert_eq!(error.code, "outcome_unknown");
+    assert!(error.retryable);
+    assert!(
+        bed.dead_letters_of("c-500").is_empty(),
+        "retryable: not a dead letter"
+    );
+    let attempts = bed
+        .sim
+        .state()
+        .rejected(&CallFilter::api(Api::RobotBatchSend))
+        .len()
+        + calls(&bed, Api::RobotBatchSend).len();
+    assert_eq!(attempts, 1, "never re-sent blindly");
+}
+
+#[tokio::test]
+async fn a_card_send_whose_answer_is_lost_is_checked_then_sent_once() {
+    let bed = Bed::start().await;
+    bed.sim
+        .state()
+        .add_fault(Fault::once(FaultKind::Http500).on(Api::StandardCardSend))
+        .unwrap();
+    let mut command = send(
+        "c-card-500",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}]),
+        text("card"),
+    );
+    command["updatable"] = json!(true);
+    bed.publish(&command).await;
+    let result = bed.result("c-card-500").await;
+    assert_eq!(result.status, Status::Ok, "{result:?}");
+    assert_eq!(
+        bed.sim
+            .state()
+            .rejected(&CallFilter::api(Api::StandardCardUpdate))
+            .len(),
+        1,
+        "probed: DingTalk did not know the cardBizId"
+    );
+    assert_eq!(calls(&bed, Api::StandardCardSend).len(), 1);
+    let cards: Vec<_> = bed
+        .sim
+        .state()
+        .standard_cards()
+        .into_iter()
+        .filter(|c| c.card_biz_id == "c-card-500")
+        .collect();
+    assert_eq!(cards.len(), 1);
+}

@@ -157,6 +157,15 @@ impl Bed {
         self.notifier = Some((shutdown, running));
     }
 
+    /// Starts one more replica of the notifier on the same NATS, Redis and simulator.
+    pub async fn another_replica(&self) -> (Shutdown, notifier::Running) {
+        let shutdown = Shutdown::new();
+        let running = notifier::start(&self.config, &shutdown)
+            .await
+            .expect("replica starts");
+        (shutdown, running)
+    }
+
     /// Kills the notifier at once (as a crash would): its tasks are aborted mid-command and its
     /// connections dropped; nothing is acked or cleaned up.
     pub async fn kill_notifier(&mut self) {

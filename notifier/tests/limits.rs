@@ -1,0 +1,108 @@
+//! The client layer's guarantees seen end to end through commands: token expiry, throttling and
+//! one shared rate limit across replicas.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use common::bus::result::Status;
+use dingtalk_sim::{Api, CallFilter, Fault, FaultKind};
+use serde_json::json;
+use support::{send, text, Bed};
+
+fn delivered(bed: &Bed, content: &str) -> usize {
+    bed.sim
+        .state()
+        .messages()
+        .iter()
+        .filter(|m| m.content["content"] == content)
+        .count()
+}
+
+#[tokio::test]
+async fn a_token_that_expires_mid_run_is_refreshed_and_the_command_succeeds_once() {
+    let bed = Bed::start().await;
+    let to = json!([{"type": "user_id", "id": "user001"}]);
+    bed.publish(&send("c-t1", "acme", to.clone(), text("before")))
+        .await;
+    assert_eq!(bed.result("c-t1").await.status, Status::Ok);
+    bed.sim
+        .state()
+        .add_fault(Fault::once(FaultKind::ExpireTokens))
+        .unwrap();
+    bed.publish(&send("c-t2", "acme", to, text("after"))).await;
+    let result = bed.result("c-t2").await;
+    assert_eq!(result.status, Status::Ok, "{result:?}");
+    assert_eq!(delivered(&bed, "after"), 1);
+    assert_eq!(
+        bed.sim.state().calls(&CallFilter::api(Api::NewToken)).len(),
+        2,
+        "one refresh"
+    );
+}
+
+#[tokio::test]
+async fn a_throttled_send_is_retried_and_delivered_once() {
+    let bed = Bed::start().await;
+    bed.sim
+        .state()
+        .add_fault(Fault::once(FaultKind::QpsLimit).on(Api::RobotBatchSend))
+        .unwrap();
+    bed.publish(&send(
+        "c-q",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}]),
+        text("throttled once"),
+    ))
+    .await;
+    let result = bed.result("c-q").await;
+    assert_eq!(result.status, Status::Ok, "{result:?}");
+    assert_eq!(
+        bed.sim
+            .state()
+            .rejected(&CallFilter::api(Api::RobotBatchSend))
+            .len(),
+        1
+    );
+    assert_eq!(delivered(&bed, "throttled once"), 1);
+}
+
+#[tokio::test]
+async fn two_replicas_share_one_rate_limit() {
+    let bed = Bed::start().await;
+    let _second = bed.another_replica().await;
+    const N: usize = 60;
+    let started = Instant::now();
+    for n in 0..N {
+        let command = send(
+            &format!("r-{n}"),
+            "acme",
+            json!([{"type": "user_id", "id": "user001"}]),
+            text(&format!("r {n}")),
+        );
+        bed.publish(&command).await;
+    }
+    for n in 0..N {
+        assert_eq!(
+            bed.result_within(&format!("r-{n}"), Duration::from_secs(30))
+                .await
+                .status,
+            Status::Ok
+        );
+    }
+    let took = started.elapsed();
+    let refused = bed
+        .sim
+        .state()
+        .rejected(&CallFilter::api(Api::RobotBatchSend));
+    assert!(
+        refused.is_empty(),
+        "DingTalk's 20 QPS was never exceeded: {refused:?}"
+    );
+    for n in 0..N {
+        assert_eq!(delivered(&bed, &format!("r {n}")), 1);
+    }
+    // 60 calls at 20 a second need at least two full seconds after the first twenty.
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+    eprintln!("{N} sends through two replicas in {took:?}");
+}
