@@ -641,3 +641,32 @@ async fn an_event_out_of_deliveries_is_dead_lettered_and_frees_its_conversation(
         .await;
     assert!(world.answer("acme:m2").await.ends_with(": next"));
 }
+
+#[tokio::test]
+async fn an_answer_slower_than_the_ack_wait_is_kept_alive_not_redelivered() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), None).await;
+    world.expert.set_default(Behavior {
+        delay: Duration::from_secs(5),
+        ..Behavior::not_streaming()
+    });
+    // Progress every third of the 2 s ack wait keeps the 5 s run's event ours.
+    let _d = world.dispatcher(&[("DISPATCHER_ACK_WAIT", "2s")]).await;
+
+    world
+        .publish(&private("acme", "m1", "u1", "slow"), None)
+        .await;
+    assert_eq!(world.answer("acme:m1").await, "echo #1: slow");
+    assert_eq!(world.expert.runs().len(), 1);
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = world
+        .js
+        .get_stream("DINGTALK_EVENTS")
+        .await
+        .unwrap()
+        .get_consumer("dispatcher")
+        .await
+        .unwrap();
+    let info = consumer.info().await.unwrap();
+    // One delivery in all: a redelivery would have counted a second.
+    assert_eq!(info.delivered.consumer_sequence, 1, "{info:?}");
+}
