@@ -51,11 +51,12 @@ impl std::fmt::Debug for Claims {
     }
 }
 
-/// Take the lease unless the event is done or someone else holds it; re-entrant for its owner.
+/// Take the lease unless the event is done or held, even by this replica: a second delivery to
+/// the replica still working on the event waits for the first instead of joining it.
 const ACQUIRE: &str = r#"
 local v = redis.call('GET', KEYS[1])
 if v == 'done' then return 'done' end
-if v == false or v == ARGV[1] then
+if v == false then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 'acquired'
 end

@@ -488,7 +488,10 @@ impl Consumer {
         headers.insert(dlq_headers::REASON, format!("{code}: {detail}").as_str());
         headers.insert(dlq_headers::ATTEMPTS, attempts.to_string().as_str());
         let sequence = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-        headers.insert(MSG_ID_HEADER, format!("dispatcher:{sequence}").as_str());
+        headers.insert(
+            MSG_ID_HEADER,
+            crate::exhausted::dead_letter_id(sequence).as_str(),
+        );
         let publish = async {
             self.jetstream
                 .publish_with_headers(

@@ -6,6 +6,7 @@
 //! * [`claims`] — exactly one expert run per event;
 //! * [`routing`] — which events count, who is answered, which expert answers (pure);
 //! * [`dispatch`] — one event's work: thread, run, retries, answer;
+//! * [`exhausted`] — dead letters for events JetStream stopped delivering;
 //! * [`expert`] — the Agent Protocol client and its SSE stream;
 //! * [`answer`] — commands for the notifier, and the pacing of card updates;
 //! * [`throttle`] — slower updates while the notifier reports throttling;
@@ -19,6 +20,7 @@ pub mod claims;
 pub mod config;
 pub mod consumer;
 pub mod dispatch;
+pub mod exhausted;
 pub mod expert;
 pub mod metrics;
 pub mod ordering;
@@ -42,7 +44,8 @@ pub struct Running {
     /// This replica's id (the owner of its claims and of the fetch lock).
     pub replica: String,
     consumer: JoinHandle<()>,
-    throttle: JoinHandle<()>,
+    /// The throttling and max-deliveries listeners.
+    listeners: Vec<JoinHandle<()>>,
 }
 
 /// Starts the dispatcher: connects, provisions the bus streams and the shared consumer, serves
@@ -73,6 +76,21 @@ pub async fn start(config: &Config, shutdown: &Shutdown) -> Result<Running, Star
             retry_backoff: config.expert.retry_backoff,
         },
     };
+    let ordering = ordering::Ordering::new(foundation.redis.clone(), &replica);
+    let listeners = vec![
+        tokio::spawn(
+            throttle
+                .clone()
+                .listen(foundation.nats.clone(), shutdown.clone()),
+        ),
+        tokio::spawn(exhausted::watch(
+            foundation.nats.clone(),
+            foundation.jetstream.clone(),
+            ordering.clone(),
+            config.consumer.clone(),
+            shutdown.clone(),
+        )),
+    ];
     let consumer = consumer::Consumer {
         dispatcher: Arc::new(dispatcher),
         claims: claims::Claims::new(
@@ -81,19 +99,18 @@ pub async fn start(config: &Config, shutdown: &Shutdown) -> Result<Running, Star
             config.claim_lease,
             config.done_retention,
         ),
-        ordering: ordering::Ordering::new(foundation.redis.clone(), &replica),
+        ordering,
         jetstream: foundation.jetstream.clone(),
         settings,
     };
     let drain = config.common.shutdown_timeout;
     let consumer = tokio::spawn(consumer.run(pull, shutdown.clone(), drain));
-    let throttle = tokio::spawn(throttle.listen(foundation.nats.clone(), shutdown.clone()));
     tracing::info!(%replica, concurrency = config.concurrency, "dispatching events");
     Ok(Running {
         foundation,
         replica,
         consumer,
-        throttle,
+        listeners,
     })
 }
 
@@ -104,7 +121,9 @@ impl Running {
         common::shutdown::drain(
             async {
                 let _ = self.consumer.await;
-                let _ = self.throttle.await;
+                for listener in self.listeners {
+                    let _ = listener.await;
+                }
                 let _ = self.foundation.ops.task.await;
             },
             limit,
@@ -116,7 +135,9 @@ impl Running {
     /// Stops at once, as a crash would: nothing in flight is acked, no claim is released.
     pub fn abort(self) {
         self.consumer.abort();
-        self.throttle.abort();
+        for listener in &self.listeners {
+            listener.abort();
+        }
         self.foundation.ops.task.abort();
     }
 }

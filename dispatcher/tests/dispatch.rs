@@ -594,3 +594,79 @@ async fn throttling_reported_by_the_notifier_thins_out_updates_but_not_the_final
         "{intermediate} updates: {commands:#?}"
     );
 }
+
+#[tokio::test]
+async fn an_event_out_of_deliveries_is_dead_lettered_and_frees_its_conversation() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), None).await;
+    world.expert.script(Behavior {
+        delay: Duration::from_secs(30),
+        ..Behavior::default()
+    });
+    // One delivery only: the replica holding the event dies, nobody gets it again.
+    let overrides = [("DISPATCHER_MAX_DELIVER", "1"), ("THINKING_DELAY", "0s")];
+    let mut first = world.dispatcher(&overrides).await;
+    world
+        .publish(&private("acme", "m1", "u1", "stuck"), None)
+        .await;
+    world
+        .wait_commands(Duration::from_secs(10), |c| {
+            !of_event(c, "acme:m1").is_empty()
+        })
+        .await;
+    first.kill();
+    let _second = world.dispatcher(&overrides).await;
+
+    let start = std::time::Instant::now();
+    let letters = loop {
+        let letters = world.dead_letters().await;
+        if !letters.is_empty() {
+            break letters;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "no dead letter");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (subject, headers, body) = &letters[0];
+    assert_eq!(subject, "dingtalk.dlq.dispatcher.acme");
+    assert!(headers
+        .get(dlq_headers::REASON)
+        .unwrap()
+        .as_str()
+        .starts_with("max_deliveries:"));
+    let original: serde_json::Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(original["id"], "acme:m1");
+    // The conversation is not blocked behind the dead event.
+    world
+        .publish(&private("acme", "m2", "u1", "next"), None)
+        .await;
+    assert!(world.answer("acme:m2").await.ends_with(": next"));
+}
+
+#[tokio::test]
+async fn an_answer_slower_than_the_ack_wait_is_kept_alive_not_redelivered() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), None).await;
+    world.expert.set_default(Behavior {
+        delay: Duration::from_secs(5),
+        ..Behavior::not_streaming()
+    });
+    // Progress every third of the 2 s ack wait keeps the 5 s run's event ours.
+    let _d = world.dispatcher(&[("DISPATCHER_ACK_WAIT", "2s")]).await;
+
+    world
+        .publish(&private("acme", "m1", "u1", "slow"), None)
+        .await;
+    assert_eq!(world.answer("acme:m1").await, "echo #1: slow");
+    assert_eq!(world.expert.runs().len(), 1);
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = world
+        .js
+        .get_stream("DINGTALK_EVENTS")
+        .await
+        .unwrap()
+        .get_consumer("dispatcher")
+        .await
+        .unwrap();
+    let info = consumer.info().await.unwrap();
+    // One delivery in all: a redelivery would have counted a second.
+    assert_eq!(info.delivered.consumer_sequence, 1, "{info:?}");
+}
