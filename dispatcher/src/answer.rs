@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::Context;
 use async_nats::HeaderMap;
 use common::bus::command::{Command, Degrade, Operation, OutboundMessage, Send, Update};
-use common::bus::{subjects, MSG_ID_HEADER, V1};
+use common::bus::{subjects, Timestamp, MSG_ID_HEADER, V1};
 use common::registry::{IntegrationId, Language};
 
 use crate::routing::{command_id, ReplyTarget};
@@ -170,6 +170,17 @@ impl<'a> Reply<'a> {
     }
 
     async fn publish(&mut self, command: Command) -> Result<(), PublishError> {
+        if self.target.expired(Timestamp::now()) {
+            // The run outlived the session webhook (an external contact's only way back):
+            // DingTalk would refuse the call, so say so here instead of sending it.
+            crate::metrics::undeliverable("session_webhook_expired");
+            tracing::warn!(
+                event = self.event_id,
+                command = %command.id,
+                "the answer cannot be delivered: the conversation's session webhook expired during the run"
+            );
+            return Ok(());
+        }
         self.commands.publish(&command).await?;
         if !self.first_published {
             self.first_published = true;

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
-use async_nats::jetstream::{AckKind, Context, Message};
+use async_nats::jetstream::stream::RawMessageErrorKind;
+use async_nats::jetstream::{AckKind, Context, ErrorCode, Message};
 use async_nats::HeaderMap;
 use common::bus::event::{ConversationType, Event, EventBody};
 use common::bus::streams::{self, ProvisionError};
@@ -26,7 +27,7 @@ use tracing::Instrument;
 
 use crate::claims::{Claim, ClaimState, Claims};
 use crate::dispatch::{Dispatcher, Outcome};
-use crate::ordering::{queue_key, ChatSeen, Ordering, Registration};
+use crate::ordering::{queue_key, ChatSeen, FetchLock, Interrupted, Ordering, Registration};
 use crate::routing::{decide, Decision, Work};
 
 /// Most messages pulled at once.
@@ -35,13 +36,19 @@ const MAX_BATCH: usize = 64;
 const FETCH_EXPIRES: Duration = Duration::from_millis(500);
 /// How long the fetch lock outlives a replica that died holding it.
 const FETCH_LOCK_TTL: Duration = Duration::from_secs(5);
-/// Pause between attempts to take the fetch lock.
+/// First pause after finding the fetch lock taken; doubled while it stays taken, up to
+/// [`LOCK_RETRY_MAX`], so idle replicas do not hammer Redis while one of them waits for messages.
 const LOCK_RETRY: Duration = Duration::from_millis(5);
+/// Longest pause between two attempts to take the fetch lock.
+const LOCK_RETRY_MAX: Duration = Duration::from_millis(40);
 /// Backoff after a failed pull or a Redis outage.
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest pause between two looks at a conversation's queue (bounds how late a message sees
 /// that another replica finished its predecessor).
 const TURN_POLL_MAX: Duration = Duration::from_millis(25);
+/// Most stream messages one recovery of an interrupted pull reads (the consumer's
+/// `max_ack_pending`: no more can be delivered and unsettled).
+const MAX_RECOVERY: u64 = 10_000;
 /// Delay of a redelivery after a failure of our own dependencies.
 const REDELIVERY_DELAY: Duration = Duration::from_secs(2);
 
@@ -81,7 +88,7 @@ pub async fn durable(
                 ack_policy: AckPolicy::Explicit,
                 ack_wait: settings.ack_wait,
                 max_deliver: settings.max_deliver,
-                max_ack_pending: 10_000,
+                max_ack_pending: MAX_RECOVERY as i64,
                 deliver_policy: DeliverPolicy::New,
                 filter_subject: subjects::EVENTS_ALL.to_owned(),
                 ..Default::default()
@@ -120,6 +127,7 @@ impl Consumer {
         let slots = Arc::new(Semaphore::new(self.settings.concurrency));
         let in_hand = Arc::new(Semaphore::new(self.settings.concurrency * 4));
         let mut tasks = JoinSet::new();
+        let mut lock_retry = LOCK_RETRY;
         while !shutdown.is_triggered() {
             while tasks.try_join_next().is_some() {}
             // Pull only what could start now: a free slot and room in hand.
@@ -128,11 +136,27 @@ impl Consumer {
                 free = capacity(&slots, &in_hand) => free,
             };
             let Some(permits) = free else { break };
+            let mut handled = 0;
             match self.ordering.lock_fetch(FETCH_LOCK_TTL).await {
-                Ok(true) => {}
-                Ok(false) => {
+                Ok(FetchLock::Taken) => lock_retry = LOCK_RETRY,
+                Ok(FetchLock::Interrupted(interrupted)) => {
+                    lock_retry = LOCK_RETRY;
+                    match self.recover(&consumer, &interrupted).await {
+                        Ok(last) => handled = last,
+                        Err(err) => {
+                            // Pulling now could overtake what the interrupted pull received:
+                            // leave the pull open (the lock expires) and try again.
+                            tracing::warn!(%err, "cannot recover an interrupted pull; retrying");
+                            drop(permits);
+                            tokio::time::sleep(ERROR_BACKOFF).await;
+                            continue;
+                        }
+                    }
+                }
+                Ok(FetchLock::Busy) => {
                     drop(permits);
-                    tokio::time::sleep(LOCK_RETRY).await;
+                    tokio::time::sleep(lock_retry).await;
+                    lock_retry = (lock_retry * 2).min(LOCK_RETRY_MAX);
                     continue;
                 }
                 Err(err) => {
@@ -143,9 +167,16 @@ impl Consumer {
                 }
             }
             let pulled = self
-                .pull(&consumer, permits, &slots, &mut tasks, &shutdown)
+                .pull(
+                    &consumer,
+                    permits,
+                    &slots,
+                    &mut tasks,
+                    &shutdown,
+                    &mut handled,
+                )
                 .await;
-            if let Err(err) = self.ordering.unlock_fetch().await {
+            if let Err(err) = self.ordering.unlock_fetch(handled).await {
                 tracing::warn!(%err, "cannot release the fetch lock; it expires by itself");
             }
             if let Err(err) = pulled {
@@ -161,8 +192,57 @@ impl Consumer {
         }
     }
 
+    /// Registers what an interrupted pull received and never registered: the stream's messages
+    /// above the cursor up to the consumer's last delivered sequence (see [`crate::ordering`]).
+    /// They are redelivered after the ack wait and then find their place held. Returns the last
+    /// delivered sequence, the new cursor.
+    async fn recover(
+        &self,
+        consumer: &PullConsumer,
+        interrupted: &Interrupted,
+    ) -> Result<u64, async_nats::Error> {
+        let info = consumer.get_info().await?;
+        let last = info.delivered.stream_sequence;
+        // Everything at or below the ack floor is settled; never read more than can be pending.
+        let first = (interrupted.cursor.max(info.ack_floor.stream_sequence) + 1)
+            .max(last.saturating_sub(MAX_RECOVERY) + 1);
+        let stream = self.jetstream.get_stream(streams::EVENTS).await?;
+        let mut registered = 0;
+        for sequence in first..=last {
+            let stored = match stream.get_raw_message(sequence).await {
+                Ok(stored) => stored,
+                Err(err) if no_message(err.kind()) => continue,
+                Err(err) => return Err(err.into()),
+            };
+            // Unreadable or skipped events need no place: their redelivery settles them.
+            let Ok(event) = Event::from_slice(&stored.payload) else {
+                continue;
+            };
+            let Ok(Decision::Handle(work)) = decide(&event, Timestamp::now()) else {
+                continue;
+            };
+            let registration = Registration {
+                queue: queue_key(&work.key),
+                event_id: event.id.clone(),
+                sequence,
+            };
+            self.ordering.register(Some(&registration), None).await?;
+            registered += 1;
+        }
+        crate::metrics::pull_recovered(registered);
+        tracing::warn!(
+            holder = %interrupted.holder,
+            from = first,
+            to = last,
+            registered,
+            "a replica stopped while pulling; registered the events it had received"
+        );
+        Ok(last)
+    }
+
     /// One pull under the fetch lock: every message is registered in its conversation's queue
-    /// before the lock is released, then handed to its task.
+    /// before the lock is released, then handed to its task. `handled` ends as the highest
+    /// stream sequence received.
     async fn pull(
         &self,
         consumer: &PullConsumer,
@@ -170,6 +250,7 @@ impl Consumer {
         slots: &Arc<Semaphore>,
         tasks: &mut JoinSet<()>,
         shutdown: &Shutdown,
+        handled: &mut u64,
     ) -> Result<(), async_nats::Error> {
         let mut batch = consumer
             .batch()
@@ -187,6 +268,9 @@ impl Consumer {
             };
             let message = message?;
             let received = Instant::now();
+            if let Ok(info) = message.info() {
+                *handled = (*handled).max(info.stream_sequence);
+            }
             let Some(pulled) = self.prepare(message, received).await else {
                 continue;
             };
@@ -552,6 +636,15 @@ fn group_seen(event: &Event) -> Option<ChatSeen> {
         title: message.conversation.title.clone().unwrap_or_default(),
         at: event.received_at,
     })
+}
+
+/// Whether reading a stream message failed because it is not there (deleted or expired).
+fn no_message(kind: RawMessageErrorKind) -> bool {
+    match kind {
+        RawMessageErrorKind::NoMessageFound => true,
+        RawMessageErrorKind::JetStream(err) => err.error_code() == ErrorCode::NO_MESSAGE_FOUND,
+        _ => false,
+    }
 }
 
 async fn ack(message: &Message) {

@@ -66,3 +66,16 @@ pub fn dead_letter(reason: &'static str) {
 pub fn throttle_signal() {
     ::metrics::counter!("dingtalk_gateway_dispatcher_throttle_signals_total").increment(1);
 }
+
+/// A pull interrupted by a stopped replica was recovered; `registered` events got their place.
+pub fn pull_recovered(registered: u64) {
+    ::metrics::counter!("dingtalk_gateway_dispatcher_pull_recoveries_total").increment(1);
+    ::metrics::counter!("dingtalk_gateway_dispatcher_pull_recovered_events_total")
+        .increment(registered);
+}
+
+/// An answer that could not be sent, by reason (`session_webhook_expired`).
+pub fn undeliverable(reason: &'static str) {
+    ::metrics::counter!("dingtalk_gateway_dispatcher_undeliverable_total", "reason" => reason)
+        .increment(1);
+}

@@ -13,10 +13,18 @@
 //!   replica that holds it, signalling `AckProgress`, without taking an expert slot; a redelivered
 //!   message is already in the queue (`ZADD NX`), so it keeps its place.
 //!
+//! * **Interrupted pulls.** A replica that dies between receiving a batch and registering it
+//!   would leave those messages to a redelivery after `DISPATCHER_ACK_WAIT`, behind later
+//!   messages of their conversation. So taking the lock also marks a pull as open
+//!   (`dtg:dispatch:fetch-open`), and releasing it records the highest stream sequence the pull
+//!   handled (`dtg:dispatch:fetch-cursor`) and closes the mark, both atomically. The next
+//!   replica to take the lock and find a pull still open reads the stream from the cursor up to
+//!   the consumer's last delivered sequence and registers what it finds ([`Interrupted`]),
+//!   before it pulls anything itself. Registration is idempotent (`ZADD NX`), so a recovery
+//!   after a holder that was only slow does no harm.
+//!
 //! The cost is two Redis round trips per fetched batch plus one per message, measured in
-//! `BENCHMARKS-dispatcher.md`. The one gap: a replica that dies between receiving a batch and
-//! registering it (milliseconds) leaves those messages to be redelivered after
-//! `DISPATCHER_ACK_WAIT`, possibly behind later messages of their conversation.
+//! `BENCHMARKS.md`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,18 +36,63 @@ use tokio::sync::Notify;
 
 /// The fetch lock's key.
 pub const FETCH_LOCK_KEY: &str = "dtg:dispatch:fetch-lock";
+/// Set while a pull is open (from taking the lock to releasing it): the holder's replica id.
+pub const FETCH_OPEN_KEY: &str = "dtg:dispatch:fetch-open";
+/// The highest stream sequence a finished pull handled.
+pub const FETCH_CURSOR_KEY: &str = "dtg:dispatch:fetch-cursor";
 
 /// How long a conversation's queue outlives its last registration (a safety net for entries a
 /// crash left behind; normal operation removes every entry).
 const QUEUE_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// Release the lock only if we hold it.
+/// Take the lock (KEYS[1]) for ARGV[2] ms and open a pull (KEYS[2]); answers whether we got it,
+/// the previous pull's holder if it never closed (else ''), and the cursor (KEYS[3]).
+const LOCK: &str = r#"
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {0, '', '0'}
+end
+local open = redis.call('GET', KEYS[2]) or ''
+redis.call('SET', KEYS[2], ARGV[1])
+return {1, open, redis.call('GET', KEYS[3]) or '0'}
+"#;
+
+/// Close our pull: move the cursor (KEYS[3]) up to ARGV[2], clear the open mark (KEYS[2]) and
+/// the lock (KEYS[1]) if they are ours.
 const UNLOCK: &str = r#"
+local handled = tonumber(ARGV[2])
+if handled > tonumber(redis.call('GET', KEYS[3]) or '0') then
+  redis.call('SET', KEYS[3], ARGV[2])
+end
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('DEL', KEYS[2])
+end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
 "#;
+
+/// What trying to take the fetch lock gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchLock {
+    /// Another replica holds it.
+    Busy,
+    /// Ours; the previous pull closed normally.
+    Taken,
+    /// Ours, but the previous pull never closed: its holder may have received messages it did
+    /// not register.
+    Interrupted(Interrupted),
+}
+
+/// An open pull found when taking the fetch lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interrupted {
+    /// The replica that opened it.
+    pub holder: String,
+    /// The highest stream sequence handled by a finished pull: everything the interrupted pull
+    /// received lies above it.
+    pub cursor: u64,
+}
 
 /// The turn queue's key of a conversation.
 pub fn queue_key(key: &ConversationKey) -> String {
@@ -104,24 +157,35 @@ impl Ordering {
         }
     }
 
-    /// Takes the fetch lock for `ttl`; `false` when another replica holds it.
-    pub async fn lock_fetch(&self, ttl: Duration) -> Result<bool, redis::RedisError> {
-        let set: Option<String> = redis::cmd("SET")
-            .arg(FETCH_LOCK_KEY)
+    /// Tries to take the fetch lock for `ttl` and open a pull, in one round trip.
+    pub async fn lock_fetch(&self, ttl: Duration) -> Result<FetchLock, redis::RedisError> {
+        let (taken, open, cursor): (u8, String, String) = redis::Script::new(LOCK)
+            .key(FETCH_LOCK_KEY)
+            .key(FETCH_OPEN_KEY)
+            .key(FETCH_CURSOR_KEY)
             .arg(&self.owner)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl.as_millis() as u64)
-            .query_async(&mut self.redis.clone())
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async(&mut self.redis.clone())
             .await?;
-        Ok(set.is_some())
+        Ok(match (taken, open.is_empty()) {
+            (0, _) => FetchLock::Busy,
+            (_, true) => FetchLock::Taken,
+            (_, false) => FetchLock::Interrupted(Interrupted {
+                holder: open,
+                cursor: cursor.parse().unwrap_or(0),
+            }),
+        })
     }
 
-    /// Releases the fetch lock if this replica holds it.
-    pub async fn unlock_fetch(&self) -> Result<(), redis::RedisError> {
+    /// Closes this replica's pull, which handled stream sequences up to `handled` (0: none),
+    /// and releases the fetch lock if this replica still holds it.
+    pub async fn unlock_fetch(&self, handled: u64) -> Result<(), redis::RedisError> {
         redis::Script::new(UNLOCK)
             .key(FETCH_LOCK_KEY)
+            .key(FETCH_OPEN_KEY)
+            .key(FETCH_CURSOR_KEY)
             .arg(&self.owner)
+            .arg(handled)
             .invoke_async::<u8>(&mut self.redis.clone())
             .await
             .map(drop)

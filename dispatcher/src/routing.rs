@@ -70,9 +70,17 @@ pub struct ReplyTarget {
     pub recipient: Recipient,
     /// Who to @-mention (groups only).
     pub mention: Option<String>,
+    /// When the recipient stops taking messages (a session webhook's expiry).
+    pub expires_at: Option<Timestamp>,
 }
 
 impl ReplyTarget {
+    /// Whether the recipient no longer takes messages at `now`: a session webhook that expired
+    /// while the expert was running.
+    pub fn expired(&self, now: Timestamp) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
     /// Whether the answer can be a card updated as it grows (a session webhook cannot carry
     /// cards, so its answer is one message).
     pub fn can_stream(&self) -> bool {
@@ -113,11 +121,13 @@ pub fn decide(event: &Event, now: Timestamp) -> Result<Decision, IdError> {
                 Some(ReplyTarget {
                     recipient: recipient(RecipientType::ChatId, &message.conversation.id),
                     mention: staff_id.clone(),
+                    expires_at: None,
                 })
             } else if let Some(staff_id) = &staff_id {
                 Some(ReplyTarget {
                     recipient: recipient(RecipientType::UserId, staff_id),
                     mention: None,
+                    expires_at: None,
                 })
             } else {
                 // An external contact has no staff id; the session webhook is the only way back.
@@ -128,6 +138,7 @@ pub fn decide(event: &Event, now: Timestamp) -> Result<Decision, IdError> {
                     .map(|reply| ReplyTarget {
                         recipient: recipient(RecipientType::SessionWebhook, &reply.session_webhook),
                         mention: None,
+                        expires_at: Some(reply.expires_at),
                     })
             };
             let Some(reply_to) = reply_to else {
@@ -165,11 +176,13 @@ pub fn decide(event: &Event, now: Timestamp) -> Result<Decision, IdError> {
                 ReplyTarget {
                     recipient: recipient(RecipientType::ChatId, &action.conversation.id),
                     mention: Some(staff_id.clone()),
+                    expires_at: None,
                 }
             } else {
                 ReplyTarget {
                     recipient: recipient(RecipientType::UserId, &staff_id),
                     mention: None,
+                    expires_at: None,
                 }
             };
             let ends = action.action.id == END_CONVERSATION_ACTION

@@ -374,6 +374,52 @@ async fn an_external_contact_is_answered_once_through_the_session_webhook() {
 }
 
 #[tokio::test]
+async fn an_answer_that_outlives_the_session_webhook_is_not_sent() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), None).await;
+    world.expert.script(Behavior {
+        delay: Duration::from_millis(2500),
+        ..Behavior::default()
+    });
+    let _d = world.dispatcher(&[("THINKING_DELAY", "0s")]).await;
+
+    let mut event = private("acme", "m1", "u1", "hi");
+    event["sender"].as_object_mut().unwrap().remove("staff_id");
+    let expires = common::bus::Timestamp::from_unix_millis(
+        common::bus::Timestamp::now().unix_millis() + 1500,
+    )
+    .unwrap();
+    event["reply"]["expires_at"] = serde_json::to_value(expires).unwrap();
+    world.publish(&event, None).await;
+
+    // The run happens and the event is settled, but nothing is sent to the dead webhook.
+    let mut redis = redis::Client::open(world.redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let claim: Option<String> = redis::cmd("GET")
+            .arg("dtg:dispatch:claim:acme:m1")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        if claim.as_deref() == Some("done") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "never settled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(world.expert.runs().len(), 1);
+    let commands = world.commands().await;
+    assert!(
+        of_event(&commands, "acme:m1").is_empty(),
+        "sent to an expired session webhook: {commands:#?}"
+    );
+}
+
+#[tokio::test]
 async fn a_card_action_reaches_the_bound_expert_and_the_end_button_resets() {
     let world = World::start().await;
     world.integration("acme", Some("x"), None).await;
@@ -551,6 +597,59 @@ async fn order_within_a_conversation_holds_across_two_replicas() {
     let expected: Vec<String> = (0..20).map(|i| format!("n{i}")).collect();
     assert_eq!(inputs, expected);
     assert!(final_text(&world.commands().await, "acme:other").is_some());
+}
+
+#[tokio::test]
+async fn a_replica_dying_between_pulling_and_registering_does_not_break_the_order() {
+    use dispatcher::consumer::{durable, ConsumerSettings};
+    use dispatcher::ordering::{FetchLock, Ordering};
+    use futures::StreamExt;
+
+    let world = World::start().await;
+    world.integration("acme", Some("x"), None).await;
+    // A replica that takes the fetch lock, receives m1 and stops before registering it: the
+    // same consumer, the same lock, nothing else.
+    let config = dispatcher::Config::from_env(&world.env(&[])).unwrap();
+    let settings = ConsumerSettings {
+        name: config.consumer.clone(),
+        concurrency: config.concurrency,
+        ack_wait: config.ack_wait,
+        max_deliver: config.max_deliver,
+    };
+    let consumer = durable(&world.js, &settings).await.unwrap();
+    let redis = redis::Client::open(world.redis.url()).unwrap();
+    let dead = Ordering::new(
+        redis::aio::ConnectionManager::new(redis).await.unwrap(),
+        "dead-replica",
+    );
+    assert_eq!(
+        dead.lock_fetch(Duration::from_millis(300)).await.unwrap(),
+        FetchLock::Taken
+    );
+    world
+        .publish(&private("acme", "m1", "u1", "first"), None)
+        .await;
+    let mut batch = consumer
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await
+        .unwrap();
+    let received = batch.next().await.unwrap().unwrap();
+    assert_eq!(received.info().unwrap().delivered, 1);
+    drop(batch);
+
+    // The next message of the conversation arrives while the first waits for its redelivery.
+    world
+        .publish(&private("acme", "m2", "u1", "second"), None)
+        .await;
+    let _replica = world.dispatcher(&[]).await;
+
+    assert_eq!(world.answer("acme:m1").await, "echo #1: first");
+    assert_eq!(world.answer("acme:m2").await, "echo #2: second");
+    let inputs: Vec<String> = world.expert.runs().into_iter().map(|r| r.input).collect();
+    assert_eq!(inputs, ["first", "second"]);
 }
 
 #[tokio::test]
