@@ -1,6 +1,9 @@
 //! The `ingress` binary: configuration from the environment, then [`ingress::run`];
 //! `ingress reencrypt-secrets` runs the admin command of the same name instead.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     match std::env::args().nth(1).as_deref() {

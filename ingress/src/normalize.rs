@@ -158,6 +158,7 @@ pub fn robot_message(raw: Value) -> Result<Normalized, ShapeError> {
         }),
         _ => None,
     };
+    let robot_code = str_field(json, "robotCode").map(str::to_owned);
     let body = EventBody::Message(MessageEvent {
         conversation,
         sender,
@@ -170,8 +171,8 @@ pub fn robot_message(raw: Value) -> Result<Normalized, ShapeError> {
             media,
         },
         reply,
-        robot_code: str_field(json, "robotCode").map(str::to_owned),
-        raw: raw.clone(),
+        robot_code,
+        raw,
     });
     Ok(Normalized { body, key: msg_id })
 }

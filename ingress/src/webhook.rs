@@ -43,7 +43,7 @@ pub fn system_clock() -> Clock {
     Arc::new(|| Timestamp::now().unix_millis())
 }
 
-/// What the callback handlers share.
+/// What the callback handlers share (behind one `Arc`: axum clones the state per request).
 #[derive(Clone)]
 pub struct WebhookState {
     /// Integrations (cached in-process).
@@ -72,7 +72,7 @@ pub fn router(state: WebhookState) -> Router {
             "/api/dingtalk/webhook/{integration_id}/card",
             post(card_webhook),
         )
-        .with_state(state)
+        .with_state(Arc::new(state))
 }
 
 /// The query of an encrypted callback, accepting both spellings of each parameter (§1.1).
@@ -107,7 +107,7 @@ enum Route {
 }
 
 async fn webhook(
-    state: State<WebhookState>,
+    state: State<Arc<WebhookState>>,
     path: Path<String>,
     query: Query<HashMap<String, String>>,
     headers: HeaderMap,
@@ -117,7 +117,7 @@ async fn webhook(
 }
 
 async fn card_webhook(
-    state: State<WebhookState>,
+    state: State<Arc<WebhookState>>,
     path: Path<String>,
     query: Query<HashMap<String, String>>,
     headers: HeaderMap,
@@ -128,7 +128,7 @@ async fn card_webhook(
 
 async fn answer(
     route: Route,
-    State(state): State<WebhookState>,
+    State(state): State<Arc<WebhookState>>,
     Path(integration_id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,

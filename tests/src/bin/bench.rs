@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo build --release -p ingress -p gateway-tests
-//! target/release/bench ingress [--duration 10s] [--concurrency 64]
+//! target/release/bench ingress [--duration 10s] [--concurrency 64] [--only raw,robot,encrypted]
 //! ```
 //!
 //! `ingress` starts its own nats-server and redis-server, the release `ingress` binary and a
@@ -50,10 +50,11 @@ async fn main() {
             let concurrency = flag("--concurrency")
                 .map(|c| c.parse().expect("--concurrency N"))
                 .unwrap_or(64);
-            ingress_bench(duration, concurrency).await;
+            let only = flag("--only");
+            ingress_bench(duration, concurrency, only.as_deref()).await;
         }
         _ => {
-            eprintln!("usage: bench ingress [--duration 10s] [--concurrency 64]");
+            eprintln!("usage: bench ingress [--duration 10s] [--concurrency 64] [--only raw,robot,encrypted]");
             std::process::exit(2);
         }
     }
@@ -105,6 +106,14 @@ enum Mode {
 }
 
 impl Mode {
+    fn key(self) -> &'static str {
+        match self {
+            Mode::Raw => "raw",
+            Mode::Robot => "robot",
+            Mode::Encrypted => "encrypted",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Mode::Raw => "raw (axum → JetStream, baseline)",
@@ -268,38 +277,68 @@ async fn closed_loop(
     outcome(latencies, failed, started.elapsed())
 }
 
-/// A fixed arrival rate, whatever the answers' latency (no coordinated omission).
+/// A fixed arrival rate, whatever the answers' latency: request `i` is due at `start + i / rate`
+/// and its latency counts from then, so a slow answer that delays the requests behind it is
+/// charged to them too (no coordinated omission). `connections` callers share the schedule, each
+/// on its own kept-alive connection, as a load balancer in front of the ingress would.
 async fn open_loop(
     target: Arc<Target>,
     http: reqwest::Client,
     duration: Duration,
     rate: f64,
+    connections: usize,
 ) -> Outcome {
-    let interval = Duration::from_secs_f64(1.0 / rate);
-    let started = Instant::now();
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut calls = Vec::new();
-    while started.elapsed() < duration {
-        ticker.tick().await;
-        let (target, http) = (target.clone(), http.clone());
-        calls.push(tokio::spawn(async move { target.call(&http).await }));
-    }
-    let (mut latencies, mut failed) = (Vec::new(), 0);
-    let mut reasons = std::collections::BTreeMap::<String, usize>::new();
-    for call in calls {
-        match call.await.unwrap() {
-            Ok(latency) => latencies.push(latency),
-            Err(reason) => {
-                failed += 1;
-                *reasons.entry(reason).or_default() += 1;
-            }
+    let started = tokio::time::Instant::now();
+    let total = (duration.as_secs_f64() * rate) as u64;
+    let next = Arc::new(AtomicU64::new(0));
+    let callers: Vec<_> = (0..connections)
+        .map(|_| {
+            let (target, http, next) = (target.clone(), http.clone(), next.clone());
+            tokio::spawn(async move {
+                let (mut latencies, mut reasons) = (Vec::new(), Vec::new());
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        break;
+                    }
+                    let due = started + Duration::from_secs_f64(i as f64 / rate);
+                    tokio::time::sleep_until(due).await;
+                    match target.call(&http).await {
+                        Ok(_) => latencies.push(due.elapsed()),
+                        Err(reason) => reasons.push(reason),
+                    }
+                }
+                (latencies, reasons)
+            })
+        })
+        .collect();
+    let (mut latencies, mut reasons) = (Vec::new(), std::collections::BTreeMap::new());
+    for caller in callers {
+        let (l, r) = caller.await.unwrap();
+        latencies.extend(l);
+        for reason in r {
+            *reasons.entry(reason).or_insert(0usize) += 1;
         }
     }
     if !reasons.is_empty() {
         eprintln!("open loop failures: {reasons:?}");
     }
-    outcome(latencies, failed, duration)
+    let failed = reasons.values().sum();
+    outcome(latencies, failed, started.elapsed())
+}
+
+/// CPU time (user + system) a process has used so far, from `/proc/{pid}/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at index 2 of the rest.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
 }
 
 /// A memory figure of `/proc/{pid}/status` (`VmRSS:` now, `VmHWM:` peak), in KiB.
@@ -312,7 +351,8 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn ingress_bench(duration: Duration, concurrency: usize) {
+/// `only`: a comma-separated subset of `raw`, `robot`, `encrypted` (for profiling one target).
+async fn ingress_bench(duration: Duration, concurrency: usize, only: Option<&str>) {
     let release_dir = std::env::current_exe()
         .unwrap()
         .parent()
@@ -346,7 +386,7 @@ async fn ingress_bench(duration: Duration, concurrency: usize) {
             "target/release/ingress: run `cargo build --release -p ingress -p gateway-tests` first",
         );
     let raw_addr = free_addr();
-    let _raw = tokio::process::Command::new(std::env::current_exe().unwrap())
+    let raw = tokio::process::Command::new(std::env::current_exe().unwrap())
         .args(["raw-server", "--nats", &nats.url(), "--addr", &raw_addr])
         .kill_on_drop(true)
         .spawn()
@@ -355,7 +395,7 @@ async fn ingress_bench(duration: Duration, concurrency: usize) {
     wait_for(&raw_addr).await;
 
     let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
+        .pool_max_idle_per_host(concurrency * 4)
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
@@ -372,10 +412,13 @@ async fn ingress_bench(duration: Duration, concurrency: usize) {
         ),
     ];
     println!("Loopback, {} cores, closed loop with {concurrency} callers for {duration:?}, then an open loop at half the closed-loop rate for {duration:?}.\n", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    println!("| target | max rate (req/s) | % of raw | p50 / p99 at max | open loop rate | p50 / p99 at half rate | failed |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| target | max rate (req/s) | % of raw | CPU per request: server / nats-server | p50 / p99 at max | open loop rate | p50 / p99 at half rate | failed |");
+    println!("|---|---|---|---|---|---|---|---|");
     let mut raw_rate = 0.0;
     for (mode, url) in targets {
+        if only.is_some_and(|only| !only.split(',').any(|m| m == mode.key())) {
+            continue;
+        }
         let target = Arc::new(Target {
             mode,
             url,
@@ -393,17 +436,40 @@ async fn ingress_bench(duration: Duration, concurrency: usize) {
             concurrency,
         )
         .await;
+        let server = if mode == Mode::Raw {
+            raw.id().unwrap_or_default()
+        } else {
+            ingress.id().unwrap_or_default()
+        };
+        let nats_pid = nats.pid().unwrap_or_default();
+        let (cpu_before, nats_before) = (cpu_time(server), cpu_time(nats_pid));
         let max = closed_loop(target.clone(), http.clone(), duration, concurrency).await;
+        let per_request = |d: Duration| d.as_secs_f64() * 1e6 / max.ok.max(1) as f64;
+        let cpu_per_request = per_request(cpu_time(server) - cpu_before);
+        let nats_per_request = per_request(cpu_time(nats_pid) - nats_before);
         if mode == Mode::Raw {
             raw_rate = max.rate;
         }
         let rss_after_max = rss_kib(ingress.id().unwrap_or_default(), "VmRSS:");
-        let half = open_loop(target.clone(), http.clone(), duration, max.rate / 2.0).await;
+        let half = open_loop(
+            target.clone(),
+            http.clone(),
+            duration,
+            max.rate / 2.0,
+            concurrency * 4,
+        )
+        .await;
         println!(
-            "| {} | {:.0} | {:.0}% | {:.2} / {:.2} ms | {:.0} | {:.2} / {:.2} ms | {} |",
+            "| {} | {:.0} | {} | {:.1} / {:.1} µs | {:.2} / {:.2} ms | {:.0} | {:.2} / {:.2} ms | {} |",
             mode.name(),
             max.rate,
-            100.0 * max.rate / raw_rate,
+            if raw_rate > 0.0 {
+                format!("{:.0}%", 100.0 * max.rate / raw_rate)
+            } else {
+                "–".to_owned()
+            },
+            cpu_per_request,
+            nats_per_request,
             max.p50.as_secs_f64() * 1e3,
             max.p99.as_secs_f64() * 1e3,
             half.rate,
@@ -414,7 +480,7 @@ async fn ingress_bench(duration: Duration, concurrency: usize) {
         let _ = (max.ok, half.ok);
         if mode != Mode::Raw {
             println!(
-                "|   ingress RSS after the closed loop: {:.1} MiB | | | | | | |",
+                "|   ingress RSS after the closed loop: {:.1} MiB | | | | | | | |",
                 rss_after_max as f64 / 1024.0
             );
         }
