@@ -540,3 +540,64 @@ async fn failures_are_clear_tool_errors() {
     assert!(unknown.unwrap_err().to_string().contains("dingtalk_fax"));
     client.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn files_go_as_image_or_file_messages_and_throttled_sends_are_retried() {
+    let files = file_server(vec![
+        ("chart.png", b"\x89PNG\r\n\x1a\n chart".to_vec()),
+        ("report.pdf", b"%PDF-1.4 quarterly".to_vec()),
+    ])
+    .await;
+    let t = ToolsBed::with(Options {
+        media_allowlist: Some(files.clone()),
+        ..Options::default()
+    })
+    .await;
+    for (name, mime, kind) in [
+        ("chart.png", None, "sampleImageMsg"),
+        ("report.pdf", Some("application/pdf"), "sampleFile"),
+    ] {
+        let mut args =
+            acme(json!({"url": format!("http://{files}/files/{name}"), "recipient_id": "user001"}));
+        if let Some(mime) = mime {
+            args["mimeType"] = json!(mime);
+        }
+        let (status, answer) = t.post("dingtalk_send_file", args).await;
+        assert_eq!(status, 200, "{answer:#}");
+        assert!(
+            t.bed.sim.state().messages().iter().any(|m| m.kind == kind),
+            "{name} went out as {kind}"
+        );
+    }
+
+    t.bed
+        .sim
+        .state()
+        .add_fault(
+            Fault::once(FaultKind::FlowControl {
+                user_ids: vec!["user002".into()],
+            })
+            .on(Api::RobotBatchSend),
+        )
+        .unwrap();
+    let (status, answer) = t
+        .post(
+            "dingtalk_send_text_notification",
+            acme(json!({"content": "throttled", "recipient_ids": ["user001", "user002"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer:#}");
+    assert_eq!(
+        answer["successCount"], 2,
+        "user002 was sent again after the throttle"
+    );
+    let delivered = t
+        .bed
+        .sim
+        .state()
+        .messages()
+        .into_iter()
+        .filter(|m| m.content["content"] == "throttled")
+        .count();
+    assert_eq!(delivered, 2);
+}

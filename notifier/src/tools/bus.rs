@@ -183,11 +183,3 @@ impl ToolBus {
 fn unavailable(message: String) -> ToolError {
     ToolError::new("unavailable", message).retryable()
 }
-
-impl ToolError {
-    /// Names the command the error is about.
-    fn with_command(mut self, command_id: &str) -> Self {
-        self.command_id = Some(command_id.to_owned());
-        self
-    }
-}

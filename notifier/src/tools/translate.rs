@@ -81,6 +81,12 @@ impl ToolError {
         Self::new("invalid_arguments", message)
     }
 
+    /// Names the command the error is about.
+    pub fn with_command(mut self, command_id: &str) -> Self {
+        self.command_id = Some(command_id.to_owned());
+        self
+    }
+
     /// Marks the error as worth retrying.
     pub fn retryable(mut self) -> Self {
         self.retryable = true;
