@@ -61,6 +61,9 @@ pub struct Facts {
     /// What a reply to this conversation should target: the staff id in a private chat, the
     /// chat id in a group.
     pub recipient_id: String,
+    /// How `recipient_id` is to be read: `user_id`, `chat_id` or `session_webhook` (the bus
+    /// recipient type), so that a notify tool can address the conversation without guessing.
+    pub recipient_type: RecipientType,
 }
 
 /// Where the dispatcher's answer goes.
@@ -158,6 +161,7 @@ pub fn decide(event: &Event, now: Timestamp) -> Result<Decision, IdError> {
                     sender_staff_id: staff_id,
                     sender_nick: message.sender.nick.clone(),
                     recipient_id: reply_to.recipient.id.clone(),
+                    recipient_type: reply_to.recipient.kind,
                 },
                 key,
                 intent,
@@ -210,6 +214,7 @@ pub fn decide(event: &Event, now: Timestamp) -> Result<Decision, IdError> {
                     sender_staff_id: Some(staff_id),
                     sender_nick: String::new(),
                     recipient_id: reply_to.recipient.id.clone(),
+                    recipient_type: reply_to.recipient.kind,
                 },
                 key,
                 intent,
@@ -347,6 +352,7 @@ mod tests {
         assert_eq!(work.reply_to.mention, None);
         assert_eq!(work.key.sender(), "u1");
         assert_eq!(work.facts.recipient_id, "u1");
+        assert_eq!(work.facts.recipient_type, RecipientType::UserId);
         assert_eq!(work.facts.conversation_type, "private");
     }
 
@@ -362,6 +368,7 @@ mod tests {
         assert_eq!(work.reply_to.recipient.id, "cid1");
         assert_eq!(work.reply_to.mention.as_deref(), Some("u1"));
         assert_eq!(work.facts.recipient_id, "cid1");
+        assert_eq!(work.facts.recipient_type, RecipientType::ChatId);
         assert_eq!(work.facts.conversation_title.as_deref(), Some("ops"));
     }
 

@@ -24,6 +24,8 @@ pub struct Config {
     /// execution holds a command's lease (both extended while it runs). Not read from the
     /// environment (30 s); tests shorten it to exercise crashes.
     pub ack_wait: Duration,
+    /// `TOOLS_ADDR` / `TOOLS_TOKEN`: the notify tools for experts; `None` (off) without a token.
+    pub tools: Option<crate::tools::ToolsConfig>,
 }
 
 impl Config {
@@ -39,6 +41,7 @@ impl Config {
                 None => None,
             },
             ack_wait: Duration::from_secs(30),
+            tools: crate::tools::ToolsConfig::from_env(env)?,
         })
     }
 }

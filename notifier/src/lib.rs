@@ -3,7 +3,8 @@
 //! Commands arrive on `DINGTALK_COMMANDS` ([`worker`]); the [`engine`] reads each one, plans the
 //! DingTalk calls ([`plan`], [`content`], [`calls`] — pure and unit-tested), runs them through
 //! the client layer ([`dingtalk`]) exactly once ([`records`]) and publishes exactly one result
-//! ([`publish`]). Queries are answered over request/reply ([`queries`]).
+//! ([`publish`]). Queries are answered over request/reply ([`queries`]). Experts reach both
+//! through the notify [`tools`] (MCP and HTTP, when `TOOLS_TOKEN` is set).
 //!
 //! The binary (`src/main.rs`) only loads the config and calls [`run`]; everything else lives
 //! here so tests start the same code in-process on free ports.
@@ -25,6 +26,7 @@ pub mod queries;
 pub mod records;
 mod send;
 pub mod session_webhook;
+pub mod tools;
 mod update;
 pub mod worker;
 
@@ -48,6 +50,8 @@ pub struct Running {
     pub worker: JoinHandle<()>,
     /// The query responder; ends after shutdown.
     pub queries: JoinHandle<()>,
+    /// The notify tools listener (`TOOLS_ADDR`), when `TOOLS_TOKEN` is set.
+    pub tools: Option<common::ops::Listener>,
 }
 
 /// Starts the notifier: connects, provisions the bus streams and the shared consumer,
@@ -97,6 +101,21 @@ pub async fn start(config: &Config, shutdown: &Shutdown) -> Result<Running, Star
             shutdown.clone(),
         ),
     );
+    let tools = match &config.tools {
+        Some(tools_config) => {
+            let tools = tools::Tools::new(
+                tools::bus::ToolBus::new(foundation.nats.clone(), foundation.jetstream.clone()),
+                foundation.registry.clone(),
+            );
+            Some(tools::start(tools_config, tools, shutdown).await?)
+        }
+        None => {
+            tracing::info!(
+                "TOOLS_TOKEN is unset: the notify tools for experts (MCP, HTTP) are off"
+            );
+            None
+        }
+    };
     let worker = tokio::spawn(worker::run(
         engine,
         Publisher::new(foundation.jetstream.clone()),
@@ -111,6 +130,7 @@ pub async fn start(config: &Config, shutdown: &Shutdown) -> Result<Running, Star
         foundation,
         worker,
         queries,
+        tools,
     })
 }
 
@@ -122,6 +142,9 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), StartError> {
         async {
             let _ = running.worker.await;
             let _ = running.queries.await;
+            if let Some(tools) = running.tools {
+                let _ = tools.task.await;
+            }
             let _ = running.foundation.ops.task.await;
         },
         config.common.shutdown_timeout,

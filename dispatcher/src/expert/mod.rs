@@ -120,6 +120,7 @@ impl RunRequest<'_> {
             "dingtalk_sender_staff_id": facts.sender_staff_id,
             "dingtalk_sender_nick": facts.sender_nick,
             "dingtalkRecipientId": facts.recipient_id,
+            "dingtalk_recipient_type": facts.recipient_type,
         });
         let mut metadata = context.clone();
         metadata["dingtalk_event_id"] = json!(self.event_id);
@@ -349,6 +350,7 @@ mod tests {
             sender_staff_id: Some("u1".into()),
             sender_nick: "Li".into(),
             recipient_id: "cid1".into(),
+            recipient_type: common::bus::command::RecipientType::ChatId,
         };
         let body = RunRequest {
             assistant_id: "x1",
@@ -369,6 +371,7 @@ mod tests {
             assert_eq!(section["dingtalk_sender_staff_id"], "u1");
             assert_eq!(section["dingtalk_sender_nick"], "Li");
             assert_eq!(section["dingtalkRecipientId"], "cid1");
+            assert_eq!(section["dingtalk_recipient_type"], "chat_id");
         }
         assert_eq!(body["stream_mode"], json!(["messages-tuple", "values"]));
     }
