@@ -412,7 +412,7 @@ async fn ingress_bench(duration: Duration, concurrency: usize, only: Option<&str
         ),
     ];
     println!("Loopback, {} cores, closed loop with {concurrency} callers for {duration:?}, then an open loop at half the closed-loop rate for {duration:?}.\n", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    println!("| target | max rate (req/s) | % of raw | CPU per request: server / nats-server | p50 / p99 at max | open loop rate | p50 / p99 at half rate | failed |");
+    println!("| target | max rate (req/s) | % of raw | CPU per request: server / nats-server / load generator | p50 / p99 at max | open loop rate | p50 / p99 at half rate | failed |");
     println!("|---|---|---|---|---|---|---|---|");
     let mut raw_rate = 0.0;
     for (mode, url) in targets {
@@ -442,11 +442,14 @@ async fn ingress_bench(duration: Duration, concurrency: usize, only: Option<&str
             ingress.id().unwrap_or_default()
         };
         let nats_pid = nats.pid().unwrap_or_default();
-        let (cpu_before, nats_before) = (cpu_time(server), cpu_time(nats_pid));
+        let me = std::process::id();
+        let (cpu_before, nats_before, me_before) =
+            (cpu_time(server), cpu_time(nats_pid), cpu_time(me));
         let max = closed_loop(target.clone(), http.clone(), duration, concurrency).await;
         let per_request = |d: Duration| d.as_secs_f64() * 1e6 / max.ok.max(1) as f64;
         let cpu_per_request = per_request(cpu_time(server) - cpu_before);
         let nats_per_request = per_request(cpu_time(nats_pid) - nats_before);
+        let generator_per_request = per_request(cpu_time(me) - me_before);
         if mode == Mode::Raw {
             raw_rate = max.rate;
         }
@@ -460,7 +463,7 @@ async fn ingress_bench(duration: Duration, concurrency: usize, only: Option<&str
         )
         .await;
         println!(
-            "| {} | {:.0} | {} | {:.1} / {:.1} µs | {:.2} / {:.2} ms | {:.0} | {:.2} / {:.2} ms | {} |",
+            "| {} | {:.0} | {} | {:.1} / {:.1} / {:.1} µs | {:.2} / {:.2} ms | {:.0} | {:.2} / {:.2} ms | {} |",
             mode.name(),
             max.rate,
             if raw_rate > 0.0 {
@@ -470,6 +473,7 @@ async fn ingress_bench(duration: Duration, concurrency: usize, only: Option<&str
             },
             cpu_per_request,
             nats_per_request,
+            generator_per_request,
             max.p50.as_secs_f64() * 1e3,
             max.p99.as_secs_f64() * 1e3,
             half.rate,
