@@ -215,6 +215,9 @@ impl LocalServer {
     }
 
     async fn spawn(&self) -> io::Result<Child> {
+        if let Some((name, content)) = self.program.config_file() {
+            tokio::fs::write(self.dir.path().join(name), content).await?;
+        }
         let args = self.program.args(self.port, self.dir.path(), &self.name);
         let mut log = tokio::fs::OpenOptions::new()
             .create(true)

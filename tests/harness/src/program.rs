@@ -14,6 +14,9 @@ pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between readiness probes; servers here start in tens of milliseconds.
 pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
+/// The file name of NATS's configuration in its directory (see [`Program::config_file`]).
+const NATS_CONFIG: &str = "nats.conf";
+
 /// Bound on one probe, so a peer that accepts but never answers cannot stall the readiness loop.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -80,6 +83,24 @@ impl Program {
             })
     }
 
+    /// A configuration file (name, content) written into the server's directory before each
+    /// start and passed on its command line, if the server needs one.
+    ///
+    /// NATS sizes JetStream's storage limit from the disk's free space at start-up and refuses a
+    /// stream whose `max_bytes` does not fit in what is left of it. The services provision four
+    /// streams of `NATS_MAX_BYTES` (1 GiB by default) each, so on a busy machine with a nearly
+    /// full disk a test server would refuse them ("insufficient storage resources") although the
+    /// tests store a few megabytes. A fixed limit makes the tests independent of the free space.
+    pub(crate) fn config_file(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Program::Nats => Some((
+                NATS_CONFIG,
+                "jetstream {\n  max_file_store: 1TB\n  max_memory_store: 1GB\n}\n",
+            )),
+            Program::Redis => None,
+        }
+    }
+
     /// Command line for a local server on `port` that keeps all its files in `dir`.
     ///
     /// Redis runs without persistence, so a restarted Redis starts empty; NATS keeps its
@@ -88,6 +109,8 @@ impl Program {
         let port = port.to_string();
         let mut args: Vec<OsString> = match self {
             Program::Nats => vec![
+                "--config".into(),
+                dir.join(NATS_CONFIG).into_os_string(),
                 "-js".into(),
                 "--addr".into(),
                 "127.0.0.1".into(),
