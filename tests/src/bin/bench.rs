@@ -60,23 +60,32 @@ async fn main() {
     }
 }
 
-/// The baseline: HTTP in, one JetStream publish with ack, 200 out. Nothing else.
+/// The baseline: HTTP in, one JetStream publish with ack, 200 out. Nothing else — except that
+/// an `x-msg-id` request header becomes the message's `Nats-Msg-Id`, to show what JetStream's
+/// de-duplication (which the ingress needs) costs by itself.
 async fn raw_server(nats: &str, addr: &str) {
     let js = async_nats::jetstream::new(async_nats::connect(nats).await.expect("nats"));
     let app = axum::Router::new().route(
         "/raw",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let js = js.clone();
-            async move {
-                match js.publish("dingtalk.events.raw.message", body).await {
-                    Ok(ack) => match ack.await {
-                        Ok(_) => axum::http::StatusCode::OK,
+        axum::routing::post(
+            move |request: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let js = js.clone();
+                async move {
+                    let mut headers = async_nats::HeaderMap::new();
+                    if let Some(id) = request.get("x-msg-id").and_then(|v| v.to_str().ok()) {
+                        headers.insert(common::bus::MSG_ID_HEADER, id);
+                    }
+                    let subject = "dingtalk.events.raw.message";
+                    match js.publish_with_headers(subject, headers, body).await {
+                        Ok(ack) => match ack.await {
+                            Ok(_) => axum::http::StatusCode::OK,
+                            Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        },
                         Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    },
-                    Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    }
                 }
-            }
-        }),
+            },
+        ),
     );
     let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
     axum::serve(listener, app).await.expect("serve");
@@ -101,6 +110,7 @@ async fn wait_for(addr: &str) {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Raw,
+    RawDedupe,
     Robot,
     Encrypted,
 }
@@ -109,6 +119,7 @@ impl Mode {
     fn key(self) -> &'static str {
         match self {
             Mode::Raw => "raw",
+            Mode::RawDedupe => "raw-dedupe",
             Mode::Robot => "robot",
             Mode::Encrypted => "encrypted",
         }
@@ -117,6 +128,7 @@ impl Mode {
     fn name(self) -> &'static str {
         match self {
             Mode::Raw => "raw (axum → JetStream, baseline)",
+            Mode::RawDedupe => "raw + Nats-Msg-Id (de-duplication only)",
             Mode::Robot => "ingress, robot message (HMAC)",
             Mode::Encrypted => "ingress, encrypted event (SHA-1 + AES)",
         }
@@ -158,6 +170,11 @@ impl Target {
             Mode::Raw => Prepared {
                 url: self.url.clone(),
                 headers: Vec::new(),
+                body: robot_body(id).to_string().into_bytes(),
+            },
+            Mode::RawDedupe => Prepared {
+                url: self.url.clone(),
+                headers: vec![("x-msg-id", format!("raw:{id}"))],
                 body: robot_body(id).to_string().into_bytes(),
             },
             Mode::Robot => Prepared {
@@ -402,6 +419,7 @@ async fn ingress_bench(duration: Duration, concurrency: usize, only: Option<&str
     let cipher = || CallbackCrypto::new(TOKEN, AesKey::parse(AES_KEY).unwrap(), APP_KEY);
     let targets = [
         (Mode::Raw, format!("http://{raw_addr}/raw")),
+        (Mode::RawDedupe, format!("http://{raw_addr}/raw")),
         (
             Mode::Robot,
             format!("http://{ingress_addr}/api/dingtalk/webhook/bench"),
@@ -436,7 +454,7 @@ async fn ingress_bench(duration: Duration, concurrency: usize, only: Option<&str
             concurrency,
         )
         .await;
-        let server = if mode == Mode::Raw {
+        let server = if matches!(mode, Mode::Raw | Mode::RawDedupe) {
             raw.id().unwrap_or_default()
         } else {
             ingress.id().unwrap_or_default()
@@ -482,7 +500,7 @@ async fn ingress_bench(duration: Duration, concurrency: usize, only: Option<&str
             max.failed + half.failed,
         );
         let _ = (max.ok, half.ok);
-        if mode != Mode::Raw {
+        if !matches!(mode, Mode::Raw | Mode::RawDedupe) {
             println!(
                 "|   ingress RSS after the closed loop: {:.1} MiB | | | | | | | |",
                 rss_after_max as f64 / 1024.0
