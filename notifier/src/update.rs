@@ -31,6 +31,9 @@ const WAIT_POLL: Duration = Duration::from_millis(250);
 enum TargetState {
     /// Finished; here is what it delivered.
     Ready(SentRecord),
+    /// Finished without reaching anyone (here is what it tried): nothing to change, but an
+    /// update that degrades to a resend can still deliver its content.
+    Unreached(SentRecord),
     /// Not finished (or not even consumed) yet: look again later.
     Pending,
     /// It will never be usable.
@@ -63,8 +66,12 @@ impl Engine {
             }
             Operation::Recall(recall) => &recall.target,
         };
+        let resends =
+            matches!(&command.op, Operation::Update(u) if u.degrade == Some(Degrade::Resend));
         match self.target(ctx, target).await? {
             TargetState::Ready(_) => Ok(None),
+            TargetState::Unreached(_) if resends => Ok(None),
+            TargetState::Unreached(_) => Ok(Some(Executed::failed(subject, unreached(target)))),
             TargetState::Pending => Err(Later(WAIT_POLL)),
             TargetState::Failed(error) => Ok(Some(Executed::failed(subject, error))),
         }
@@ -75,13 +82,7 @@ impl Engine {
         let records = &self.inner.records;
         if let Some(sent) = records.sent(ctx.id, target).await? {
             if !sent.ok {
-                return Ok(TargetState::Failed(ResultError {
-                    code: "target_failed".to_owned(),
-                    message: format!(
-                        "the send {target} reached no recipient, so there is nothing to change"
-                    ),
-                    retryable: false,
-                }));
+                return Ok(TargetState::Unreached(sent));
             }
             return Ok(TargetState::Ready(sent));
         }
@@ -118,8 +119,13 @@ impl Engine {
         if newest > seq {
             return Ok(superseded(subject, newest));
         }
+        let resend = update.degrade == Some(Degrade::Resend);
         let sent = match self.target(ctx, &update.target).await? {
             TargetState::Ready(sent) => sent,
+            TargetState::Unreached(sent) if resend => sent,
+            TargetState::Unreached(_) => {
+                return Ok(Executed::failed(subject, unreached(&update.target)))
+            }
             TargetState::Pending => return Err(Later(WAIT_POLL)),
             TargetState::Failed(error) => return Ok(Executed::failed(subject, error)),
         };
@@ -141,7 +147,6 @@ impl Engine {
         if let Err(err) = filler.finish() {
             return Ok(Executed::failed(subject, missing_variable(&err)));
         }
-        let resend = update.degrade == Some(Degrade::Resend);
         if !resend && sent.delivered.iter().any(|(_, d)| !d.updatable()) {
             return Ok(Executed::failed(subject, ResultError {
                 code: "not_updatable".to_owned(),
@@ -170,8 +175,13 @@ impl Engine {
             if newest > seq {
                 return Ok(superseded(subject, newest));
             }
-            self.apply_update(ctx, subject, &update.target, sent, &message)
-                .await
+            if sent.ok {
+                self.apply_update(ctx, subject, &update.target, sent, &message)
+                    .await
+            } else {
+                self.deliver_instead(ctx, subject, &update.target, sent, &message)
+                    .await
+            }
         }
         .await;
         records
@@ -317,6 +327,45 @@ impl Engine {
         })
     }
 
+    /// An update with `degrade: resend` of a send that reached no one (DingTalk refused it, or
+    /// it failed for good): there is nothing to change, so the new content goes out as a new
+    /// message to the recipients the send meant to reach — otherwise an answer whose first
+    /// message failed would be lost although its final version was fine. Later updates and
+    /// recalls of the target act on what this delivered.
+    async fn deliver_instead(
+        &self,
+        ctx: &Ctx<'_>,
+        subject: &Subject,
+        target: &str,
+        mut sent: SentRecord,
+        message: &OutboundMessage,
+    ) -> Result<Executed, Later> {
+        let mut outcomes = Outcomes::new();
+        let resolved = self.resolve(ctx, &sent.recipients, &mut outcomes).await?;
+        let media_id = match self.media(ctx, message).await? {
+            Ok(media_id) => media_id,
+            Err(error) => return Ok(Executed::failed(subject, error)),
+        };
+        let content = Content::new(message, false, media_id);
+        self.deliver(
+            ctx,
+            "resend:",
+            &resolved,
+            &content,
+            &sent.mentions,
+            &mut outcomes,
+        )
+        .await?;
+        let result = outcome::assemble(subject, &sent.recipients, &outcomes, true);
+        sent.delivered = delivered(&outcomes);
+        sent.resolved = resolved;
+        sent.ok = !sent.delivered.is_empty();
+        if sent.ok {
+            self.inner.records.set_sent(ctx.id, target, &sent).await?;
+        }
+        Ok(Executed { result, sent: None })
+    }
+
     pub(crate) async fn execute_recall(
         &self,
         ctx: &Ctx<'_>,
@@ -325,6 +374,9 @@ impl Engine {
     ) -> Result<Executed, Later> {
         let mut sent = match self.target(ctx, &recall.target).await? {
             TargetState::Ready(sent) => sent,
+            TargetState::Unreached(_) => {
+                return Ok(Executed::failed(subject, unreached(&recall.target)))
+            }
             TargetState::Pending => return Err(Later(WAIT_POLL)),
             TargetState::Failed(error) => return Ok(Executed::failed(subject, error)),
         };
@@ -466,6 +518,17 @@ impl Engine {
 type RecallBatch = (String, Option<String>, Vec<(usize, String)>);
 
 /// An update superseded by a newer one.
+/// The error of an update or recall whose target send reached no recipient.
+fn unreached(target: &str) -> ResultError {
+    ResultError {
+        code: "target_failed".to_owned(),
+        message: format!(
+            "the send {target} reached no recipient, so there is nothing to change; update with \"degrade\": \"resend\" to send the new content instead"
+        ),
+        retryable: false,
+    }
+}
+
 fn superseded(subject: &Subject, newest: u64) -> Executed {
     Executed {
         result: outcome::superseded(subject, newest),

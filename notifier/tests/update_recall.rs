@@ -168,6 +168,55 @@ async fn updating_a_plain_message_fails_not_updatable_unless_it_degrades_to_rese
 }
 
 #[tokio::test]
+async fn an_update_that_degrades_to_resend_delivers_although_its_target_reached_no_one() {
+    let bed = Bed::start().await;
+    bed.sim
+        .state()
+        .add_fault(Fault::once(FaultKind::Permission60011).on(Api::RobotBatchSend))
+        .unwrap();
+    bed.publish(&send(
+        "c-lost",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}]),
+        text("v1"),
+    ))
+    .await;
+    assert_eq!(bed.result("c-lost").await.status, Status::Failed);
+
+    // Nothing to change in place: a plain update says so.
+    bed.publish(&update("c-lost-1", "c-lost", "v2")).await;
+    let result = bed.result("c-lost-1").await;
+    assert_eq!(result.status, Status::Failed);
+    assert_eq!(result.error.unwrap().code, "target_failed");
+
+    // One that may degrade delivers its content as a new message instead.
+    let mut degrade = update("c-lost-2", "c-lost", "v3");
+    degrade["degrade"] = json!("resend");
+    bed.publish(&degrade).await;
+    let result = bed.result("c-lost-2").await;
+    assert_eq!(result.status, Status::Ok, "{result:?}");
+    assert!(result.degraded);
+    let sent: Vec<_> = bed
+        .sim
+        .state()
+        .messages()
+        .into_iter()
+        .filter(|m| m.content["text"] == "v3")
+        .collect();
+    assert_eq!(sent.len(), 1, "the new content went out once");
+
+    // Later commands act on the message that went out.
+    bed.publish(&recall("c-lost-recall", "c-lost")).await;
+    assert_eq!(bed.result("c-lost-recall").await.status, Status::Ok);
+    assert!(bed
+        .sim
+        .state()
+        .messages()
+        .iter()
+        .any(|m| m.content["text"] == "v3" && m.recalled));
+}
+
+#[tokio::test]
 async fn recall_withdraws_one_to_one_and_group_messages_by_their_process_query_keys() {
     let bed = Bed::start().await;
     bed.publish(&send(
