@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use common::registry::{
-    ConversationKey, IntegrationId, IntegrationSpec, Registry, RegistryError, RegistryOptions,
-    SecretsKeys, ThreadId, XpertId,
+    ConversationKey, CustomRobotSpec, IntegrationId, IntegrationSpec, Registry, RegistryError,
+    RegistryOptions, SecretsKeys, ThreadId, XpertId,
 };
 use test_harness::RedisServer;
 
@@ -181,6 +181,55 @@ async fn secrets_are_stored_encrypted_when_a_key_is_set() {
     assert_eq!(
         record["client_id"], "dingkey-acme",
         "non-secrets stay readable"
+    );
+}
+
+#[tokio::test]
+async fn custom_robot_secrets_are_stored_encrypted_read_back_and_masked() {
+    const TOKEN: &str = "robot-access-token-0123456789abcdef";
+    const SIGNING: &str = "SEC0123456789abcdef0123456789";
+    let redis = RedisServer::start().await;
+    let registry = connect(&redis, encrypted_with(&KEY_A, None)).await;
+    let robots = IntegrationSpec {
+        custom_robots: Some(vec![CustomRobotSpec {
+            access_token: TOKEN.into(),
+            secret: SIGNING.into(),
+        }]),
+        ..spec("acme")
+    };
+    registry.put_integration(robots).await.unwrap();
+    let stored = raw_get(&redis, "dtg:integration:acme").await.unwrap();
+    assert!(
+        !stored.contains(TOKEN) && !stored.contains(SIGNING),
+        "{stored}"
+    );
+    let record: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    assert!(record["custom_robots"][0]["secret"]["ct"].is_string());
+
+    // A fresh process (no cache) opens them.
+    let reader = connect(&redis, encrypted_with(&KEY_A, None)).await;
+    let acme = reader.get_integration(&id("acme")).await.unwrap().unwrap();
+    assert_eq!(
+        acme.custom_robot_secret(TOKEN).map(|s| s.expose()),
+        Some(SIGNING)
+    );
+    assert!(acme.custom_robot_secret("another-robot").is_none());
+    let masked = serde_json::to_value(acme.masked()).unwrap();
+    assert_eq!(
+        masked["custom_robots"],
+        serde_json::json!([{"access_token": "robo***", "secret": "SEC0***"}])
+    );
+    assert!(!format!("{acme:?}").contains(SIGNING));
+
+    // Rotation re-seals them too.
+    let rotating = connect(&redis, encrypted_with(&KEY_B, Some(&KEY_A))).await;
+    let report = rotating.reencrypt_all().await.unwrap();
+    assert_eq!(report.rewritten, 1);
+    let after = connect(&redis, encrypted_with(&KEY_B, None)).await;
+    let acme = after.get_integration(&id("acme")).await.unwrap().unwrap();
+    assert_eq!(
+        acme.custom_robot_secret(TOKEN).map(|s| s.expose()),
+        Some(SIGNING)
     );
 }
 

@@ -306,8 +306,13 @@ async fn validation_errors_name_every_bad_field_at_once() {
 #[tokio::test]
 async fn no_answer_ever_contains_a_secret() {
     let (app, _sim) = spawn_app_with_sim().await;
+    const ROBOT_TOKEN: &str = "robot-access-token-0123456789";
+    const ROBOT_SECRET: &str = "SECrobot-signing-secret-0123";
     let mut answers = Vec::new();
-    let put = put_integration(&app, "acme", &integration_body("dingkey", CLIENT_SECRET)).await;
+    let mut body = integration_body("dingkey", CLIENT_SECRET);
+    body["custom_robots"] = json!([{"access_token": ROBOT_TOKEN, "secret": ROBOT_SECRET}]);
+    let put = put_integration(&app, "acme", &body).await;
+    assert_eq!(put.status(), StatusCode::CREATED);
     answers.push(put.text().await.unwrap());
     for path in [
         "/api/dingtalk/integrations/acme",
@@ -322,13 +327,24 @@ async fn no_answer_ever_contains_a_secret() {
     assert_eq!(status, StatusCode::OK);
     answers.push(report.to_string());
     for answer in &answers {
-        for secret in [CLIENT_SECRET, CALLBACK_TOKEN, AES_KEY, ADMIN_TOKEN] {
+        for secret in [
+            CLIENT_SECRET,
+            CALLBACK_TOKEN,
+            AES_KEY,
+            ADMIN_TOKEN,
+            ROBOT_TOKEN,
+            ROBOT_SECRET,
+        ] {
             assert!(!answer.contains(secret), "{secret} leaked in {answer}");
         }
     }
     let read: Value = serde_json::from_str(&answers[1]).unwrap();
     assert_eq!(read["client_secret"], "app-***");
     assert_eq!(read["callback_aes_key"], "abcd***");
+    assert_eq!(
+        read["custom_robots"],
+        json!([{"access_token": "robo***", "secret": "SECr***"}])
+    );
 }
 
 // --- Trigger bindings ---------------------------------------------------------------------

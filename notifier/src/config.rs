@@ -20,6 +20,10 @@ pub struct Config {
     /// `PUBLIC_BASE_URL`: how DingTalk reaches the ingress, for card button callbacks. Unset:
     /// cards are still sent, but their button presses cannot reach the gateway.
     pub public_base_url: Option<String>,
+    /// `NOTIFIER_LIMITER_MARGIN`: added to the rate limiter's one-second (and one-minute)
+    /// windows to absorb the delay between taking a permit and DingTalk counting the call.
+    /// DingTalk's per-second limit is used at `1 s / (1 s + margin)` of its rate at most.
+    pub limiter_margin: Duration,
     /// How long JetStream waits for a command's ack before redelivering it, and how long one
     /// execution holds a command's lease (both extended while it runs). Not read from the
     /// environment (30 s); tests shorten it to exercise crashes.
@@ -40,10 +44,32 @@ impl Config {
                 Some(_) => Some(env.url("PUBLIC_BASE_URL", "", &["https", "http"])?),
                 None => None,
             },
+            limiter_margin: limiter_margin(env)?,
             ack_wait: Duration::from_secs(30),
             tools: crate::tools::ToolsConfig::from_env(env)?,
         })
     }
+}
+
+/// The longest `NOTIFIER_LIMITER_MARGIN`: beyond it the limiter would waste a third of
+/// DingTalk's rate, which no network jitter justifies.
+const MAX_LIMITER_MARGIN: Duration = Duration::from_millis(500);
+
+/// `NOTIFIER_LIMITER_MARGIN`, 0–500 ms.
+fn limiter_margin(env: &Env) -> Result<Duration, ConfigError> {
+    const VAR: &str = "NOTIFIER_LIMITER_MARGIN";
+    let margin = env.duration(
+        VAR,
+        crate::dingtalk::DingTalkOptions::default().limiter_margin,
+    )?;
+    if margin > MAX_LIMITER_MARGIN {
+        return Err(ConfigError {
+            var: VAR.to_owned(),
+            value: env.get(VAR).unwrap_or_default().to_owned(),
+            allowed: "expected a duration from 0ms to 500ms, such as 100ms".to_owned(),
+        });
+    }
+    Ok(margin)
 }
 
 /// `MEDIA_URL_ALLOWLIST`: lower-case host names, each plain or `*.`-prefixed.
@@ -87,6 +113,24 @@ mod tests {
         assert!(config.public_base_url.is_none());
         assert_eq!(config.dingtalk.oapi_url, "https://oapi.dingtalk.com");
         assert_eq!(config.common.metrics_addr.to_string(), "0.0.0.0:9102");
+        assert_eq!(config.limiter_margin, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn the_limiter_margin_is_a_short_duration() {
+        let env = Env::from_pairs([("NOTIFIER_LIMITER_MARGIN", "15ms")]);
+        assert_eq!(
+            Config::from_env(&env).unwrap().limiter_margin,
+            Duration::from_millis(15)
+        );
+        for bad in ["2s", "fast", "-1ms"] {
+            let env = Env::from_pairs([("NOTIFIER_LIMITER_MARGIN", bad)]);
+            assert_eq!(
+                Config::from_env(&env).unwrap_err().var,
+                "NOTIFIER_LIMITER_MARGIN",
+                "{bad}"
+            );
+        }
     }
 
     #[test]

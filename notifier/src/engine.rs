@@ -376,8 +376,8 @@ impl Engine {
                 match first.kind {
                     RecipientType::Webhook => (
                         Target::CustomRobot {
+                            secret: ctx.integration.custom_robot_secret(&first.id).cloned(),
                             access_token: Secret::new(first.id.clone()),
-                            secret: None,
                         },
                         Api::CustomRobotSend,
                     ),

@@ -70,7 +70,10 @@ pub async fn start(config: &Config, shutdown: &Shutdown) -> Result<Running, Star
         http,
         config.dingtalk.clone(),
         foundation.redis.clone(),
-        DingTalkOptions::default(),
+        DingTalkOptions {
+            limiter_margin: config.limiter_margin,
+            ..DingTalkOptions::default()
+        },
     );
     let records = Records::new(foundation.redis.clone());
     let engine = Engine::new(

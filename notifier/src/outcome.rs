@@ -72,39 +72,35 @@ pub fn assemble(
         .iter()
         .enumerate()
         .map(|(i, recipient)| match outcomes.get(&i) {
-            Some(Ok(_)) => TargetResult {
-                recipient: recipient.clone(),
-                ok: true,
-                error: None,
-            },
+            Some(Ok(delivered)) => {
+                let (process_query_key, card_biz_id) = ids_of(delivered);
+                TargetResult {
+                    recipient: recipient.clone(),
+                    ok: true,
+                    process_query_key,
+                    card_biz_id,
+                    error: None,
+                }
+            }
             Some(Err(error)) => TargetResult {
                 recipient: recipient.clone(),
                 ok: false,
+                process_query_key: None,
+                card_biz_id: None,
                 error: Some(error.clone()),
             },
             None => TargetResult {
                 recipient: recipient.clone(),
                 ok: false,
+                process_query_key: None,
+                card_biz_id: None,
                 error: Some(missing()),
             },
         })
         .collect();
     let delivered: Vec<&Delivered> = outcomes.values().filter_map(|o| o.as_ref().ok()).collect();
-    let process_query_key = delivered.iter().find_map(|d| match d {
-        Delivered::OneToOne { process_query_key }
-        | Delivered::Group {
-            process_query_key, ..
-        } => Some(process_query_key.clone()),
-        Delivered::StandardCard {
-            process_query_key, ..
-        } => process_query_key.clone(),
-        _ => None,
-    });
-    let card_biz_id = delivered.iter().find_map(|d| match d {
-        Delivered::StandardCard { card_biz_id, .. } => Some(card_biz_id.clone()),
-        Delivered::TemplateCard { out_track_id } => Some(out_track_id.clone()),
-        _ => None,
-    });
+    let process_query_key = delivered.iter().find_map(|d| ids_of(d).0);
+    let card_biz_id = delivered.iter().find_map(|d| ids_of(d).1);
     let any_ok = targets.iter().any(|t| t.ok);
     let error = (!any_ok).then(|| {
         let errors: Vec<&ResultError> = targets.iter().filter_map(|t| t.error.as_ref()).collect();
@@ -140,6 +136,23 @@ pub fn assemble(
         degraded,
         error,
         finished_at: Timestamp::now(),
+    }
+}
+
+/// DingTalk's ids of one delivery: its `processQueryKey` and its card id, where it has them.
+fn ids_of(delivered: &Delivered) -> (Option<String>, Option<String>) {
+    match delivered {
+        Delivered::OneToOne { process_query_key }
+        | Delivered::Group {
+            process_query_key, ..
+        } => (Some(process_query_key.clone()), None),
+        Delivered::StandardCard {
+            card_biz_id,
+            process_query_key,
+            ..
+        } => (process_query_key.clone(), Some(card_biz_id.clone())),
+        Delivered::TemplateCard { out_track_id } => (None, Some(out_track_id.clone())),
+        Delivered::CustomRobot | Delivered::SessionWebhook => (None, None),
     }
 }
 
@@ -253,5 +266,47 @@ mod tests {
         let result = assemble(&subject(), &[recipient("u1")], &outcomes, false);
         assert_eq!(result.card_biz_id.as_deref(), Some("c1"));
         assert_eq!(result.process_query_key.as_deref(), Some("k"));
+    }
+
+    #[test]
+    fn each_target_names_the_card_and_message_it_got() {
+        let card = |id: &str, key: &str| {
+            Ok(Delivered::StandardCard {
+                card_biz_id: id.into(),
+                chat_id: None,
+                process_query_key: Some(key.into()),
+            })
+        };
+        let mut outcomes = BTreeMap::new();
+        outcomes.insert(0, card("c1", "k0"));
+        outcomes.insert(1, card("c1:1", "k1"));
+        outcomes.insert(2, Err(error("invalidStaffIdList", false)));
+        outcomes.insert(3, Ok(Delivered::CustomRobot));
+        let result = assemble(
+            &subject(),
+            &[
+                recipient("u1"),
+                recipient("u2"),
+                recipient("bad"),
+                recipient("hook"),
+            ],
+            &outcomes,
+            false,
+        );
+        let ids: Vec<(Option<&str>, Option<&str>)> = result
+            .targets
+            .iter()
+            .map(|t| (t.card_biz_id.as_deref(), t.process_query_key.as_deref()))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                (Some("c1"), Some("k0")),
+                (Some("c1:1"), Some("k1")),
+                (None, None),
+                (None, None)
+            ]
+        );
+        assert_eq!(result.card_biz_id.as_deref(), Some("c1"));
     }
 }

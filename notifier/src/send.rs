@@ -428,9 +428,9 @@ impl Engine {
             } => {
                 let target = Target::CustomRobot {
                     access_token: Secret::new(access_token.clone()),
-                    // Signing secrets are not stored on the integration yet: custom robots are
-                    // called unsigned (they must use keywords or an IP allow-list).
-                    secret: None,
+                    // Robots the integration lists under `custom_robots` are signed; others
+                    // are called unsigned (keyword or IP allow-list security).
+                    secret: ctx.integration.custom_robot_secret(access_token).cloned(),
                 };
                 self.classic(
                     ctx,
@@ -641,12 +641,15 @@ impl Engine {
                             extra: None,
                         },
                         Err(err) => {
-                            let mut error =
-                                if api == Api::SessionWebhookSend && err.error.code == "300001" {
+                            let mut error = match (api, err.error.code.as_str()) {
+                                (Api::SessionWebhookSend, "300001") => {
                                     session_webhook::expired(&err.error.message)
-                                } else {
-                                    err.error
-                                };
+                                }
+                                (Api::CustomRobotSend, "310000") => {
+                                    security_check_failed(target, err.error)
+                                }
+                                _ => err.error,
+                            };
                             if parts > 1 {
                                 error.message =
                                     format!("part {} of {parts}: {}", part + 1, error.message);
@@ -731,6 +734,32 @@ impl Engine {
             );
         }
         Ok(())
+    }
+}
+
+/// A custom robot's `310000` (security check failed) says which of its checks can have failed
+/// for this call: the signature (wrong, or missing when the integration has no secret for the
+/// robot), the keyword or the IP allow-list.
+fn security_check_failed(target: &Target, error: ResultError) -> ResultError {
+    let signed = matches!(
+        target,
+        Target::CustomRobot {
+            secret: Some(_),
+            ..
+        }
+    );
+    let hint = if signed {
+        "the message was signed with the secret the integration lists for this robot under custom_robots: if DingTalk says the sign does not match, that secret is wrong — copy it again from the robot's security settings"
+    } else {
+        "the message was sent unsigned, because the integration lists no secret for this robot: if the robot uses signing (加签), add {access_token, secret} to the integration's custom_robots"
+    };
+    ResultError {
+        code: error.code,
+        message: format!(
+            "the custom robot refused the message at its security check (310000): {}; {hint}; otherwise the robot's keyword is missing from the text or this gateway's IP is not on its allow-list",
+            error.message
+        ),
+        retryable: false,
     }
 }
 

@@ -2,8 +2,11 @@
 
 mod support;
 
+use std::time::Duration;
+
 use common::bus::query::{ListChatsReply, ListUsersReply, QueryError};
-use dingtalk_sim::{Api, Fault, FaultKind};
+use dingtalk_sim::{Api, CallFilter, Fault, FaultKind};
+use futures::StreamExt;
 use serde_json::{json, Value};
 use support::Bed;
 
@@ -138,4 +141,59 @@ async fn list_chats_answers_from_the_groups_the_dispatcher_recorded() {
         serde_json::from_value(ask(&bed, "dingtalk.query.beta.list_chats", json!({})).await)
             .unwrap();
     assert!(empty.chats.is_empty());
+}
+
+#[tokio::test]
+async fn two_replicas_answer_each_query_exactly_once() {
+    let bed = Bed::start().await;
+    let _second = bed.another_replica().await;
+    let inbox = bed.client.new_inbox();
+    let mut replies = bed.client.subscribe(inbox.clone()).await.unwrap();
+    const EACH: usize = 20;
+    for n in 0..EACH {
+        bed.client
+            .publish_with_reply(
+                "dingtalk.query.acme.list_users",
+                inbox.clone(),
+                json!({"dept_id": 2, "size": 1 + n % 2}).to_string().into(),
+            )
+            .await
+            .unwrap();
+        bed.client
+            .publish_with_reply("dingtalk.query.acme.list_chats", inbox.clone(), "{}".into())
+            .await
+            .unwrap();
+    }
+    bed.client.flush().await.unwrap();
+    let (mut users, mut chats) = (0, 0);
+    // Every reply, then a quiet second in which a second answer to any request would arrive.
+    while let Ok(Some(reply)) = tokio::time::timeout(Duration::from_secs(5), replies.next()).await {
+        let body: Value = serde_json::from_slice(&reply.payload).unwrap();
+        if body.get("users").is_some() {
+            users += 1;
+        } else if body.get("chats").is_some() {
+            chats += 1;
+        } else {
+            panic!("unexpected reply {body}");
+        }
+        if users + chats == 2 * EACH {
+            bed.settle().await;
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            if let Ok(Some(extra)) =
+                tokio::time::timeout(Duration::from_millis(10), replies.next()).await
+            {
+                panic!(
+                    "a query was answered twice: {}",
+                    String::from_utf8_lossy(&extra.payload)
+                );
+            }
+            break;
+        }
+    }
+    assert_eq!((users, chats), (EACH, EACH));
+    assert_eq!(
+        bed.sim.state().calls(&CallFilter::api(Api::UserList)).len(),
+        EACH,
+        "each list_users query called DingTalk once"
+    );
 }

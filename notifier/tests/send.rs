@@ -265,6 +265,89 @@ async fn a_webhook_recipient_posts_to_the_custom_robot_and_long_bodies_are_split
 }
 
 #[tokio::test]
+async fn signed_custom_robots_get_a_valid_sign_and_a_wrong_or_missing_secret_fails_clearly() {
+    use common::registry::{CustomRobotSpec, IntegrationId};
+    use common::secret::Secret;
+    let bed = Bed::start().await;
+    for token in ["robot-signed", "robot-wrong", "robot-unlisted"] {
+        bed.sim
+            .state()
+            .register_custom_robot(CustomRobotConfig {
+                access_token: token.into(),
+                secret: Some(Secret::new(format!("SEC-{token}"))),
+                keywords: Vec::new(),
+            })
+            .unwrap();
+    }
+    let id: IntegrationId = "acme".parse().unwrap();
+    let mut spec = bed
+        .registry
+        .get_integration(&id)
+        .await
+        .unwrap()
+        .unwrap()
+        .to_spec();
+    spec.custom_robots = Some(vec![
+        CustomRobotSpec {
+            access_token: Secret::new("robot-signed"),
+            secret: Secret::new("SEC-robot-signed"),
+        },
+        CustomRobotSpec {
+            access_token: Secret::new("robot-wrong"),
+            secret: Secret::new("SEC-not-this-one"),
+        },
+    ]);
+    bed.registry.put_integration(spec).await.unwrap();
+
+    bed.publish(&send(
+        "c-signed",
+        "acme",
+        json!([{"type": "webhook", "id": "robot-signed"}]),
+        text("signed alert"),
+    ))
+    .await;
+    let result = bed.result("c-signed").await;
+    assert_eq!(result.status, Status::Ok, "{result:?}");
+    assert_eq!(calls(&bed, Api::CustomRobotSend).len(), 1);
+
+    for (command, token, says) in [
+        ("c-wrong-sign", "robot-wrong", "that secret is wrong"),
+        ("c-no-sign", "robot-unlisted", "sent unsigned"),
+    ] {
+        bed.publish(&send(
+            command,
+            "acme",
+            json!([{"type": "webhook", "id": token}]),
+            text("alert"),
+        ))
+        .await;
+        let result = bed.result(command).await;
+        assert_eq!(result.status, Status::Failed, "{result:?}");
+        let error = result.error.unwrap();
+        assert_eq!(error.code, "310000");
+        assert!(!error.retryable);
+        assert!(error.message.contains(says), "{}", error.message);
+        assert!(error.message.contains("sign"), "{}", error.message);
+        assert!(
+            !error.message.contains("SEC-"),
+            "no secret in results: {}",
+            error.message
+        );
+        assert_eq!(bed.dead_letters_of(command).len(), 1);
+    }
+    let refused = bed
+        .sim
+        .state()
+        .rejected(&CallFilter::api(Api::CustomRobotSend));
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert_eq!(
+        calls(&bed, Api::CustomRobotSend).len(),
+        1,
+        "nothing else got through"
+    );
+}
+
+#[tokio::test]
 async fn session_webhooks_only_on_dingtalks_host_and_expired_ones_fail_clearly() {
     let bed = Bed::start().await;
     let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;

@@ -256,6 +256,71 @@ async fn recall_withdraws_one_to_one_and_group_messages_by_their_process_query_k
 }
 
 #[tokio::test]
+async fn recall_withdraws_standard_cards_sent_to_users_and_groups() {
+    let bed = Bed::start().await;
+    let mut command = send(
+        "c-cards",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}, {"type": "user_id", "id": "user002"},
+               {"type": "chat_id", "id": Directory::OPS_GROUP}]),
+        text("deploying"),
+    );
+    command["updatable"] = json!(true);
+    bed.publish(&command).await;
+    let sent = bed.result("c-cards").await;
+    assert_eq!(sent.status, Status::Ok, "{sent:?}");
+    // One card per recipient, each named in its target with DingTalk's key for it.
+    let ids: Vec<&str> = sent
+        .targets
+        .iter()
+        .map(|t| t.card_biz_id.as_deref().unwrap())
+        .collect();
+    assert_eq!(ids, ["c-cards", "c-cards:1", "c-cards:2"]);
+    let cards = bed.sim.state().standard_cards();
+    for target in &sent.targets {
+        let card = cards
+            .iter()
+            .find(|c| Some(c.card_biz_id.as_str()) == target.card_biz_id.as_deref())
+            .unwrap();
+        assert_eq!(card.target, target.recipient.id);
+        assert_eq!(
+            target.process_query_key.as_deref(),
+            Some(card.process_query_key.as_str())
+        );
+    }
+
+    bed.publish(&recall("c-cards-recall", "c-cards")).await;
+    let result = bed.result("c-cards-recall").await;
+    assert_eq!(result.status, Status::Ok, "{result:?}");
+    assert!(result.targets.iter().all(|t| t.ok), "{result:?}");
+    let one_to_one = bed
+        .sim
+        .state()
+        .calls(&CallFilter::api(Api::RobotBatchRecall));
+    assert_eq!(one_to_one.len(), 1, "both 1:1 cards in one batchRecall");
+    assert_eq!(
+        one_to_one[0].body["processQueryKeys"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let group = bed.sim.state().calls(&CallFilter::api(Api::GroupRecall));
+    assert_eq!(group.len(), 1);
+    assert_eq!(group[0].body["openConversationId"], Directory::OPS_GROUP);
+    let keys: Vec<String> = cards.iter().map(|c| c.process_query_key.clone()).collect();
+    let recalled: Vec<bool> = bed
+        .sim
+        .state()
+        .messages()
+        .iter()
+        .filter(|m| keys.contains(&m.process_query_key))
+        .map(|m| m.recalled)
+        .collect();
+    assert_eq!(recalled, [true, true, true]);
+}
+
+#[tokio::test]
 async fn an_update_of_an_unknown_target_fails_after_waiting() {
     let bed = Bed::start().await;
     bed.publish(&recall("c-r-none", "never-sent")).await;

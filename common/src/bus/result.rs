@@ -69,6 +69,14 @@ pub struct TargetResult {
     pub recipient: Recipient,
     /// Whether DingTalk accepted it.
     pub ok: bool,
+    /// DingTalk's id of the robot message this recipient got (`processQueryKey`), when there
+    /// is one: 1:1 and group messages and StandardCards. Recipients of one batchSend share it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_query_key: Option<String>,
+    /// The id of the card this recipient got (a StandardCard's `cardBizId`: the command id for
+    /// the first card, `{id}:1`, `{id}:2`… for the others; a template card's `outTrackId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card_biz_id: Option<String>,
     /// Why not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ResultError>,

@@ -68,9 +68,9 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub use model::{
-    mask, ConnectionMode, ConversationBinding, ConversationKey, FieldError, IdError, Integration,
-    IntegrationId, IntegrationSpec, Language, MaskedIntegration, QpsLimit, ThreadId, XpertId,
-    CALLBACK_AES_KEY_LEN,
+    mask, ConnectionMode, ConversationBinding, ConversationKey, CustomRobotSpec, FieldError,
+    IdError, Integration, IntegrationId, IntegrationSpec, Language, MaskedCustomRobot,
+    MaskedIntegration, QpsLimit, ThreadId, XpertId, CALLBACK_AES_KEY_LEN, CUSTOM_ROBOTS_MAX,
 };
 pub use secrets::{KeyId, SecretsError, SecretsKeys, SECRETS_KEY_PREVIOUS_VAR, SECRETS_KEY_VAR};
 

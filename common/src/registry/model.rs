@@ -383,7 +383,26 @@ pub struct IntegrationSpec {
     /// DingTalk API budget per API in requests per second, 1..=10000 (default 20).
     #[serde(default)]
     pub qps_limit: Option<i64>,
+    /// Custom group robots ("webhook" recipients) secured with a signature ("加签"), and the
+    /// secret each one signs with (PROTOCOL §4.9). A robot not listed is called unsigned.
+    #[serde(default)]
+    pub custom_robots: Option<Vec<CustomRobotSpec>>,
 }
+
+/// A custom group robot's signing secret, as the admin API sends it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomRobotSpec {
+    /// The robot's `access_token` (the `webhook` recipient's `id`).
+    pub access_token: Secret,
+    /// Its signing secret (`SEC…` in the DingTalk client).
+    pub secret: Secret,
+}
+
+/// Most custom robots one integration signs for.
+pub const CUSTOM_ROBOTS_MAX: usize = 100;
+/// Longest custom robot access token we accept (DingTalk's are 64 hex characters).
+const ROBOT_TOKEN_MAX_LEN: usize = 256;
 
 /// Length of the console's callback AES key (PROTOCOL §1.3: 43 chars decode to 32 bytes).
 pub const CALLBACK_AES_KEY_LEN: usize = 43;
@@ -463,6 +482,9 @@ impl IntegrationSpec {
         let qps_limit = self.qps_limit.map(QpsLimit::new).transpose();
         field("qps_limit", problem(&qps_limit));
 
+        let custom_robots = self.custom_robots.unwrap_or_default();
+        field("custom_robots", check_custom_robots(&custom_robots));
+
         match (id, language, mode, xpert_id, qps_limit) {
             (Ok(id), Ok(language), Ok(mode), Ok(xpert_id), Ok(qps_limit)) if errors.is_empty() => {
                 Ok(Integration {
@@ -478,6 +500,7 @@ impl IntegrationSpec {
                     preferred_language: language.unwrap_or_default(),
                     connection_mode: mode.unwrap_or_default(),
                     qps_limit: qps_limit.unwrap_or_default(),
+                    custom_robots,
                     created_at: now,
                     updated_at: now,
                 })
@@ -551,6 +574,37 @@ fn check_secret(value: Option<&Secret>) -> Result<(), String> {
     }
 }
 
+/// Each robot has a token and a secret, no token twice; the messages never echo either.
+fn check_custom_robots(robots: &[CustomRobotSpec]) -> Result<(), String> {
+    if robots.len() > CUSTOM_ROBOTS_MAX {
+        return Err(format!(
+            "may list at most {CUSTOM_ROBOTS_MAX} robots, got {}",
+            robots.len()
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (index, robot) in robots.iter().enumerate() {
+        let token = robot.access_token.expose();
+        if token.is_empty() {
+            return Err(format!("[{index}].access_token is required"));
+        }
+        if token.chars().count() > ROBOT_TOKEN_MAX_LEN
+            || !token.chars().all(|c| c.is_ascii_graphic())
+        {
+            return Err(format!(
+                "[{index}].access_token must be the access_token of the robot's webhook URL: at most {ROBOT_TOKEN_MAX_LEN} printable ASCII characters without whitespace"
+            ));
+        }
+        if !seen.insert(token) {
+            return Err(format!(
+                "[{index}].access_token is listed twice; give each robot once"
+            ));
+        }
+        check_secret(Some(&robot.secret)).map_err(|m| format!("[{index}].secret {m}"))?;
+    }
+    Ok(())
+}
+
 /// The console's key is 43 characters of the standard base64 alphabet (no padding); the
 /// message never echoes the key itself.
 fn check_callback_aes_key(key: &Secret) -> Result<(), String> {
@@ -591,6 +645,7 @@ pub struct Integration {
     preferred_language: Language,
     connection_mode: ConnectionMode,
     qps_limit: QpsLimit,
+    custom_robots: Vec<CustomRobotSpec>,
     created_at: OffsetDateTime,
     updated_at: OffsetDateTime,
 }
@@ -656,6 +711,14 @@ impl Integration {
         self.qps_limit
     }
 
+    /// The signing secret of the custom robot with this access token, when it is listed.
+    pub fn custom_robot_secret(&self, access_token: &str) -> Option<&Secret> {
+        self.custom_robots
+            .iter()
+            .find(|robot| robot.access_token.expose() == access_token)
+            .map(|robot| &robot.secret)
+    }
+
     /// When the integration was first stored.
     pub fn created_at(&self) -> OffsetDateTime {
         self.created_at
@@ -682,6 +745,7 @@ impl Integration {
             preferred_language: Some(self.preferred_language.as_str().to_owned()),
             connection_mode: Some(self.connection_mode.as_str().to_owned()),
             qps_limit: Some(i64::from(self.qps_limit.get())),
+            custom_robots: (!self.custom_robots.is_empty()).then(|| self.custom_robots.clone()),
         }
     }
 
@@ -717,6 +781,14 @@ impl Integration {
             preferred_language: self.preferred_language,
             connection_mode: self.connection_mode,
             qps_limit: self.qps_limit,
+            custom_robots: self
+                .custom_robots
+                .iter()
+                .map(|robot| MaskedCustomRobot {
+                    access_token: mask(&robot.access_token),
+                    secret: mask(&robot.secret),
+                })
+                .collect(),
             created_at: self.created_at,
             updated_at: self.updated_at,
         }
@@ -767,12 +839,23 @@ pub struct MaskedIntegration {
     pub connection_mode: ConnectionMode,
     /// See [`Integration::qps_limit`].
     pub qps_limit: QpsLimit,
+    /// The custom robots it signs for, token and secret masked.
+    pub custom_robots: Vec<MaskedCustomRobot>,
     /// See [`Integration::created_at`].
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     /// See [`Integration::updated_at`].
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+}
+
+/// A custom robot for display: both values masked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MaskedCustomRobot {
+    /// Masked access token.
+    pub access_token: String,
+    /// Masked signing secret.
+    pub secret: String,
 }
 
 /// Which DingTalk conversation, with which sender, on which integration: the unit a thread is
@@ -1023,6 +1106,7 @@ mod tests {
             preferred_language: Some("fr".into()),
             connection_mode: Some("websocket".into()),
             qps_limit: Some(0),
+            custom_robots: Some(vec![CustomRobotSpec::default()]),
         };
         let errors = errors_of(spec);
         assert_eq!(
@@ -1038,7 +1122,8 @@ mod tests {
                 "callback_aes_key",
                 "robot_code",
                 "xpert_id",
-                "qps_limit"
+                "qps_limit",
+                "custom_robots"
             ]
         );
         let message = |field| {
@@ -1112,6 +1197,44 @@ mod tests {
             ..valid_spec()
         };
         assert_eq!(fields(&errors_of(stream_bad_key)), ["callback_aes_key"]);
+    }
+
+    #[test]
+    fn custom_robots_need_a_token_and_a_secret_each_and_no_token_twice() {
+        let robot = |token: &str, secret: &str| CustomRobotSpec {
+            access_token: token.into(),
+            secret: secret.into(),
+        };
+        let with = |robots: Vec<CustomRobotSpec>| IntegrationSpec {
+            custom_robots: Some(robots),
+            ..valid_spec()
+        };
+        let ok = with(vec![robot("tok-1", "SEC1"), robot("tok-2", "SEC2")])
+            .into_integration(OffsetDateTime::UNIX_EPOCH)
+            .unwrap();
+        assert_eq!(ok.custom_robot_secret("tok-2").unwrap().expose(), "SEC2");
+        for (robots, says) in [
+            (vec![robot("", "SEC1")], "[0].access_token is required"),
+            (vec![robot("tok 1", "SEC1")], "printable ASCII"),
+            (vec![robot("tok-1", "")], "[0].secret is required"),
+            (vec![robot("tok-1", " SEC1")], "[0].secret must not start"),
+            (
+                vec![robot("tok-1", "SEC1"), robot("tok-1", "SEC2")],
+                "[1].access_token is listed twice",
+            ),
+            (
+                (0..=CUSTOM_ROBOTS_MAX)
+                    .map(|i| robot(&format!("t{i}"), "S"))
+                    .collect(),
+                "at most 100",
+            ),
+        ] {
+            let errors = errors_of(with(robots));
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert_eq!(errors[0].field, "custom_robots");
+            assert!(errors[0].message.contains(says), "{}", errors[0].message);
+            assert!(!errors[0].message.contains("SEC"), "{}", errors[0].message);
+        }
     }
 
     #[test]

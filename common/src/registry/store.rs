@@ -12,7 +12,7 @@ use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::model::{ConversationKey, Integration, IntegrationId, IntegrationSpec};
+use super::model::{ConversationKey, CustomRobotSpec, Integration, IntegrationId, IntegrationSpec};
 use super::secrets::{SealedSecret, SecretsKeys};
 use super::RegistryError;
 
@@ -69,10 +69,20 @@ struct IntegrationRecord {
     preferred_language: String,
     connection_mode: String,
     qps_limit: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    custom_robots: Vec<CustomRobotRecord>,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     updated_at: OffsetDateTime,
+}
+
+/// A custom robot's token and signing secret, both sealed (the token alone lets anyone post
+/// to the robot's group).
+#[derive(Debug, Serialize, Deserialize)]
+struct CustomRobotRecord {
+    access_token: SealedSecret,
+    secret: SealedSecret,
 }
 
 /// Just the creation time of a stored record, read when an integration is replaced.
@@ -118,6 +128,17 @@ pub(crate) fn encode_integration(
         preferred_language: integration.preferred_language().as_str().to_owned(),
         connection_mode: integration.connection_mode().as_str().to_owned(),
         qps_limit: i64::from(integration.qps_limit().get()),
+        custom_robots: spec
+            .custom_robots
+            .unwrap_or_default()
+            .iter()
+            .map(|robot| {
+                Ok(CustomRobotRecord {
+                    access_token: seal("custom_robots.access_token", &robot.access_token)?,
+                    secret: seal("custom_robots.secret", &robot.secret)?,
+                })
+            })
+            .collect::<Result<_, RegistryError>>()?,
         created_at: integration.created_at(),
         updated_at: integration.updated_at(),
     };
@@ -168,7 +189,23 @@ pub(crate) fn decode_integration(
     ]
     .into_iter()
     .flatten()
+    .chain(
+        record
+            .custom_robots
+            .iter()
+            .flat_map(|robot| [&robot.access_token, &robot.secret]),
+    )
     .all(|sealed| keys.is_current(sealed));
+    let custom_robots = record
+        .custom_robots
+        .iter()
+        .map(|robot| {
+            Ok(CustomRobotSpec {
+                access_token: open("custom_robots.access_token", &robot.access_token)?,
+                secret: open("custom_robots.secret", &robot.secret)?,
+            })
+        })
+        .collect::<Result<Vec<_>, RegistryError>>()?;
     let spec = IntegrationSpec {
         id: record.id.clone(),
         name: record.name,
@@ -190,6 +227,7 @@ pub(crate) fn decode_integration(
         preferred_language: Some(record.preferred_language),
         connection_mode: Some(record.connection_mode),
         qps_limit: Some(record.qps_limit),
+        custom_robots: (!custom_robots.is_empty()).then_some(custom_robots),
     };
     let integration = spec
         .into_integration(record.updated_at)

@@ -34,10 +34,14 @@ pub const SPEC_FIELDS: &[&str] = &[
     "preferred_language",
     "connection_mode",
     "qps_limit",
+    "custom_robots",
 ];
 
 /// Fields whose value is a secret: a type error about them must not echo the value.
 const SECRET_FIELDS: &[&str] = &["client_secret", "callback_token", "callback_aes_key"];
+/// A list of secrets: a type error names the expected shape, never a value.
+const CUSTOM_ROBOTS_SHAPE: &str =
+    "must be a list of {\"access_token\": string, \"secret\": string} objects, nothing else";
 
 /// Every integration, sorted by id.
 #[derive(Debug, Serialize)]
@@ -215,6 +219,8 @@ pub fn parse_spec(path_id: &str, body: &[u8]) -> Result<IntegrationSpec, AdminEr
         if let Err(error) = serde_json::from_value::<IntegrationSpec>(alone) {
             let message = if SECRET_FIELDS.contains(&field.as_str()) {
                 "must be a string".to_owned()
+            } else if field == "custom_robots" {
+                CUSTOM_ROBOTS_SHAPE.to_owned()
             } else {
                 error.to_string()
             };
@@ -350,12 +356,31 @@ mod tests {
     }
 
     #[test]
+    fn a_mistyped_custom_robot_is_named_without_echoing_its_values() {
+        for robots in [
+            json!([{"access_token": "tok-visible", "secret": 12345}]),
+            json!([{"access_token": "tok-visible", "secret": "SEC-visible", "extra": 1}]),
+            json!({"access_token": "tok-visible"}),
+        ] {
+            let body = json!({"client_id": "k", "client_secret": "s", "custom_robots": robots});
+            let error = parse_spec("acme", body.to_string().as_bytes()).unwrap_err();
+            assert_eq!(fields(&error), ["custom_robots"]);
+            let text = format!("{error:?}");
+            assert!(
+                !text.contains("visible") && !text.contains("12345"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
     fn spec_fields_are_exactly_what_the_registry_accepts() {
         // Each listed field is accepted on its own…
         for field in SPEC_FIELDS {
             let value = match *field {
                 "http_callback_enabled" => json!(true),
                 "qps_limit" => json!(5),
+                "custom_robots" => json!([{"access_token": "t", "secret": "s"}]),
                 _ => json!("x"),
             };
             let body = json!({ *field: value }).to_string();

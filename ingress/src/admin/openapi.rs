@@ -178,6 +178,20 @@ fn spec_property(field: &str) -> Value {
         "qps_limit" => {
             json!({"type": "integer", "minimum": 1, "maximum": 10000, "default": 20, "description": "DingTalk API budget per API, requests per second."})
         }
+        "custom_robots" => json!({
+            "type": "array",
+            "maxItems": 100,
+            "description": "Custom group robots secured with a signature (加签): webhook recipients with this access_token are signed with its secret. Robots not listed are called unsigned. Both values are masked when read.",
+            "items": {
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["access_token", "secret"],
+                "properties": {
+                    "access_token": {"type": "string", "writeOnly": true, "description": "The access_token of the robot's webhook URL."},
+                    "secret": {"type": "string", "writeOnly": true, "description": "The robot's signing secret (SEC…)."},
+                },
+            },
+        }),
         _ => json!({}),
     }
 }
@@ -228,6 +242,13 @@ fn schemas() -> Value {
                 "preferred_language": {"type": "string", "enum": ["zh-Hans", "en"]},
                 "connection_mode": {"type": "string", "enum": ["http", "stream"]},
                 "qps_limit": {"type": "integer"},
+                "custom_robots": {"type": "array", "items": {
+                    "type": "object",
+                    "properties": {
+                        "access_token": {"type": "string", "description": masked},
+                        "secret": {"type": "string", "description": masked},
+                    },
+                }},
                 "created_at": {"type": "string", "format": "date-time"},
                 "updated_at": {"type": "string", "format": "date-time"},
             },

@@ -1030,6 +1030,8 @@ mod tests {
                     },
                     ok: true,
                     error: None,
+                    process_query_key: None,
+                    card_biz_id: None,
                 },
                 TargetResult {
                     recipient: Recipient {
@@ -1042,6 +1044,8 @@ mod tests {
                         message: "the app lacks qyapi_x".into(),
                         retryable: false,
                     }),
+                    process_query_key: None,
+                    card_biz_id: None,
                 },
             ],
             degraded: false,

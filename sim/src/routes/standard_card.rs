@@ -1,5 +1,7 @@
 //! Robot interactive cards of the "StandardCard" kind (PROTOCOL §4.5): send by `cardBizId` to a
-//! group or one user, then update by the same `cardBizId`.
+//! group or one user, then update by the same `cardBizId`. A sent card is also a robot message
+//! in its chat, under the `processQueryKey` the send answered, so it can be recalled (1:1 or
+//! group recall) like any other.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -15,6 +17,7 @@ use crate::cards::{scoped, StandardCard};
 use crate::error::ApiError;
 use crate::gate::{serve_call, Auth, CallCtx};
 use crate::ids;
+use crate::messages::{Recipient, SentMessage};
 use crate::state::{Inner, SimState};
 
 pub(super) fn routes() -> Router<SimState> {
@@ -63,10 +66,15 @@ fn send_card(inner: &mut Inner, ctx: &CallCtx, fields: Fields) -> Result<Value, 
         None => None,
         Some(_) => Some(fields.json_string_object("singleChatReceiver")?),
     };
-    let target = match (group, receiver) {
+    let (target, chat) = match (group, receiver) {
         (Some(group), None) => {
             super::robot::robot_in_group(inner, &robot_code, group)?;
-            group.to_owned()
+            (
+                group.to_owned(),
+                Recipient::Group {
+                    open_conversation_id: group.to_owned(),
+                },
+            )
         }
         (None, Some(receiver)) => {
             let user_id = receiver.str("userId").map_err(|_| {
@@ -78,7 +86,12 @@ fn send_card(inner: &mut Inner, ctx: &CallCtx, fields: Fields) -> Result<Value, 
                     id: user_id.to_owned(),
                 });
             }
-            user_id.to_owned()
+            (
+                user_id.to_owned(),
+                Recipient::OneToOne {
+                    user_ids: vec![user_id.to_owned()],
+                },
+            )
         }
         (None, None) => return Err(ApiError::missing("openConversationId")),
         (Some(_), Some(_)) => {
@@ -98,6 +111,15 @@ fn send_card(inner: &mut Inner, ctx: &CallCtx, fields: Fields) -> Result<Value, 
         ));
     }
     let process_query_key = ids::process_query_key();
+    inner.messages.push(SentMessage {
+        process_query_key: process_query_key.clone(),
+        robot_code,
+        recipient: chat,
+        kind: "StandardCard".to_owned(),
+        content: card_data.to_value(),
+        sent_at_ms: ctx.now_ms,
+        recalled: false,
+    });
     inner.cards.standard.insert(
         key,
         StandardCard {

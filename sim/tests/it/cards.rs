@@ -66,6 +66,42 @@ async fn standard_card_is_sent_one_to_one_through_single_chat_receiver() {
 }
 
 #[tokio::test]
+async fn a_standard_card_is_a_robot_message_that_group_recall_withdraws() {
+    let t = TestSim::start().await;
+    let token = t.new_token().await;
+    let sent = t
+        .post_new(Api::StandardCardSend.path(), &token, standard_send("biz-r"))
+        .await;
+    let key = sent.assert_ok()["processQueryKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let message = t.sim.state().messages()[0].clone();
+    assert_eq!(message.process_query_key, key);
+    assert_eq!(message.kind, "StandardCard");
+    assert_eq!(message.content["contents"][0]["text"], "**ok**");
+    // A 1:1 recall does not reach a group card; the group recall does.
+    let wrong = t
+        .post_new(
+            Api::RobotBatchRecall.path(),
+            &token,
+            json!({"robotCode": APP_KEY, "processQueryKeys": [key]}),
+        )
+        .await;
+    assert!(wrong.assert_ok()["failedResult"][&key].is_string());
+    let recalled = t
+        .post_new(
+            Api::GroupRecall.path(),
+            &token,
+            json!({"robotCode": APP_KEY, "openConversationId": Directory::OPS_GROUP,
+                   "processQueryKeys": [key]}),
+        )
+        .await;
+    assert_eq!(recalled.assert_ok()["successResult"], json!([key]));
+    assert!(t.sim.state().messages()[0].recalled);
+}
+
+#[tokio::test]
 async fn standard_card_with_card_data_as_an_object_is_refused() {
     let t = TestSim::start().await;
     let token = t.new_token().await;

@@ -3,6 +3,10 @@
 //! ```text
 //! cargo build --release -p ingress -p gateway-tests
 //! target/release/bench ingress [--duration 10s] [--concurrency 64] [--only raw,robot,encrypted]
+//!
+//! cargo build --release -p notifier -p dingtalk-sim -p gateway-tests
+//! target/release/bench notifier [--commands 1000] [--integrations 10] [--qps 20] [--replicas 3]
+//!     [--concurrency 16] [--lifted-commands 8000] [--sequential 200] [--limiter-margin 40ms]
 //! ```
 //!
 //! `ingress` starts its own nats-server and redis-server, the release `ingress` binary and a
@@ -10,6 +14,12 @@
 //! ack: this machine's limit for an HTTP → JetStream hop), then drives each with the same closed
 //! loop to find its maximum rate, and with an open loop at half that rate to measure latency.
 //! Results go to stdout as a Markdown table for BENCHMARKS.md.
+//!
+//! `notifier` starts its own nats-server, redis-server, release `dingtalk-sim` and release
+//! `notifier` processes for each of its measurements (see [`notifier`]).
+
+#[path = "bench/notifier.rs"]
+mod notifier;
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,8 +63,27 @@ async fn main() {
             let only = flag("--only");
             ingress_bench(duration, concurrency, only.as_deref()).await;
         }
+        Some("notifier") => {
+            let number = |name: &str, default: usize| {
+                flag(name)
+                    .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} N")))
+                    .unwrap_or(default)
+            };
+            notifier::run(notifier::Options {
+                commands: number("--commands", 1000),
+                integrations: number("--integrations", 10),
+                qps: number("--qps", 20) as u32,
+                replicas: number("--replicas", 3),
+                concurrency: number("--concurrency", 16),
+                lifted_commands: number("--lifted-commands", 8000),
+                sequential: number("--sequential", 200),
+                limiter_margin: flag("--limiter-margin"),
+            })
+            .await;
+        }
         _ => {
             eprintln!("usage: bench ingress [--duration 10s] [--concurrency 64] [--only raw,robot,encrypted]");
+            eprintln!("       bench notifier [--commands 1000] [--integrations 10] [--qps 20] [--replicas 3] [--concurrency 16] [--lifted-commands 8000] [--sequential 200] [--limiter-margin 40ms]");
             std::process::exit(2);
         }
     }
