@@ -22,6 +22,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 pub(crate) enum Program {
     Nats,
     Redis,
+    /// Redis with its append-only file on (`appendfsync always`), so a killed server restarts
+    /// with every write it acknowledged, as a production Redis with AOF does.
+    RedisDurable,
 }
 
 /// Who must answer a readiness probe.
@@ -42,7 +45,7 @@ impl Program {
     pub(crate) fn binary_name(self) -> &'static str {
         match self {
             Program::Nats => "nats-server",
-            Program::Redis => "redis-server",
+            Program::Redis | Program::RedisDurable => "redis-server",
         }
     }
 
@@ -50,7 +53,7 @@ impl Program {
     fn debian_path(self) -> &'static str {
         match self {
             Program::Nats => "/usr/sbin/nats-server",
-            Program::Redis => "/usr/bin/redis-server",
+            Program::Redis | Program::RedisDurable => "/usr/bin/redis-server",
         }
     }
 
@@ -58,7 +61,7 @@ impl Program {
     pub(crate) fn scheme(self) -> &'static str {
         match self {
             Program::Nats => "nats",
-            Program::Redis => "redis",
+            Program::Redis | Program::RedisDurable => "redis",
         }
     }
 
@@ -82,7 +85,8 @@ impl Program {
 
     /// Command line for a local server on `port` that keeps all its files in `dir`.
     ///
-    /// Redis runs without persistence, so a restarted Redis starts empty; NATS keeps its
+    /// Redis runs without persistence, so a restarted Redis starts empty (`RedisDurable` keeps an
+    /// append-only file in `dir`); NATS keeps its
     /// JetStream store in `dir`, so streams and messages survive `restart()`.
     pub(crate) fn args(self, port: u16, dir: &Path, name: &str) -> Vec<OsString> {
         let port = port.to_string();
@@ -108,6 +112,19 @@ impl Program {
                 "no".into(),
                 "--dir".into(),
             ],
+            Program::RedisDurable => vec![
+                "--port".into(),
+                port.into(),
+                "--bind".into(),
+                "127.0.0.1".into(),
+                "--save".into(),
+                "".into(),
+                "--appendonly".into(),
+                "yes".into(),
+                "--appendfsync".into(),
+                "always".into(),
+                "--dir".into(),
+            ],
         };
         args.push(dir.as_os_str().to_owned());
         args
@@ -119,7 +136,7 @@ impl Program {
             let stream = TcpStream::connect((host, port)).await.ok()?;
             match self {
                 Program::Nats => nats_answers(stream, expect).await,
-                Program::Redis => redis_answers(stream, expect).await,
+                Program::Redis | Program::RedisDurable => redis_answers(stream, expect).await,
             }
         };
         tokio::time::timeout(PROBE_TIMEOUT, probe)
