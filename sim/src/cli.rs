@@ -12,8 +12,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::client::{
-    check_url, run_load, CallbackClient, CardAction, EventSigner, LoadPlan, LoadTarget,
-    RobotMessage,
+    await_reply, check_url, run_load, CallbackClient, CardAction, EventSigner, LoadPlan,
+    LoadTarget, RobotMessage,
 };
 use crate::config::SimConfig;
 use crate::directory::Directory;
@@ -21,6 +21,10 @@ use crate::server::Simulator;
 
 /// How long one callback request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A streamed answer is taken as complete once it has not changed for this long (the gateway
+/// updates a card at most once a second by default).
+const REPLY_SETTLE: Duration = Duration::from_secs(3);
 
 /// A DingTalk simulator: serves DingTalk's API (serve), or sends DingTalk's callbacks.
 #[derive(Debug, Parser)]
@@ -76,6 +80,12 @@ pub struct RobotMessageArgs {
     /// Use this msgId (to replay a message).
     #[arg(long)]
     pub msg_id: Option<String>,
+    /// Then wait for the bot's answer in the simulator at --sim-url and print it as it changes.
+    #[arg(long)]
+    pub wait_reply: bool,
+    /// How long --wait-reply waits for an answer.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub reply_timeout: Duration,
 }
 
 /// Options of event sends.
@@ -174,7 +184,9 @@ impl Cli {
         };
         match result {
             Ok(output) => {
-                println!("{output}");
+                if !output.is_empty() {
+                    println!("{output}");
+                }
                 ExitCode::SUCCESS
             }
             Err(err) => {
@@ -237,13 +249,44 @@ async fn send_robot_message(args: RobotMessageArgs) -> Result<String, String> {
     if let Some(msg_id) = args.msg_id {
         message.msg_id = msg_id;
     }
+    let sent_at_ms = crate::ids::now_ms();
     let answer = client()?
         .send_robot_message(&args.url, &args.secret, &message)
         .await
         .map_err(|err| err.to_string())?;
-    Ok(pretty(
-        &serde_json::json!({ "msgId": message.msg_id, "answer": answer }),
-    ))
+    let sent = pretty(&serde_json::json!({ "msgId": message.msg_id, "answer": answer }));
+    if !args.wait_reply {
+        return Ok(sent);
+    }
+    println!("{sent}");
+    if !answer.is_ack() {
+        return Err(format!(
+            "the callback was answered {}, so DingTalk would redeliver it; no reply to wait for",
+            answer.status
+        ));
+    }
+    let http = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .map_err(|err| err.to_string())?;
+    let reply = await_reply(
+        &http,
+        &args.sim_url,
+        &message,
+        sent_at_ms,
+        args.reply_timeout,
+        REPLY_SETTLE,
+        |text| println!("bot: {text}"),
+    )
+    .await
+    .map_err(|err| err.to_string())?;
+    match reply {
+        Some(_) => Ok(String::new()),
+        None => Err(format!(
+            "no reply within {}; see the services' logs",
+            humantime::format_duration(args.reply_timeout)
+        )),
+    }
 }
 
 async fn send_event(args: EventArgs) -> Result<String, String> {

@@ -136,5 +136,18 @@ fn request(program: Program, host_port: u16) -> ContainerRequest<GenericImage> {
             .with_wait_for(WaitFor::message_on_stdout("Ready to accept connections"))
             .with_cmd(["redis-server", "--save", "", "--appendonly", "no"])
             .with_mapped_port(host_port, 6379.tcp()),
+        Program::RedisDurable => GenericImage::new("redis", "7")
+            .with_exposed_port(6379.tcp())
+            .with_wait_for(WaitFor::message_on_stdout("Ready to accept connections"))
+            .with_cmd([
+                "redis-server",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .with_mapped_port(host_port, 6379.tcp()),
     }
 }

@@ -25,6 +25,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 pub(crate) enum Program {
     Nats,
     Redis,
+    /// Redis with its append-only file on (`appendfsync always`), so a killed server restarts
+    /// with every write it acknowledged, as a production Redis with AOF does.
+    RedisDurable,
 }
 
 /// Who must answer a readiness probe.
@@ -45,7 +48,7 @@ impl Program {
     pub(crate) fn binary_name(self) -> &'static str {
         match self {
             Program::Nats => "nats-server",
-            Program::Redis => "redis-server",
+            Program::Redis | Program::RedisDurable => "redis-server",
         }
     }
 
@@ -53,7 +56,7 @@ impl Program {
     fn debian_path(self) -> &'static str {
         match self {
             Program::Nats => "/usr/sbin/nats-server",
-            Program::Redis => "/usr/bin/redis-server",
+            Program::Redis | Program::RedisDurable => "/usr/bin/redis-server",
         }
     }
 
@@ -61,7 +64,7 @@ impl Program {
     pub(crate) fn scheme(self) -> &'static str {
         match self {
             Program::Nats => "nats",
-            Program::Redis => "redis",
+            Program::Redis | Program::RedisDurable => "redis",
         }
     }
 
@@ -97,13 +100,14 @@ impl Program {
                 NATS_CONFIG,
                 "jetstream {\n  max_file_store: 1TB\n  max_memory_store: 1GB\n}\n",
             )),
-            Program::Redis => None,
+            Program::Redis | Program::RedisDurable => None,
         }
     }
 
     /// Command line for a local server on `port` that keeps all its files in `dir`.
     ///
-    /// Redis runs without persistence, so a restarted Redis starts empty; NATS keeps its
+    /// Redis runs without persistence, so a restarted Redis starts empty (`RedisDurable` keeps an
+    /// append-only file in `dir`); NATS keeps its
     /// JetStream store in `dir`, so streams and messages survive `restart()`.
     pub(crate) fn args(self, port: u16, dir: &Path, name: &str) -> Vec<OsString> {
         let port = port.to_string();
@@ -131,6 +135,19 @@ impl Program {
                 "no".into(),
                 "--dir".into(),
             ],
+            Program::RedisDurable => vec![
+                "--port".into(),
+                port.into(),
+                "--bind".into(),
+                "127.0.0.1".into(),
+                "--save".into(),
+                "".into(),
+                "--appendonly".into(),
+                "yes".into(),
+                "--appendfsync".into(),
+                "always".into(),
+                "--dir".into(),
+            ],
         };
         args.push(dir.as_os_str().to_owned());
         args
@@ -142,7 +159,7 @@ impl Program {
             let stream = TcpStream::connect((host, port)).await.ok()?;
             match self {
                 Program::Nats => nats_answers(stream, expect).await,
-                Program::Redis => redis_answers(stream, expect).await,
+                Program::Redis | Program::RedisDurable => redis_answers(stream, expect).await,
             }
         };
         tokio::time::timeout(PROBE_TIMEOUT, probe)

@@ -26,6 +26,15 @@ impl RedisServer {
         }
     }
 
+    /// Like [`RedisServer::start`], but with the append-only file on (`appendfsync always`): a
+    /// killed or restarted server comes back with every write it acknowledged, as a production
+    /// Redis with AOF does. For fault tests that crash Redis under a running system.
+    pub async fn start_durable() -> RedisServer {
+        RedisServer {
+            server: Server::start(Program::RedisDurable).await,
+        }
+    }
+
     /// Where clients connect: `redis://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         self.server.url(Program::Redis)
@@ -47,7 +56,7 @@ impl RedisServer {
     }
 
     /// Stops the server if it runs, then starts it on the same port; waits until it is ready.
-    /// The data is gone: the server keeps nothing on disk.
+    /// The data is gone, unless started with [`RedisServer::start_durable`].
     pub async fn restart(&mut self) {
         self.server.restart().await
     }

@@ -158,6 +158,24 @@ async fn redis_restarted_after_kill_serves_new_connections_and_starts_empty() {
 }
 
 #[tokio::test]
+async fn durable_redis_keeps_acknowledged_writes_across_a_kill() {
+    let mut server = RedisServer::start_durable().await;
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    conn.set("claim", "done").await.unwrap();
+
+    server.kill().await;
+    server.restart().await;
+
+    let mut fresh = client.get_multiplexed_async_connection().await.unwrap();
+    assert_eq!(
+        fresh.get("claim").await.unwrap().as_deref(),
+        Some("done"),
+        "a write acknowledged before SIGKILL is in the append-only file"
+    );
+}
+
+#[tokio::test]
 async fn servers_started_together_get_their_own_ports_and_dirs() {
     let (nats_a, nats_b, redis_a, redis_b) = tokio::join!(
         NatsServer::start(),

@@ -1,0 +1,463 @@
+//! The whole gateway on one machine for end-to-end tests, fault runs and load runs: its own
+//! nats-server and redis-server (the harness), the DingTalk simulator and the fake expert
+//! in-process over real HTTP, and the three services as child processes that can be SIGKILLed and
+//! started again on the same ports.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use dingtalk_sim::client::{Answer, CallbackClient, RobotMessage};
+use dingtalk_sim::{AppCredentials, RunningSim, SimConfig, Simulator};
+use fake_expert::FakeExpert;
+use serde_json::{json, Value};
+use test_harness::{NatsServer, RedisServer};
+use tokio::process::{Child, Command};
+
+/// The simulator app behind the integration.
+pub const APP_KEY: &str = "dinge2eapp";
+/// Its secret (signs robot message callbacks).
+pub const APP_SECRET: &str = "e2e-app-secret-0123456789";
+/// The event subscription token.
+pub const CALLBACK_TOKEN: &str = "e2e-token";
+/// The 43-character AES key of event callbacks.
+pub const AES_KEY: &str = "4g5j64qlyl3zvetqxz5jiocdr586fn2zvjpa8zls3ij";
+/// The integration id.
+pub const INTEGRATION: &str = "e2e";
+/// The admin API token.
+const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
+
+/// How long a service may take to become ready. Generous: the machine is shared.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Which service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The callback endpoint.
+    Ingress,
+    /// Events → expert → commands.
+    Dispatcher,
+    /// Commands → DingTalk.
+    Notifier,
+}
+
+impl Kind {
+    /// The subcommand of `gateway-service`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Ingress => "ingress",
+            Kind::Dispatcher => "dispatcher",
+            Kind::Notifier => "notifier",
+        }
+    }
+}
+
+/// How the stack is built.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The `gateway-service` binary (tests: `env!("CARGO_BIN_EXE_gateway-service")`).
+    pub binary: PathBuf,
+    /// Dispatcher replicas.
+    pub dispatchers: usize,
+    /// Notifier replicas.
+    pub notifiers: usize,
+    /// Extra or overriding variables for every service.
+    pub env: Vec<(String, String)>,
+    /// Redis with its append-only file, so that it can be killed without losing writes.
+    pub durable_redis: bool,
+    /// The integration's fallback expert (`xpert_id`).
+    pub fallback_expert: Option<String>,
+    /// Where the services' logs go (a temp dir when `None`).
+    pub log_dir: Option<PathBuf>,
+}
+
+impl Options {
+    /// One replica of each service.
+    pub fn new(binary: impl Into<PathBuf>) -> Self {
+        Self {
+            binary: binary.into(),
+            dispatchers: 1,
+            notifiers: 1,
+            env: Vec::new(),
+            durable_redis: false,
+            fallback_expert: Some("fallback-expert".to_owned()),
+            log_dir: None,
+        }
+    }
+
+    /// Sets a variable for every service.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+}
+
+/// One service process; restarted with the same environment (and ports).
+pub struct Service {
+    /// Which service.
+    pub kind: Kind,
+    /// Replica number, from 0.
+    pub replica: usize,
+    binary: PathBuf,
+    env: Vec<(String, String)>,
+    /// `METRICS_ADDR`.
+    pub metrics_addr: String,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Service {
+    /// Starts it and waits until `/readyz` answers 200.
+    async fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("service log file");
+        let child = Command::new(&self.binary)
+            .arg(self.kind.name())
+            .env_clear()
+            .envs(self.env.iter().cloned())
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .stdout(Stdio::from(log.try_clone().expect("log handle")))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot run {}: {err}", self.binary.display()));
+        self.child = Some(child);
+        let url = format!("http://{}/readyz", self.metrics_addr);
+        let http = reqwest::Client::new();
+        let started = Instant::now();
+        loop {
+            if let Ok(response) = http.get(&url).send().await {
+                if response.status().is_success() {
+                    return;
+                }
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "{} exited during start-up ({status}):\n{}",
+                        self.kind.name(),
+                        self.log_tail()
+                    );
+                }
+            }
+            if started.elapsed() > READY_TIMEOUT {
+                panic!(
+                    "{} was not ready within {READY_TIMEOUT:?}:\n{}",
+                    self.kind.name(),
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL, and wait for the exit: a crash.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// SIGTERM, and wait (at most 30 s) for the exit.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Some(pid) = child.id() {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status()
+                    .await;
+            }
+            if tokio::time::timeout(Duration::from_secs(30), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        }
+    }
+
+    /// Starts it again after `kill` or `stop`, same ports and environment.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.start().await;
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// The last lines of its log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Its log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+}
+
+/// The running gateway.
+pub struct Stack {
+    /// NATS with JetStream.
+    pub nats: NatsServer,
+    /// Redis.
+    pub redis: RedisServer,
+    /// DingTalk.
+    pub sim: RunningSim,
+    /// The expert.
+    pub expert: FakeExpert,
+    /// Every service process: the ingress first, then dispatchers, then notifiers.
+    pub services: Vec<Service>,
+    /// The ingress's public base URL.
+    pub ingress_url: String,
+    /// The admin API's base URL.
+    pub admin_url: String,
+    /// The callback sender acting as DingTalk.
+    pub client: CallbackClient,
+    http: reqwest::Client,
+    _logs: Option<tempfile::TempDir>,
+}
+
+fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("bound").to_string()
+}
+
+impl Stack {
+    /// Starts everything and registers the integration (with a trigger binding to
+    /// `trigger-expert`) through the admin API.
+    pub async fn start(options: Options) -> Stack {
+        let nats = NatsServer::start().await;
+        let redis = if options.durable_redis {
+            RedisServer::start_durable().await
+        } else {
+            RedisServer::start().await
+        };
+        let sim =
+            Simulator::start(SimConfig::local().with_app(AppCredentials::new(APP_KEY, APP_SECRET)))
+                .await
+                .expect("the simulator starts");
+        let expert = FakeExpert::start().await;
+        let (logs, log_dir) = match &options.log_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).expect("log dir");
+                (None, dir.clone())
+            }
+            None => {
+                let temp = tempfile::tempdir().expect("a temp dir for logs");
+                let path = temp.path().to_owned();
+                (Some(temp), path)
+            }
+        };
+        let ingress_addr = free_addr();
+        let admin_addr = free_addr();
+        let ingress_url = format!("http://{ingress_addr}");
+        let admin_url = format!("http://{admin_addr}");
+        let mut common: Vec<(String, String)> = [
+            ("NATS_URL", nats.url()),
+            ("REDIS_URL", redis.url()),
+            ("DINGTALK_API_URL", sim.base_url()),
+            ("DINGTALK_OAPI_URL", sim.base_url()),
+            ("EXPERT_API_URL", expert.url()),
+            ("PUBLIC_BASE_URL", ingress_url.clone()),
+            ("RUST_LOG", "info".to_owned()),
+            ("LOG_FORMAT", "json".to_owned()),
+            ("SHUTDOWN_TIMEOUT", "5s".to_owned()),
+            ("REGISTRY_CACHE_TTL", "1s".to_owned()),
+            ("DISPATCHER_ACK_WAIT", "4s".to_owned()),
+            ("DISPATCHER_CLAIM_LEASE", "2s".to_owned()),
+            ("EXPERT_RETRY_BACKOFF", "500ms".to_owned()),
+            ("EXPERT_TIMEOUT", "20s".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        for (key, value) in &options.env {
+            common.retain(|(k, _)| k != key);
+            common.push((key.clone(), value.clone()));
+        }
+        let mut services = Vec::new();
+        let mut add = |kind: Kind, replica: usize, extra: Vec<(String, String)>| {
+            let metrics_addr = free_addr();
+            let mut env = common.clone();
+            env.push(("METRICS_ADDR".to_owned(), metrics_addr.clone()));
+            env.extend(extra);
+            services.push(Service {
+                kind,
+                replica,
+                binary: options.binary.clone(),
+                env,
+                metrics_addr,
+                log: log_dir.join(format!("{}-{replica}.log", kind.name())),
+                child: None,
+            });
+        };
+        add(
+            Kind::Ingress,
+            0,
+            vec![
+                ("INGRESS_ADDR".to_owned(), ingress_addr),
+                ("ADMIN_ADDR".to_owned(), admin_addr),
+                ("ADMIN_TOKEN".to_owned(), ADMIN_TOKEN.to_owned()),
+            ],
+        );
+        for replica in 0..options.dispatchers {
+            add(Kind::Dispatcher, replica, Vec::new());
+        }
+        for replica in 0..options.notifiers {
+            add(Kind::Notifier, replica, Vec::new());
+        }
+        for service in &mut services {
+            service.start().await;
+        }
+        let stack = Stack {
+            nats,
+            redis,
+            sim,
+            expert,
+            services,
+            ingress_url,
+            admin_url,
+            client: CallbackClient::new(Duration::from_secs(10)).expect("an HTTP client"),
+            http: reqwest::Client::new(),
+            _logs: logs,
+        };
+        let mut integration = json!({
+            "name": "End to end",
+            "client_id": APP_KEY,
+            "client_secret": APP_SECRET,
+            "callback_token": CALLBACK_TOKEN,
+            "callback_aes_key": AES_KEY,
+            "preferred_language": "en",
+        });
+        if let Some(fallback) = &options.fallback_expert {
+            integration["xpert_id"] = json!(fallback);
+        }
+        stack
+            .admin(
+                reqwest::Method::PUT,
+                &format!("/api/dingtalk/integrations/{INTEGRATION}"),
+                &integration,
+            )
+            .await;
+        stack
+            .admin(
+                reqwest::Method::PUT,
+                &format!("/api/dingtalk/integrations/{INTEGRATION}/trigger"),
+                &json!({"xpert_id": "trigger-expert"}),
+            )
+            .await;
+        stack
+    }
+
+    /// Calls the admin API; panics unless it answers 2xx. Returns the body.
+    pub async fn admin(&self, method: reqwest::Method, path: &str, body: &Value) -> Value {
+        let response = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.admin_url))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|err| panic!("{method} {path}: {err}"));
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        assert!(
+            status.is_success(),
+            "{method} {path} answered {status}: {text}"
+        );
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    /// The integration's callback URL.
+    pub fn webhook_url(&self) -> String {
+        format!("{}/api/dingtalk/webhook/{INTEGRATION}", self.ingress_url)
+    }
+
+    /// A private text message from `user001`, its session webhook on the simulator.
+    pub fn message(&self, text: &str) -> RobotMessage {
+        RobotMessage::text(APP_KEY, text, self.sim.base_url())
+    }
+
+    /// Posts a robot message as DingTalk does (signed, now).
+    pub async fn send(&self, message: &RobotMessage) -> Answer {
+        self.client
+            .send_robot_message(&self.webhook_url(), APP_SECRET, message)
+            .await
+            .expect("the ingress answers")
+    }
+
+    /// The answer shown for `message` once it stopped changing (at most `limit`).
+    pub async fn reply(&self, message: &RobotMessage, limit: Duration) -> Option<String> {
+        dingtalk_sim::client::await_reply(
+            &self.http,
+            &self.sim.base_url(),
+            message,
+            0,
+            limit,
+            Duration::from_millis(1500),
+            |_| {},
+        )
+        .await
+        .expect("the simulator's record is readable")
+    }
+
+    /// The services of one kind.
+    pub fn of(&mut self, kind: Kind) -> impl Iterator<Item = &mut Service> {
+        self.services.iter_mut().filter(move |s| s.kind == kind)
+    }
+
+    /// The first service of a kind.
+    pub fn service(&mut self, kind: Kind) -> &mut Service {
+        self.of(kind).next().expect("a service of that kind")
+    }
+
+    /// A NATS client of the stack's server.
+    pub async fn nats_client(&self) -> async_nats::Client {
+        async_nats::connect(self.nats.url())
+            .await
+            .expect("NATS is reachable")
+    }
+
+    /// Stops every service gracefully (SIGTERM).
+    pub async fn stop(&mut self) {
+        for service in &mut self.services {
+            service.stop().await;
+        }
+    }
+
+    /// The last log lines of every service, for a failing assertion.
+    pub fn logs(&self) -> String {
+        self.services
+            .iter()
+            .map(|s| format!("--- {} {}\n{}", s.kind.name(), s.replica, s.log_tail()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// Waits (at most `limit`, polling) until `check` returns `Some`.
+pub async fn eventually<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if started.elapsed() > limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
