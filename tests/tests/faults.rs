@@ -167,11 +167,6 @@ async fn stream_payloads(js: &async_nats::jetstream::Context, name: &str) -> Vec
     out
 }
 
-// Ignored in CI until the notifier bug it found is fixed: when DingTalk answers 500 or a QPS
-// limit to the reply's first card send and the probe-and-resend fails too, the send's result is
-// `failed`, and the dispatcher's final update (`degrade: resend`) fails `target_failed`, so the
-// user never gets the answer (1–3 of 400 acked callbacks per run). Run it with `--run-ignored all`.
-#[ignore = "finds a lost reply when DingTalk fails the reply card's send (notifier bug, see above)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_lost_or_doubled_across_crashes_hangs_and_throttling() {
     let options = Options::new(env!("CARGO_BIN_EXE_gateway-service"))
