@@ -58,9 +58,7 @@ async fn spawn_app_with(reply_prefix: Option<[u8; 16]>, max_in_flight: usize) ->
         max_bytes: 64 * 1024 * 1024,
         ..StreamSettings::default()
     };
-    streams::provision(&js, &settings)
-        .await
-        .unwrap();
+    streams::provision(&js, &settings).await.unwrap();
     let registry = Registry::connect(
         &redis.url(),
         RegistryOptions::new(SecretsKeys::unencrypted()),

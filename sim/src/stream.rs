@@ -5,7 +5,7 @@
 //! What it does like DingTalk, because the gateway's reliability depends on it:
 //!
 //! * every EVENT/CALLBACK frame stays pending until acked with code 200 (an EVENT answered
-//!   `{"status":"LATER"}` stays pending too); a pending frame is redelivered after
+//!   `{"status":"LATER"}` stays pending too) or refused with a 4xx; a pending frame is redelivered after
 //!   [`StreamSettings::redelivery_timeout`] under a **new** `headers.messageId`, to another
 //!   connection of the same app when there is one;
 //! * SYSTEM `ping` frames every [`StreamSettings::ping_interval`], answered by echoing `data`;
@@ -479,7 +479,8 @@ impl Gateway {
             .and_then(|d| d.get("status").and_then(Value::as_str).map(str::to_owned))
             .is_some_and(|s| s == "LATER");
         let mut state = self.lock();
-        let settled = code == 200 && !later;
+        // A 4xx says the client cannot use the frame: retrying would not help.
+        let settled = (code == 200 && !later) || (400..500).contains(&code);
         let origin = match state.pending.get(&message_id) {
             Some(p) if p.connection.as_deref() == Some(connection) => {
                 let origin = p.origin.clone();
