@@ -25,8 +25,70 @@ pub struct Config {
     pub publish_timeout: Duration,
     /// `INGRESS_MAX_IN_FLIGHT`: callbacks handled at once before answering 503.
     pub max_in_flight: usize,
-    /// `DINGTALK_API_URL` / `DINGTALK_OAPI_URL`, for the admin preflight check.
+    /// `DINGTALK_API_URL` / `DINGTALK_OAPI_URL`, for the admin preflight check and Stream mode.
     pub dingtalk: DingTalkEndpoints,
+    /// `STREAM_*`: the Stream-mode connector.
+    pub stream: StreamConfig,
+}
+
+/// The Stream-mode connector's settings (README, "Ingress").
+#[derive(Debug, Clone)]
+pub struct StreamConfig {
+    /// `STREAM_ENABLED`: whether this replica holds Stream connections at all.
+    pub enabled: bool,
+    /// `STREAM_IDLE_TIMEOUT`: a connection without any frame (DingTalk pings every few
+    /// seconds) or without an answer to our pings for this long is replaced.
+    pub idle_timeout: Duration,
+    /// `STREAM_MAX_AGE`: connections are replaced (overlapped) after this long.
+    pub max_age: Duration,
+    /// `STREAM_CONNECTIONS_PER_APP`: connections each stream integration holds, spread over
+    /// replicas.
+    pub connections_per_app: usize,
+    /// `STREAM_LEASE_TTL`: how long a replica's claim on a connection slot outlives its last
+    /// renewal (a killed replica's slots are taken over after at most this).
+    pub lease_ttl: Duration,
+    /// `STREAM_OPEN_RATE`: new connections this replica opens per second at most.
+    pub open_rate: u32,
+    /// `STREAM_REPLICA_ID`: this replica's name in leases and the admin API.
+    pub replica_id: String,
+}
+
+impl StreamConfig {
+    /// Reads the `STREAM_*` variables.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let idle_timeout = env.positive_duration("STREAM_IDLE_TIMEOUT", Duration::from_secs(60))?;
+        if idle_timeout < Duration::from_secs(1) {
+            return Err(ConfigError {
+                var: "STREAM_IDLE_TIMEOUT".into(),
+                value: humantime::format_duration(idle_timeout).to_string(),
+                allowed: "must be at least 1s (DingTalk pings every few seconds)".into(),
+            });
+        }
+        let replica_id = match env.get("STREAM_REPLICA_ID") {
+            Some(id) => id.to_owned(),
+            None => default_replica_id(),
+        };
+        Ok(Self {
+            enabled: env.boolean("STREAM_ENABLED", true)?,
+            idle_timeout,
+            max_age: env.positive_duration("STREAM_MAX_AGE", Duration::from_secs(3600))?,
+            connections_per_app: env.int_in("STREAM_CONNECTIONS_PER_APP", 2, 1..=16)?,
+            lease_ttl: env.positive_duration("STREAM_LEASE_TTL", Duration::from_secs(10))?,
+            open_rate: env.int_in("STREAM_OPEN_RATE", 20, 1..=10_000)?,
+            replica_id,
+        })
+    }
+}
+
+/// `<hostname>-<pid>`: unique per process, readable in the admin API.
+fn default_replica_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "ingress".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 impl Config {
@@ -55,6 +117,7 @@ impl Config {
             publish_timeout,
             max_in_flight: env.int_in("INGRESS_MAX_IN_FLIGHT", 2048, 1..=1_000_000)?,
             dingtalk: DingTalkEndpoints::from_env(env)?,
+            stream: StreamConfig::from_env(env)?,
         })
     }
 }
@@ -71,6 +134,22 @@ mod tests {
         assert!(config.admin_token.is_none());
         assert_eq!(config.callback_max_skew, Duration::from_secs(86_400));
         assert_eq!(config.dingtalk.api_url, "https://api.dingtalk.com");
+        assert!(config.stream.enabled);
+        assert_eq!(config.stream.max_age, Duration::from_secs(3600));
+        assert_eq!(config.stream.connections_per_app, 2);
+    }
+
+    #[test]
+    fn stream_settings_out_of_range_are_refused_by_name() {
+        for (var, value) in [
+            ("STREAM_CONNECTIONS_PER_APP", "0"),
+            ("STREAM_ENABLED", "maybe"),
+            ("STREAM_IDLE_TIMEOUT", "200ms"),
+            ("STREAM_MAX_AGE", "soon"),
+        ] {
+            let env = Env::from_pairs([(var, value)]);
+            assert_eq!(Config::from_env(&env).unwrap_err().var, var);
+        }
     }
 
     #[test]

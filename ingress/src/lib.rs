@@ -11,6 +11,7 @@ pub mod error;
 pub mod metrics;
 pub mod normalize;
 pub mod publish;
+pub mod stream;
 pub mod webhook;
 
 use std::time::Duration;
@@ -29,15 +30,18 @@ pub struct Running {
     pub public: Listener,
     /// The admin API listener (`ADMIN_ADDR`).
     pub admin: Listener,
+    /// The Stream-mode connector (`STREAM_ENABLED`).
+    pub stream: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Starts the ingress: foundation first, then the public and admin listeners.
 pub async fn start(config: &Config, shutdown: &Shutdown) -> Result<Running, StartError> {
     let foundation =
         Foundation::start(&config.common, "ingress", axum::Router::new(), shutdown).await?;
+    let publisher = publish::Publisher::new(foundation.jetstream.clone(), config.publish_timeout);
     let state = webhook::WebhookState {
         registry: foundation.registry.clone(),
-        publisher: publish::Publisher::new(foundation.jetstream.clone(), config.publish_timeout),
+        publisher: publisher.clone(),
         max_skew: config.callback_max_skew,
         sign_window: common::crypto::ROBOT_SIGN_WINDOW,
         clock: webhook::system_clock(),
@@ -59,11 +63,29 @@ pub async fn start(config: &Config, shutdown: &Shutdown) -> Result<Running, Star
     let readiness = Readiness::new()
         .nats(foundation.nats.clone())
         .redis(foundation.redis.clone());
-    let admin = admin::serve(config, foundation.registry.clone(), readiness, shutdown).await?;
+    let admin = admin::serve(
+        config,
+        foundation.registry.clone(),
+        foundation.redis.clone(),
+        readiness,
+        shutdown,
+    )
+    .await?;
+    let stream = config.stream.enabled.then(|| {
+        stream::Connector {
+            config: config.stream.clone(),
+            registry: foundation.registry.clone(),
+            redis: foundation.redis.clone(),
+            publisher,
+            api_url: config.dingtalk.api_url.clone(),
+        }
+        .spawn(shutdown.clone())
+    });
     Ok(Running {
         foundation,
         public,
         admin,
+        stream,
     })
 }
 
@@ -74,6 +96,9 @@ impl Running {
         common::shutdown::drain(
             async {
                 let _ = self.public.task.await;
+                if let Some(stream) = self.stream {
+                    let _ = stream.await;
+                }
                 let _ = self.admin.task.await;
                 let _ = self.foundation.ops.task.await;
             },

@@ -6,10 +6,14 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::Context;
 use async_nats::HeaderMap;
 
+use tracing::Instrument;
+
 use common::bus::event::Event;
-use common::bus::{subjects, MSG_ID_HEADER};
+use common::bus::{subjects, Timestamp, MSG_ID_HEADER, V1};
+use common::registry::IntegrationId;
 
 use crate::error::CallbackError;
+use crate::normalize::Normalized;
 
 /// Whether JetStream stored the event or recognised its id as already stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +35,26 @@ impl Publisher {
     /// A publisher that gives up (answering 503) after `timeout`.
     pub fn new(jetstream: Context, timeout: Duration) -> Self {
         Self { jetstream, timeout }
+    }
+
+    /// Wraps a normalized payload of `integration` into its version-1 event (id
+    /// `{integration_id}:{key}`, the `Nats-Msg-Id`) and publishes it; both transports (HTTP
+    /// callbacks and Stream frames) come through here, so their events cannot differ.
+    pub async fn publish_normalized(
+        &self,
+        integration: &IntegrationId,
+        normalized: Normalized,
+    ) -> Result<(String, Published), CallbackError> {
+        let event = Event {
+            v: V1,
+            id: format!("{integration}:{}", normalized.key),
+            integration_id: integration.clone(),
+            received_at: Timestamp::now(),
+            body: normalized.body,
+        };
+        let span = tracing::info_span!("event", event_id = %event.id, kind = event.kind().as_str());
+        let published = self.publish(&event).instrument(span).await?;
+        Ok((event.id, published))
     }
 
     /// Publishes `event` with `Nats-Msg-Id` = its id, and waits for the acknowledgement.

@@ -21,10 +21,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use tracing::Instrument;
 
-use common::bus::event::Event;
-use common::bus::{Timestamp, V1};
+use common::bus::Timestamp;
 use common::crypto::{self, AesKey, CallbackCrypto};
 use common::registry::{ConnectionMode, Integration, IntegrationId, Registry};
 
@@ -344,20 +342,16 @@ async fn publish(
     integration: &Integration,
     normalized: Normalized,
 ) -> Result<String, CallbackError> {
-    let event = Event {
-        v: V1,
-        id: format!("{}:{}", integration.id(), normalized.key),
-        integration_id: integration.id().clone(),
-        received_at: Timestamp::now(),
-        body: normalized.body,
-    };
-    let span = tracing::info_span!("callback", event_id = %event.id, kind = event.kind().as_str());
-    match state.publisher.publish(&event).instrument(span).await? {
+    let (id, published) = state
+        .publisher
+        .publish_normalized(integration.id(), normalized)
+        .await?;
+    match published {
         Published::New => crate::metrics::callback("published"),
         Published::Duplicate => {
-            tracing::debug!("redelivered callback: already on the bus");
+            tracing::debug!(event_id = %id, "redelivered callback: already on the bus");
             crate::metrics::callback("duplicate");
         }
     }
-    Ok(event.id)
+    Ok(id)
 }

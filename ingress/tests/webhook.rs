@@ -53,9 +53,12 @@ async fn spawn_app_with(reply_prefix: Option<[u8; 16]>, max_in_flight: usize) ->
         .await
         .unwrap();
     let js = jetstream::new(client);
-    streams::provision(&js, &StreamSettings::default())
-        .await
-        .unwrap();
+    // JetStream refuses streams whose caps exceed the free disk; tests store little.
+    let settings = StreamSettings {
+        max_bytes: 64 * 1024 * 1024,
+        ..StreamSettings::default()
+    };
+    streams::provision(&js, &settings).await.unwrap();
     let registry = Registry::connect(
         &redis.url(),
         RegistryOptions::new(SecretsKeys::unencrypted()),

@@ -11,6 +11,7 @@ use common::secret::Secret;
 use serde::Deserialize;
 
 use crate::directory::Directory;
+use crate::stream::StreamSettings;
 
 /// An enterprise internal app the simulator accepts (AppKey/AppSecret), and its robot.
 /// Deserialize-only, so the secret cannot end up in an answer.
@@ -169,6 +170,8 @@ pub struct SimConfig {
     pub directory: Directory,
     /// Limits.
     pub limits: Limits,
+    /// Timings of the Stream-mode gateway.
+    pub stream: StreamSettings,
 }
 
 impl Default for SimConfig {
@@ -180,6 +183,7 @@ impl Default for SimConfig {
             custom_robots: Vec::new(),
             directory: Directory::seeded(),
             limits: Limits::default(),
+            stream: StreamSettings::default(),
         }
     }
 }
@@ -239,6 +243,17 @@ impl SimConfig {
                     1..=10_000_000,
                 )?,
                 ..defaults
+            },
+            stream: StreamSettings {
+                ping_interval: env.positive_duration(
+                    "SIM_STREAM_PING_INTERVAL",
+                    StreamSettings::default().ping_interval,
+                )?,
+                redelivery_timeout: env.positive_duration(
+                    "SIM_STREAM_REDELIVERY_TIMEOUT",
+                    StreamSettings::default().redelivery_timeout,
+                )?,
+                ..StreamSettings::default()
             },
         })
     }

@@ -36,6 +36,7 @@ mod routes;
 mod server;
 mod session;
 mod state;
+mod stream;
 mod templates;
 mod tokens;
 
@@ -55,3 +56,7 @@ pub use record::{CallFilter, RecordedCall};
 pub use server::{RunningSim, Simulator, StartError};
 pub use session::Session;
 pub use state::{ActiveFault, FaultAdded, RegistrationError, SimState};
+pub use stream::{
+    ConnectionControl, OpenAttempt, StreamAck, StreamConnection, StreamError, StreamPush,
+    StreamSettings, CARD_TOPIC, ROBOT_TOPIC,
+};

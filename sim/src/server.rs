@@ -55,7 +55,15 @@ impl Simulator {
             .map(|url| url.trim_end_matches('/').to_owned())
             .unwrap_or_else(|| format!("http://{}", listener.addr));
         state.set_base_url(base_url);
-        tracing::info!(addr = %listener.addr, "DingTalk simulator listening");
+        let stream_addr = state
+            .stream()
+            .serve(listener.addr.ip(), shutdown.clone())
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: listener.addr,
+                source,
+            })?;
+        tracing::info!(addr = %listener.addr, %stream_addr, "DingTalk simulator listening");
         Ok(RunningSim {
             addr: listener.addr,
             state,

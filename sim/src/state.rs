@@ -20,6 +20,9 @@ use crate::limits::{MinuteLimiter, QpsWindow};
 use crate::media::{MediaFile, MediaStore};
 use crate::messages::{MessageStore, SentMessage};
 use crate::record::{CallFilter, CallLog, RecordedCall};
+use crate::stream::{
+    ConnectionControl, Gateway, OpenAttempt, StreamAck, StreamConnection, StreamError, StreamPush,
+};
 use crate::tokens::TokenStore;
 
 /// A registered custom robot with its rate limiter.
@@ -122,6 +125,7 @@ impl Inner {
 #[derive(Debug, Clone)]
 pub struct SimState {
     inner: Arc<Mutex<Inner>>,
+    stream: Arc<Gateway>,
 }
 
 /// What `POST /_sim/faults` did.
@@ -158,6 +162,7 @@ impl SimState {
     pub(crate) fn new(config: &SimConfig) -> Self {
         Self {
             inner: Arc::new(Mutex::new(Inner::new(config))),
+            stream: Arc::new(Gateway::new(config.stream.clone())),
         }
     }
 
@@ -165,6 +170,45 @@ impl SimState {
     /// that matters to a simulator, so a poisoned lock is simply taken over.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The Stream gateway.
+    pub(crate) fn stream(&self) -> &Arc<Gateway> {
+        &self.stream
+    }
+
+    /// Pushes a frame to the app's Stream connections (or queues it until one connects);
+    /// returns the push's id, which [`StreamAck::origin`] of its settling answer carries.
+    pub fn stream_push(&self, push: StreamPush) -> Result<String, StreamError> {
+        if self.lock().app(push_app(&push)).is_none() {
+            return Err(StreamError::UnknownApp(push_app(&push).to_owned()));
+        }
+        self.stream.push(push)
+    }
+
+    /// The open Stream connections, oldest first.
+    pub fn stream_connections(&self) -> Vec<StreamConnection> {
+        self.stream.connections()
+    }
+
+    /// Disconnects, drops or silences one Stream connection; `false` if it is not open.
+    pub fn stream_control(&self, connection_id: &str, control: ConnectionControl) -> bool {
+        self.stream.control(connection_id, control)
+    }
+
+    /// Every answer received on Stream connections, oldest first.
+    pub fn stream_acks(&self) -> Vec<StreamAck> {
+        self.stream.acks()
+    }
+
+    /// Every call of the Stream open endpoint, oldest first.
+    pub fn stream_opens(&self) -> Vec<OpenAttempt> {
+        self.stream.opens()
+    }
+
+    /// Frames pushed and not yet settled by an ack.
+    pub fn stream_pending(&self) -> usize {
+        self.stream.pending()
     }
 
     pub(crate) fn set_base_url(&self, base_url: String) {
@@ -329,5 +373,13 @@ impl SimState {
     /// An uploaded or added file by media id.
     pub fn media(&self, media_id: &str) -> Option<MediaFile> {
         self.lock().media.get(media_id).cloned()
+    }
+}
+
+fn push_app(push: &StreamPush) -> &str {
+    match push {
+        StreamPush::RobotMessage { app_key, .. }
+        | StreamPush::CardCallback { app_key, .. }
+        | StreamPush::Event { app_key, .. } => app_key,
     }
 }

@@ -194,6 +194,8 @@ const CACHE_CAPACITY: usize = 10_000;
 pub(crate) struct Caches {
     integrations: TtlCache<IntegrationId, Arc<Integration>>,
     triggers: TtlCache<IntegrationId, XpertId>,
+    /// Bumped on every invalidation, local or from another process ([`Registry::changes`]).
+    changes: watch::Sender<u64>,
 }
 
 impl Caches {
@@ -202,17 +204,20 @@ impl Caches {
         Self {
             integrations: TtlCache::new(ttl, negative_ttl, CACHE_CAPACITY),
             triggers: TtlCache::new(ttl, negative_ttl, CACHE_CAPACITY),
+            changes: watch::channel(0).0,
         }
     }
 
     pub(crate) fn invalidate(&self, id: &IntegrationId) {
         self.integrations.invalidate(id);
         self.triggers.invalidate(id);
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     pub(crate) fn clear(&self) {
         self.integrations.clear();
         self.triggers.clear();
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 
@@ -313,6 +318,14 @@ impl Registry {
                 tracing::warn!(%error, "registry invalidation task ended abnormally");
             }
         }
+    }
+
+    /// Changes whenever an integration was written (here or in another process, through the
+    /// invalidation channel) or the cache was cleared after a lost subscription: a cue for
+    /// whoever acts on the set of integrations (the Stream connector) to look again at once
+    /// instead of waiting for its next periodic pass.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.caches.changes.subscribe()
     }
 
     /// Readiness check: Redis answers `PING`.

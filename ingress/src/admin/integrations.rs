@@ -97,6 +97,58 @@ pub async fn get(
     Ok(Json(integration.masked()))
 }
 
+/// `GET /api/dingtalk/integrations/{id}/stream`: the integration's transport and, in Stream
+/// mode, each connection slot as its holding replica last reported it.
+pub async fn stream_status(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, AdminError> {
+    let integration = existing(&state, &id).await?;
+    let mode = integration.connection_mode();
+    let mut connections = Vec::new();
+    let mut last_error = serde_json::Value::Null;
+    if mode == common::registry::ConnectionMode::Stream {
+        let Some(mut redis) = state.redis.clone() else {
+            return Err(AdminError::unavailable(
+                "the stream status store is not configured",
+            ));
+        };
+        let slots =
+            crate::stream::lease::read_status(&mut redis, integration.id(), state.stream_slots)
+                .await
+                .map_err(|err| {
+                    AdminError::unavailable(format!("stream status unreadable: {err}"))
+                })?;
+        let mut newest_error: Option<(String, serde_json::Value)> = None;
+        for (slot, status) in slots.into_iter().enumerate() {
+            let status = status.unwrap_or_else(
+                || serde_json::json!({"slot": slot, "replica": null, "state": "unassigned"}),
+            );
+            if let (Some(at), Some(_)) = (
+                status["last_error_at"].as_str(),
+                status["last_error"].as_str(),
+            ) {
+                if newest_error.as_ref().is_none_or(|(t, _)| at > t.as_str()) {
+                    newest_error = Some((
+                        at.to_owned(),
+                        serde_json::json!({
+                            "message": status["last_error"], "at": at, "slot": slot, "replica": status["replica"],
+                        }),
+                    ));
+                }
+            }
+            connections.push(status);
+        }
+        last_error = newest_error.map(|(_, e)| e).unwrap_or_default();
+    }
+    Ok(Json(serde_json::json!({
+        "integration_id": integration.id(),
+        "connection_mode": mode.as_str(),
+        "connections": connections,
+        "last_error": last_error,
+    })))
+}
+
 /// `GET /api/dingtalk/integrations`: every integration, secrets masked.
 pub async fn list(State(state): State<AdminState>) -> Result<Json<IntegrationList>, AdminError> {
     let integrations = state.registry.list_integrations().await?;

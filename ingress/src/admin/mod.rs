@@ -58,6 +58,10 @@ pub struct AdminState {
     pub http: reqwest::Client,
     /// The checks behind `/readyz`.
     pub readiness: Readiness,
+    /// Redis, for the Stream connection status every replica publishes.
+    pub redis: Option<redis::aio::ConnectionManager>,
+    /// `STREAM_CONNECTIONS_PER_APP`: how many slots each stream integration has.
+    pub stream_slots: usize,
 }
 
 impl AdminState {
@@ -70,6 +74,8 @@ impl AdminState {
             dingtalk: config.dingtalk.clone(),
             http: http_client(),
             readiness,
+            redis: None,
+            stream_slots: config.stream.connections_per_app,
         }
     }
 }
@@ -95,6 +101,7 @@ pub fn router(state: AdminState) -> Router {
 pub async fn serve(
     config: &Config,
     registry: Registry,
+    redis: redis::aio::ConnectionManager,
     readiness: Readiness,
     shutdown: &Shutdown,
 ) -> Result<Listener, StartError> {
@@ -107,7 +114,8 @@ pub async fn serve(
         ),
         Some(_) => {}
     }
-    let state = AdminState::new(config, registry, readiness);
+    let mut state = AdminState::new(config, registry, readiness);
+    state.redis = Some(redis);
     let listener = ops::serve(config.admin_addr, router(state), shutdown.clone())
         .await
         .map_err(|err| StartError::Listen {

@@ -267,6 +267,28 @@ fn schemas() -> Value {
             "type": "object",
             "properties": {"integration_id": {"type": "string"}, "xpert_id": {"type": "string"}},
         },
+        "StreamStatus": {
+            "type": "object",
+            "properties": {
+                "integration_id": {"type": "string"},
+                "connection_mode": {"type": "string", "enum": ["http", "stream"]},
+                "connections": {"type": "array", "items": {"$ref": "#/components/schemas/StreamConnection"}},
+                "last_error": {"description": "The newest error of any slot, or null.", "type": ["object", "null"]},
+            },
+        },
+        "StreamConnection": {
+            "type": "object",
+            "properties": {
+                "slot": {"type": "integer"},
+                "replica": {"type": ["string", "null"], "description": "STREAM_REPLICA_ID of the holder."},
+                "state": {"type": "string", "enum": ["connected", "connecting", "unassigned"]},
+                "connected_at": {"type": ["string", "null"]},
+                "age_s": {"type": ["integer", "null"]},
+                "last_frame_at": {"type": ["string", "null"]},
+                "last_error": {"type": ["string", "null"]},
+                "last_error_at": {"type": ["string", "null"]},
+            },
+        },
         "Preflight": {
             "type": "object",
             "properties": {

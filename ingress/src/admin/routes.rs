@@ -249,6 +249,21 @@ pub const ROUTES: &[Route] = &[
         ],
     },
     Route {
+        method: Method::Get,
+        path: "/api/dingtalk/integrations/{id}/stream",
+        serve: Serve::Admin(|m| on(m, integrations::stream_status)),
+        operation_id: "getStreamStatus",
+        tag: "integrations",
+        summary: "Show the integration's transport and its Stream connections.",
+        description: "`connection_mode`, then one entry per connection slot             (STREAM_CONNECTIONS_PER_APP): the replica holding it, `connected` or `connecting`,             when it connected and its age, the last frame received, and the slot's last error             (e.g. `authFailed`). A slot nobody reported in the last few seconds is `unassigned`.             `last_error` is the newest error over all slots.",
+        request: None,
+        answers: &[
+            answer(200, "The status.", Some(Body::Json("StreamStatus"))),
+            NOT_FOUND,
+            UNAVAILABLE,
+        ],
+    },
+    Route {
         method: Method::Put,
         path: "/api/dingtalk/integrations/{id}/trigger",
         serve: Serve::Admin(|m| on(m, integrations::put_trigger)),

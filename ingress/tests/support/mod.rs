@@ -25,6 +25,9 @@ pub const PUBLIC_BASE_URL: &str = "https://bot.example.com";
 /// a stray call fails at once instead of reaching the internet.
 pub const NO_DINGTALK: &str = "http://127.0.0.1:9";
 
+/// `NATS_MAX_BYTES` of test apps: 64 MiB per stream.
+pub const TEST_STREAM_BYTES: &str = "67108864";
+
 /// A running ingress and the servers it stands on; dropping it stops everything.
 pub struct TestApp {
     /// `http://` address of the admin listener.
@@ -92,6 +95,8 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
         ("PUBLIC_BASE_URL", PUBLIC_BASE_URL),
         ("DINGTALK_API_URL", NO_DINGTALK),
         ("DINGTALK_OAPI_URL", NO_DINGTALK),
+        // JetStream refuses streams whose caps exceed the free disk; tests store little.
+        ("NATS_MAX_BYTES", TEST_STREAM_BYTES),
     ];
     // Later pairs win, so overrides replace defaults.
     let env = Env::from_pairs(defaults.iter().chain(overrides).copied());
@@ -110,6 +115,59 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
             .expect("client builds"),
         redis,
         nats,
+        shutdown,
+        running: Some(running),
+    }
+}
+
+/// A second ingress over an existing NATS and Redis (another replica), which can be killed.
+pub struct Replica {
+    /// `http://` address of its admin listener.
+    pub admin_url: String,
+    shutdown: Shutdown,
+    running: Option<ingress::Running>,
+}
+
+impl Replica {
+    /// Ends the replica as a crash would: its Stream connections drop at once, its leases and
+    /// presence are left to expire.
+    pub async fn kill(&mut self) {
+        if let Some(running) = self.running.take() {
+            if let Some(stream) = running.stream {
+                stream.abort();
+                let _ = stream.await;
+            }
+        }
+        self.shutdown.trigger();
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+/// Starts another ingress replica on `nats_url` / `redis_url`.
+pub async fn spawn_replica(nats_url: &str, redis_url: &str, overrides: &[(&str, &str)]) -> Replica {
+    let defaults = [
+        ("NATS_URL", nats_url),
+        ("REDIS_URL", redis_url),
+        ("METRICS_ADDR", "127.0.0.1:0"),
+        ("INGRESS_ADDR", "127.0.0.1:0"),
+        ("ADMIN_ADDR", "127.0.0.1:0"),
+        ("ADMIN_TOKEN", ADMIN_TOKEN),
+        ("DINGTALK_OAPI_URL", NO_DINGTALK),
+        ("NATS_MAX_BYTES", TEST_STREAM_BYTES),
+    ];
+    let env = Env::from_pairs(defaults.iter().chain(overrides).copied());
+    let config = ingress::Config::from_env(&env).expect("test configuration is valid");
+    let shutdown = Shutdown::new();
+    let running = ingress::start(&config, &shutdown)
+        .await
+        .expect("the replica starts");
+    Replica {
+        admin_url: format!("http://{}", running.admin.addr),
         shutdown,
         running: Some(running),
     }

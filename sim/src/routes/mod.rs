@@ -11,6 +11,7 @@ mod media;
 mod oauth;
 mod robot;
 mod standard_card;
+mod stream;
 mod webhook_robots;
 
 use std::collections::HashMap;
@@ -38,6 +39,7 @@ pub(crate) fn router(state: SimState, max_upload_bytes: usize) -> Router {
         .merge(contacts::routes())
         .merge(webhook_robots::routes())
         .merge(control::routes())
+        .merge(stream::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .with_state(state)

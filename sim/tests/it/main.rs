@@ -12,5 +12,6 @@ mod media;
 mod rate_limits;
 mod record;
 mod robot;
+mod stream;
 mod tokens;
 mod webhook_robots;

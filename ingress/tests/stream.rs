@@ -1,0 +1,523 @@
+//! Stream mode end to end: the real ingress against the simulator's Stream gateway over real
+//! WebSockets, with its own nats-server and redis-server. Frames reach the bus as the HTTP
+//! path's events, are acked only after JetStream's ack, and survive disconnects, silent
+//! sockets, a NATS outage and a killed replica.
+
+mod support;
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use common::bus::event::Event;
+use common::bus::streams::EVENTS;
+use common::crypto;
+use dingtalk_sim::{
+    AppCredentials, ConnectionControl, RunningSim, SimConfig, Simulator, StreamPush, StreamSettings,
+};
+use reqwest::Method;
+use serde_json::{json, Value};
+use support::TestApp;
+
+const APP_KEY: &str = "dingstreamapp";
+const SECRET: &str = "streamAppSecret123";
+
+/// Generous: tests must pass on a loaded two-core machine.
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn sim() -> RunningSim {
+    let mut config = SimConfig::local().with_app(AppCredentials::new(APP_KEY, SECRET));
+    config.stream = StreamSettings {
+        ping_interval: Duration::from_millis(300),
+        redelivery_timeout: Duration::from_secs(2),
+        disconnect_grace: Duration::from_secs(3),
+        ..StreamSettings::default()
+    };
+    Simulator::start(config)
+        .await
+        .expect("the simulator starts")
+}
+
+async fn ingress(sim: &RunningSim, extra: &[(&str, &str)]) -> TestApp {
+    let url = sim.base_url();
+    let mut env = vec![
+        ("DINGTALK_API_URL", url.as_str()),
+        ("STREAM_IDLE_TIMEOUT", "2s"),
+        ("STREAM_LEASE_TTL", "1500ms"),
+        ("STREAM_CONNECTIONS_PER_APP", "1"),
+    ];
+    env.extend_from_slice(extra);
+    support::spawn_app_with(&env).await
+}
+
+async fn put(app: &TestApp, id: &str, mode: &str, secret: &str) {
+    let answer = app
+        .admin(Method::PUT, &format!("/api/dingtalk/integrations/{id}"))
+        .json(&json!({"name": id, "client_id": APP_KEY, "client_secret": secret, "connection_mode": mode,
+            "callback_token": "123456", "callback_aes_key": "4g5j64qlyl3zvetqxz5jiocdr586fn2zvjpa8zls3ij"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        answer.status().is_success(),
+        "{}",
+        answer.text().await.unwrap()
+    );
+}
+
+async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn connections(sim: &RunningSim, n: usize) -> Vec<String> {
+    eventually("stream connections open", async || {
+        let open: Vec<String> = sim
+            .state()
+            .stream_connections()
+            .into_iter()
+            .filter(|c| !c.disconnecting)
+            .map(|c| c.id)
+            .collect();
+        (open.len() == n).then_some(open)
+    })
+    .await
+}
+
+/// Every event stored in the events stream, in order.
+async fn stored(app: &TestApp) -> Vec<Event> {
+    let client = async_nats::connect(app.nats.url()).await.unwrap();
+    let js = jetstream::new(client);
+    let Ok(mut stream) = js.get_stream(EVENTS).await else {
+        return Vec::new();
+    };
+    let last = stream.info().await.unwrap().state.last_sequence;
+    let mut events = Vec::new();
+    for seq in 1..=last {
+        if let Ok(message) = stream.get_raw_message(seq).await {
+            events.push(serde_json::from_slice(&message.payload).unwrap());
+        }
+    }
+    events
+}
+
+async fn events_with(app: &TestApp, n: usize, key: &str) -> Vec<Event> {
+    eventually("events stored", async || {
+        let found: Vec<Event> = stored(app)
+            .await
+            .into_iter()
+            .filter(|e| e.id.ends_with(key))
+            .collect();
+        (found.len() >= n).then_some(found)
+    })
+    .await
+}
+
+fn robot_message(msg_id: &str) -> Value {
+    json!({"msgId": msg_id, "msgtype": "text", "text": {"content": " hi "}, "conversationId": "cidS==",
+        "conversationType": "1", "senderId": "$:LWCP_v1:$u1", "senderStaffId": "staff1", "senderNick": "Wang",
+        "chatbotUserId": "$:LWCP_v1:$bot", "robotCode": APP_KEY, "createAt": 1_700_000_000_000_i64,
+        "sessionWebhook": "https://oapi.dingtalk.com/robot/sendBySession?session=s9",
+        "sessionWebhookExpiredTime": 1_700_005_400_000_i64})
+}
+
+fn push_robot(sim: &RunningSim, msg_id: &str) -> String {
+    sim.state()
+        .stream_push(StreamPush::RobotMessage {
+            app_key: APP_KEY.into(),
+            data: robot_message(msg_id),
+        })
+        .unwrap()
+}
+
+fn settled(sim: &RunningSim, origin: &str) -> bool {
+    sim.state()
+        .stream_acks()
+        .iter()
+        .any(|a| a.origin.as_deref() == Some(origin) && a.settled)
+}
+
+/// The event without what names its integration and when it arrived.
+fn comparable(event: &Event) -> Value {
+    let mut value = serde_json::to_value(event).unwrap();
+    let object = value.as_object_mut().unwrap();
+    object.remove("id");
+    object.remove("integration_id");
+    object.remove("received_at");
+    value
+}
+
+#[tokio::test]
+async fn robot_card_and_event_frames_become_the_events_the_http_path_publishes() {
+    let sim = sim().await;
+    let app = ingress(&sim, &[]).await;
+    put(&app, "streamed", "stream", SECRET).await;
+    put(&app, "hooked", "http", SECRET).await;
+    connections(&sim, 1).await;
+
+    let robot = robot_message("msgSameAsHttp");
+    let card = json!({"type": "actionCallback", "outTrackId": "track-1", "corpId": "dingcorp",
+        "userId": "staff1", "userIdType": 1, "spaceType": "IM_GROUP", "spaceId": "cidG==",
+        "content": "{\"cardPrivateData\":{\"actionIds\":[\"confirm\"],\"params\":{\"action\":\"confirm\"}}}",
+        "extension": "{}"});
+    let event = json!({"EventType": "user_add_org", "EventId": "ev-contact-1", "UserId": ["staff9"],
+        "CorpId": "dingcorp", "TimeStamp": "1700000000000"});
+    let state = sim.state();
+    let origins = [
+        state
+            .stream_push(StreamPush::RobotMessage {
+                app_key: APP_KEY.into(),
+                data: robot.clone(),
+            })
+            .unwrap(),
+        state
+            .stream_push(StreamPush::CardCallback {
+                app_key: APP_KEY.into(),
+                data: card.clone(),
+            })
+            .unwrap(),
+        state
+            .stream_push(StreamPush::Event {
+                app_key: APP_KEY.into(),
+                event_type: "user_add_org".into(),
+                event_id: "ev-contact-1".into(),
+                corp_id: "dingcorp".into(),
+                data: event.clone(),
+            })
+            .unwrap(),
+    ];
+    for origin in &origins {
+        eventually("frame acked", async || settled(&sim, origin).then_some(())).await;
+    }
+
+    // The same payloads over HTTP to the HTTP integration.
+    let webhook = format!("{}/api/dingtalk/webhook/hooked", app.public_url);
+    let ts = (time::OffsetDateTime::now_utc().unix_timestamp() * 1000).to_string();
+    let answer = app
+        .http
+        .post(&webhook)
+        .header("timestamp", &ts)
+        .header("sign", crypto::robot_sign(SECRET, &ts))
+        .body(robot.to_string())
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let answer = app
+        .http
+        .post(format!("{webhook}/card"))
+        .body(card.to_string())
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+
+    let events = stored(&app).await;
+    let of = |integration: &str, key: &str| {
+        events
+            .iter()
+            .find(|e| e.id.starts_with(&format!("{integration}:")) && e.id.ends_with(key))
+            .unwrap_or_else(|| panic!("no {integration} event {key} in {events:?}"))
+    };
+    let streamed = of("streamed", "msgSameAsHttp");
+    assert_eq!(streamed.id, "streamed:msgSameAsHttp");
+    assert_eq!(
+        comparable(streamed),
+        comparable(of("hooked", "msgSameAsHttp"))
+    );
+    let card_key = ingress::normalize::content_key(card.to_string().as_bytes());
+    assert_eq!(
+        comparable(of("streamed", &card_key)),
+        comparable(of("hooked", &card_key))
+    );
+    // The HTTP event path needs the app's AES key; compare with what it normalizes instead.
+    let http_event = ingress::normalize::subscription_event(&event.to_string()).unwrap();
+    let streamed_event = of("streamed", "ev-contact-1");
+    assert_eq!(
+        serde_json::to_value(&streamed_event.body).unwrap(),
+        serde_json::to_value(&http_event.body).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn system_pings_are_answered_with_their_data() {
+    let sim = sim().await;
+    let app = ingress(&sim, &[]).await;
+    put(&app, "acme", "stream", SECRET).await;
+    connections(&sim, 1).await;
+    let answer = eventually("a ping answered", async || {
+        sim.state()
+            .stream_acks()
+            .into_iter()
+            .find(|a| a.origin.is_none() && a.data.contains("opaque"))
+    })
+    .await;
+    assert_eq!(answer.code, 200);
+}
+
+#[tokio::test]
+async fn a_disconnect_loses_no_message_pushed_during_the_switch() {
+    let sim = sim().await;
+    let app = ingress(&sim, &[]).await;
+    put(&app, "acme", "stream", SECRET).await;
+    let old = connections(&sim, 1).await.remove(0);
+    assert!(sim
+        .state()
+        .stream_control(&old, ConnectionControl::Disconnect));
+    let mut origins = Vec::new();
+    for n in 0..20 {
+        origins.push(push_robot(&sim, &format!("msgSwitch{n}")));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The replacement came up while the old one was still open.
+    let new = connections(&sim, 1).await.remove(0);
+    assert_ne!(new, old);
+    for origin in &origins {
+        eventually("every pushed frame acked", async || {
+            settled(&sim, origin).then_some(())
+        })
+        .await;
+    }
+    let events = events_with(&app, 20, "").await;
+    for n in 0..20 {
+        let id = format!("acme:msgSwitch{n}");
+        assert_eq!(events.iter().filter(|e| e.id == id).count(), 1, "{id}");
+    }
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_replaced_and_its_message_published_once() {
+    let sim = sim().await;
+    let app = ingress(&sim, &[]).await;
+    put(&app, "acme", "stream", SECRET).await;
+    let silent = connections(&sim, 1).await.remove(0);
+    sim.state()
+        .stream_control(&silent, ConnectionControl::Silence);
+    let origin = push_robot(&sim, "msgIntoTheVoid");
+    eventually("a replacement connection", async || {
+        sim.state()
+            .stream_connections()
+            .iter()
+            .any(|c| c.id != silent && !c.silent)
+            .then_some(())
+    })
+    .await;
+    eventually("the message redelivered and acked", async || {
+        settled(&sim, &origin).then_some(())
+    })
+    .await;
+    eventually("the silent connection closed", async || {
+        (!sim
+            .state()
+            .stream_connections()
+            .iter()
+            .any(|c| c.id == silent))
+        .then_some(())
+    })
+    .await;
+    let events = events_with(&app, 1, "msgIntoTheVoid").await;
+    assert_eq!(events.len(), 1);
+}
+
+#[tokio::test]
+async fn a_frame_is_not_acked_while_nats_is_down_and_is_published_once_after() {
+    let sim = sim().await;
+    let mut app = ingress(&sim, &[]).await;
+    put(&app, "acme", "stream", SECRET).await;
+    connections(&sim, 1).await;
+    app.nats.stop().await;
+    let origin = push_robot(&sim, "msgDuringOutage");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(!settled(&sim, &origin), "acked while NATS was down");
+    assert!(sim
+        .state()
+        .stream_acks()
+        .iter()
+        .all(|a| a.origin.as_deref() != Some(origin.as_str())));
+    app.nats.restart().await;
+    eventually("acked once NATS is back", async || {
+        settled(&sim, &origin).then_some(())
+    })
+    .await;
+    let events = events_with(&app, 1, "msgDuringOutage").await;
+    assert_eq!(events.len(), 1);
+}
+
+#[tokio::test]
+async fn a_redelivery_under_a_new_frame_id_is_published_once() {
+    let sim = sim().await;
+    let app = ingress(&sim, &[]).await;
+    put(&app, "acme", "stream", SECRET).await;
+    connections(&sim, 1).await;
+    // DingTalk redelivering the same message: same payload, a different headers.messageId.
+    let first = push_robot(&sim, "msgTwice");
+    let second = push_robot(&sim, "msgTwice");
+    for origin in [&first, &second] {
+        eventually("both deliveries acked", async || {
+            settled(&sim, origin).then_some(())
+        })
+        .await;
+    }
+    let acks = sim.state().stream_acks();
+    let ids: Vec<&str> = acks
+        .iter()
+        .filter(|a| a.settled && a.origin.is_some())
+        .map(|a| a.message_id.as_str())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert_ne!(ids[0], ids[1]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(events_with(&app, 1, "msgTwice").await.len(), 1);
+}
+
+#[tokio::test]
+async fn bad_credentials_back_off_and_show_in_the_status() {
+    let sim = sim().await;
+    let app = ingress(&sim, &[]).await;
+    put(&app, "acme", "stream", "not-the-secret").await;
+    eventually("an open refused", async || {
+        sim.state()
+            .stream_opens()
+            .iter()
+            .any(|o| !o.accepted)
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let refused = sim
+        .state()
+        .stream_opens()
+        .iter()
+        .filter(|o| !o.accepted)
+        .count();
+    assert!(refused <= 2, "{refused} opens in 5 s: the connector spins");
+    let status: Value = app
+        .admin(Method::GET, "/api/dingtalk/integrations/acme/stream")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["connection_mode"], "stream");
+    assert_eq!(status["connections"][0]["state"], "connecting", "{status}");
+    let error = status["last_error"]["message"].as_str().unwrap_or_default();
+    assert!(error.contains("authFailed"), "{status}");
+    assert!(!status.to_string().contains("not-the-secret"), "{status}");
+    // Fixing the secret through the admin API restarts the slot at once.
+    put(&app, "acme", "stream", SECRET).await;
+    connections(&sim, 1).await;
+}
+
+#[tokio::test]
+async fn switching_between_http_and_stream_needs_no_restart() {
+    let sim = sim().await;
+    let app = ingress(&sim, &[]).await;
+    put(&app, "acme", "http", SECRET).await;
+    let webhook = format!("{}/api/dingtalk/webhook/acme", app.public_url);
+    let post = async |msg_id: &str| {
+        let ts = (time::OffsetDateTime::now_utc().unix_timestamp() * 1000).to_string();
+        app.http
+            .post(&webhook)
+            .header("timestamp", &ts)
+            .header("sign", crypto::robot_sign(SECRET, &ts))
+            .json(&robot_message(msg_id))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(post("msgHttp1").await, 200);
+    put(&app, "acme", "stream", SECRET).await;
+    assert_eq!(post("msgHttp2").await, 403);
+    connections(&sim, 1).await;
+    let origin = push_robot(&sim, "msgStream1");
+    eventually("acked", async || settled(&sim, &origin).then_some(())).await;
+    put(&app, "acme", "http", SECRET).await;
+    connections(&sim, 0).await;
+    assert_eq!(post("msgHttp3").await, 200);
+    events_with(&app, 1, "msgHttp3").await;
+}
+
+#[tokio::test]
+async fn two_replicas_share_the_leases_and_a_killed_one_is_replaced() {
+    let sim = sim().await;
+    let url = sim.base_url();
+    let first = ingress(
+        &sim,
+        &[
+            ("STREAM_CONNECTIONS_PER_APP", "2"),
+            ("STREAM_REPLICA_ID", "one"),
+        ],
+    )
+    .await;
+    let redis_url = first.redis.url();
+    let nats_url = first.nats.url();
+    let mut second = support::spawn_replica(
+        &nats_url,
+        &redis_url,
+        &[
+            ("DINGTALK_API_URL", url.as_str()),
+            ("STREAM_IDLE_TIMEOUT", "2s"),
+            ("STREAM_LEASE_TTL", "1500ms"),
+            ("STREAM_CONNECTIONS_PER_APP", "2"),
+            ("STREAM_REPLICA_ID", "two"),
+        ],
+    )
+    .await;
+    for n in 0..4 {
+        put(&first, &format!("app{n}"), "stream", SECRET).await;
+    }
+    connections(&sim, 8).await;
+    let holders = async |app: &TestApp, id: &str| -> Vec<String> {
+        let status: Value = app
+            .admin(
+                Method::GET,
+                &format!("/api/dingtalk/integrations/{id}/stream"),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        status["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["state"] == "connected")
+            .map(|c| c["replica"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for n in 0..4 {
+        let mut replicas = eventually("both slots reported", async || {
+            let h = holders(&first, &format!("app{n}")).await;
+            (h.len() == 2).then_some(h)
+        })
+        .await;
+        replicas.sort();
+        assert_eq!(
+            replicas,
+            ["one", "two"],
+            "app{n}: slots on different replicas"
+        );
+    }
+    // The second replica dies without releasing anything.
+    second.kill().await;
+    for n in 0..4 {
+        eventually("the survivor holds both slots", async || {
+            let h = holders(&first, &format!("app{n}")).await;
+            (h.len() == 2 && h.iter().all(|r| r == "one")).then_some(())
+        })
+        .await;
+    }
+    let origin = push_robot(&sim, "msgAfterKill");
+    eventually("acked", async || settled(&sim, &origin).then_some(())).await;
+}
