@@ -798,3 +798,174 @@ fn the_dockerfile_builds_real_binaries_into_a_small_non_root_image() {
         assert!(ignored.contains(entry), ".dockerignore: {entry}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Prometheus rules and the Grafana dashboard
+
+fn promtool(args: &[&str]) -> String {
+    let output = Command::new("promtool")
+        .args(args)
+        .current_dir(root().join("deploy/prometheus"))
+        .output()
+        .unwrap_or_else(|err| {
+            panic!("promtool is not installed ({err}): scripts/test installs it (apt-get install prometheus)")
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "promtool {args:?}:\n{text}");
+    text
+}
+
+#[test]
+fn the_alert_rules_pass_promtool_and_fire_on_their_test_series() {
+    let checked = promtool(&["check", "rules", "alerts.yml"]);
+    assert!(checked.contains("SUCCESS"), "{checked}");
+    promtool(&["test", "rules", "alerts.test.yml"]);
+    let rules = yaml_documents(&read("deploy/prometheus/alerts.yml"), "alerts.yml");
+    let alerts: BTreeSet<String> = rules[0]["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .flat_map(|group| group["rules"].as_array().cloned().unwrap_or_default())
+        .filter_map(|rule| rule["alert"].as_str().map(str::to_owned))
+        .collect();
+    // The alerts the runbook documents, one section each.
+    let runbook = read("docs/operations.md");
+    for alert in &alerts {
+        assert!(
+            runbook.contains(alert.as_str()),
+            "docs/operations.md does not explain {alert}"
+        );
+    }
+    assert_eq!(alerts.len(), 7, "{alerts:?}");
+    yaml_documents(&read("deploy/prometheus/scrape.yml"), "scrape.yml");
+}
+
+/// Every `dingtalk_gateway_…` name in the services' source.
+fn metric_names_in_code() -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut dirs: Vec<PathBuf> = [
+        "common/src",
+        "ingress/src",
+        "dispatcher/src",
+        "notifier/src",
+    ]
+    .iter()
+    .map(|dir| root().join(dir))
+    .collect();
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("source dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "rs") {
+                names.extend(metric_names(
+                    &std::fs::read_to_string(&path).expect("source"),
+                ));
+            }
+        }
+    }
+    names
+}
+
+/// The `dingtalk_gateway_…` and `dingtalk_gateway:…` names in a text.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("dingtalk_gateway") {
+        let tail = &rest[start..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .unwrap_or(tail.len());
+        names.insert(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// Checks that every metric `exprs` name exists in the code (histogram series by their base
+/// name) or is a recording rule of alerts.yml; returns the names used.
+fn assert_metrics_exist(exprs: &[String], what: &str) -> BTreeSet<String> {
+    let in_code = metric_names_in_code();
+    let recorded = metric_names(
+        &read("deploy/prometheus/alerts.yml")
+            .lines()
+            .filter(|line| line.trim_start().starts_with("- record:"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    let mut used = BTreeSet::new();
+    for expr in exprs {
+        for name in metric_names(expr) {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .filter(|base| in_code.contains(*base))
+                .unwrap_or(&name)
+                .to_owned();
+            assert!(
+                in_code.contains(&base) || recorded.contains(&base),
+                "{what}: {name} is exported by no service and recorded by no rule"
+            );
+            used.insert(base);
+        }
+    }
+    used
+}
+
+#[test]
+fn the_rules_and_the_dashboard_use_only_metrics_the_services_export() {
+    let rules = yaml_documents(&read("deploy/prometheus/alerts.yml"), "alerts.yml");
+    let exprs: Vec<String> = rules[0]["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .flat_map(|group| group["rules"].as_array().cloned().unwrap_or_default())
+        .map(|rule| rule["expr"].as_str().expect("expr").to_owned())
+        .collect();
+    assert_metrics_exist(&exprs, "alerts.yml");
+
+    let dashboard: Value =
+        serde_json::from_str(&read("deploy/grafana/dingtalk-gateway.json")).expect("JSON");
+    assert_eq!(dashboard["uid"], "dingtalk-gateway");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    let mut ids = BTreeSet::new();
+    let mut exprs = Vec::new();
+    for panel in panels {
+        assert!(
+            ids.insert(panel["id"].as_u64().expect("id")),
+            "duplicate panel id"
+        );
+        if panel["type"] == "row" {
+            continue;
+        }
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "panel {} has no query", panel["title"]);
+        exprs.extend(
+            targets
+                .iter()
+                .map(|t| t["expr"].as_str().expect("expr").to_owned()),
+        );
+    }
+    let used = assert_metrics_exist(&exprs, "dingtalk-gateway.json");
+    // What the dashboard is for: callbacks by result, publish latency, consumer lag, expert
+    // latency, DingTalk calls by API and result, throttles, token refreshes, DLQ size.
+    for wanted in [
+        "dingtalk_gateway_ingress_callbacks_total",
+        "dingtalk_gateway_ingress_publish_seconds",
+        "dingtalk_gateway_bus_consumer_pending_messages",
+        "dingtalk_gateway_dispatcher_expert_run_seconds",
+        "dingtalk_gateway_notifier_dingtalk_calls_total",
+        "dingtalk_gateway_notifier_throttles_total",
+        "dingtalk_gateway_notifier_token_refreshes_total",
+        "dingtalk_gateway_bus_stream_messages",
+    ] {
+        assert!(
+            used.contains(wanted),
+            "the dashboard does not show {wanted}"
+        );
+    }
+}
