@@ -5,9 +5,10 @@
 //! the process environment. A bad value stops start-up with one line naming the variable and
 //! what is allowed ([`ConfigError`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::registry::{
@@ -37,9 +38,13 @@ impl ConfigError {
 }
 
 /// The source of configuration values: the process environment or, in tests, plain pairs.
+///
+/// It remembers the name of every variable a loader asked for ([`Env::queried`]), so the
+/// deployment tests can prove that each variable a manifest sets is one a service reads.
 #[derive(Debug, Clone, Default)]
 pub struct Env {
     vars: HashMap<String, String>,
+    queried: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Env {
@@ -49,6 +54,7 @@ impl Env {
             vars: std::env::vars_os()
                 .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
                 .collect(),
+            queried: Arc::default(),
         }
     }
 
@@ -61,11 +67,24 @@ impl Env {
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
+            queried: Arc::default(),
         }
+    }
+
+    /// Every variable name asked for so far, set or not (clones share the record).
+    pub fn queried(&self) -> BTreeSet<String> {
+        self.queried
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// The raw value, with empty strings treated as unset (a blank line in an env file).
     pub fn get(&self, var: &str) -> Option<&str> {
+        self.queried
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(var.to_owned());
         self.vars
             .get(var)
             .map(String::as_str)
@@ -404,6 +423,17 @@ mod tests {
                 .var,
             "NATS_MAX_AGE"
         );
+    }
+
+    #[test]
+    fn every_variable_asked_for_is_remembered_set_or_not() {
+        let env = Env::from_pairs([("LOG_FORMAT", "json"), ("NOT_A_SETTING", "x")]);
+        CommonConfig::from_env(&env, "0.0.0.0:9100").unwrap();
+        let queried = env.queried();
+        assert!(queried.contains("LOG_FORMAT"));
+        assert!(queried.contains("NATS_URL"), "unset variables count too");
+        assert!(queried.contains("SECRETS_KEY_PREVIOUS"));
+        assert!(!queried.contains("NOT_A_SETTING"));
     }
 
     #[test]

@@ -90,6 +90,17 @@ pub async fn start(config: &Config, shutdown: &Shutdown) -> Result<Running, Star
             config.consumer.clone(),
             shutdown.clone(),
         )),
+        tokio::spawn(common::bus::backlog::run(
+            foundation.jetstream.clone(),
+            common::bus::backlog::Watch {
+                consumers: vec![(
+                    common::bus::streams::EVENTS.to_owned(),
+                    config.consumer.clone(),
+                )],
+                streams: vec![common::bus::streams::DLQ.to_owned()],
+            },
+            shutdown.clone(),
+        )),
     ];
     let consumer = consumer::Consumer {
         dispatcher: Arc::new(dispatcher),

@@ -119,6 +119,18 @@ pub async fn start(config: &Config, shutdown: &Shutdown) -> Result<Running, Star
             None
         }
     };
+    // Lag and DLQ gauges for the dashboards and alerts; ends at shutdown.
+    tokio::spawn(common::bus::backlog::run(
+        foundation.jetstream.clone(),
+        common::bus::backlog::Watch {
+            consumers: vec![(
+                common::bus::streams::COMMANDS.to_owned(),
+                worker::CONSUMER.to_owned(),
+            )],
+            streams: vec![common::bus::streams::DLQ.to_owned()],
+        },
+        shutdown.clone(),
+    ));
     let worker = tokio::spawn(worker::run(
         engine,
         Publisher::new(foundation.jetstream.clone()),

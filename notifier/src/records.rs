@@ -519,6 +519,135 @@ impl Records {
     }
 }
 
+/// Whether a finished command may be executed again (`gatewayctl dlq replay`), judged on its
+/// records: a command id is never executed twice, so a replay of a failed command must first
+/// forget its result — and may only when nothing of it reached DingTalk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forget {
+    /// No record (never executed here, or expired after [`RECORD_TTL`]).
+    Absent,
+    /// Finished `failed` without a delivered or in-doubt call: may be forgotten.
+    Forgettable,
+    /// Forgotten by [`Records::forget_failed`]: the next delivery executes it afresh.
+    Forgotten,
+    /// A recipient was reached (or the result is not `failed`): never executed again.
+    Delivered,
+    /// A call's outcome was never recorded, or the record is unreadable or unfinished.
+    InDoubt,
+    /// An execution holds its lease right now.
+    Running,
+}
+
+/// Judges a command's record (the fields of `dtg:ntf:cmd:…`, whether a `sent` record exists and
+/// whether its lease is held) for a replay. Pure, so every case is unit-tested.
+pub fn replay_state(
+    fields: &std::collections::HashMap<String, String>,
+    sent: bool,
+    locked: bool,
+) -> Forget {
+    if locked {
+        return Forget::Running;
+    }
+    if sent {
+        return Forget::Delivered;
+    }
+    if fields.is_empty() {
+        return Forget::Absent;
+    }
+    let mut verdict = match fields.get("result") {
+        None => Forget::InDoubt,
+        Some(json) => match serde_json::from_str::<CommandResult>(json) {
+            Err(_) => Forget::InDoubt,
+            Ok(result) if result.status != common::bus::result::Status::Failed => {
+                return Forget::Delivered
+            }
+            Ok(result) if result.targets.iter().any(|target| target.ok) => {
+                return Forget::Delivered
+            }
+            Ok(_) => Forget::Forgettable,
+        },
+    };
+    for (field, value) in fields {
+        if !field.starts_with("step:") {
+            continue;
+        }
+        if value == PENDING {
+            verdict = Forget::InDoubt;
+            continue;
+        }
+        match serde_json::from_str::<StepRecord>(value) {
+            Ok(step) => {
+                if step
+                    .outcomes
+                    .iter()
+                    .any(|(_, outcome)| matches!(outcome, TargetOutcome::Delivered(_)))
+                {
+                    return Forget::Delivered;
+                }
+            }
+            Err(_) => verdict = Forget::InDoubt,
+        }
+    }
+    verdict
+}
+
+/// Deletes a command's record only if it is still the one judged (same result, same number of
+/// fields) and no execution holds its lease.
+const FORGET: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'running' end
+if redis.call('HGET', KEYS[1], 'result') ~= ARGV[1] then return 'changed' end
+if redis.call('HLEN', KEYS[1]) ~= tonumber(ARGV[2]) then return 'changed' end
+redis.call('DEL', KEYS[1])
+return 'forgotten'";
+
+impl Records {
+    /// What a replay may do with command `command_id` (read-only).
+    pub async fn replay_state(&self, integration: &str, command_id: &str) -> RedisResult<Forget> {
+        Ok(self.replay_snapshot(integration, command_id).await?.0)
+    }
+
+    async fn replay_snapshot(
+        &self,
+        integration: &str,
+        command_id: &str,
+    ) -> RedisResult<(Forget, std::collections::HashMap<String, String>)> {
+        let (fields, sent, locked): (std::collections::HashMap<String, String>, bool, bool) =
+            redis::pipe()
+                .cmd("HGETALL")
+                .arg(command_key(integration, command_id))
+                .cmd("EXISTS")
+                .arg(sent_key(integration, command_id))
+                .cmd("EXISTS")
+                .arg(lock_key(integration, command_id))
+                .query_async(&mut self.conn())
+                .await?;
+        Ok((replay_state(&fields, sent, locked), fields))
+    }
+
+    /// Forgets the failed result (and the failed steps) of command `command_id` so that its next
+    /// delivery executes it again — only when [`replay_state`] finds it forgettable and the
+    /// record has not changed since. Returns [`Forget::Forgotten`] on success, else what was
+    /// found instead.
+    pub async fn forget_failed(&self, integration: &str, command_id: &str) -> RedisResult<Forget> {
+        let (state, fields) = self.replay_snapshot(integration, command_id).await?;
+        if state != Forget::Forgettable {
+            return Ok(state);
+        }
+        let outcome: String = redis::Script::new(FORGET)
+            .key(command_key(integration, command_id))
+            .key(lock_key(integration, command_id))
+            .arg(fields.get("result").map_or("", String::as_str))
+            .arg(fields.len())
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(match outcome.as_str() {
+            "forgotten" => Forget::Forgotten,
+            "running" => Forget::Running,
+            _ => Forget::InDoubt,
+        })
+    }
+}
+
 /// One `dtg:chats:{integration}` entry: `{"title": "…", "last_seen": "<RFC 3339>"}` (a number
 /// of milliseconds is accepted for `last_seen` too).
 pub fn parse_chat(chat_id: &str, json: &str) -> Option<Chat> {
@@ -542,6 +671,89 @@ pub fn parse_chat(chat_id: &str, json: &str) -> Option<Chat> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(pairs: &[(&str, String)]) -> std::collections::HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect()
+    }
+
+    fn result_json(status: &str, ok: bool) -> String {
+        serde_json::json!({
+            "v": 1, "command_id": "c1", "integration_id": "acme", "op": "send", "status": status,
+            "targets": [{"recipient": {"type": "user_id", "id": "u1"}, "ok": ok}],
+            "finished_at": "2026-11-25T10:00:00Z"
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn only_a_failed_command_that_reached_no_one_may_be_forgotten() {
+        let failed_step = serde_json::to_string(&StepRecord {
+            outcomes: vec![(
+                0,
+                TargetOutcome::Failed(ResultError {
+                    code: "card_not_delivered".into(),
+                    message: "x".into(),
+                    retryable: false,
+                }),
+            )],
+            extra: None,
+        })
+        .unwrap();
+        let delivered_step = serde_json::to_string(&StepRecord {
+            outcomes: vec![(0, TargetOutcome::Delivered(Delivered::SessionWebhook))],
+            extra: None,
+        })
+        .unwrap();
+        let failed = result_json("failed", false);
+        assert_eq!(replay_state(&record(&[]), false, false), Forget::Absent);
+        assert_eq!(
+            replay_state(
+                &record(&[("result", failed.clone()), ("step:s0", failed_step)]),
+                false,
+                false
+            ),
+            Forget::Forgettable
+        );
+        assert_eq!(
+            replay_state(
+                &record(&[("result", failed.clone()), ("step:s1", delivered_step)]),
+                false,
+                false
+            ),
+            Forget::Delivered
+        );
+        assert_eq!(
+            replay_state(
+                &record(&[("result", failed.clone()), ("step:s1", PENDING.into())]),
+                false,
+                false
+            ),
+            Forget::InDoubt
+        );
+        assert_eq!(
+            replay_state(
+                &record(&[("result", result_json("ok", true))]),
+                false,
+                false
+            ),
+            Forget::Delivered
+        );
+        assert_eq!(
+            replay_state(&record(&[("step:s1", PENDING.into())]), false, false),
+            Forget::InDoubt
+        );
+        assert_eq!(
+            replay_state(&record(&[("result", failed.clone())]), true, false),
+            Forget::Delivered
+        );
+        assert_eq!(
+            replay_state(&record(&[("result", failed)]), false, true),
+            Forget::Running
+        );
+    }
 
     #[test]
     fn chat_records_read_rfc3339_or_milliseconds() {

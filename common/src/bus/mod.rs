@@ -5,6 +5,7 @@
 //! do not know, writers only ever add optional fields within a version. `docs/bus.md` is the
 //! human description and `docs/schema/` the generated JSON Schemas (a test keeps them fresh).
 
+pub mod backlog;
 pub mod command;
 pub mod event;
 pub mod query;
