@@ -13,16 +13,6 @@ use std::process::Command;
 use common::config::Env;
 use serde_json::Value;
 
-/// Variables the manifests set that no merged service reads yet: Stream mode (issue 9) is
-/// being added to the ingress right now. EMPTY THIS LIST once Stream mode is merged — the test
-/// fails as soon as the ingress reads one of these names, as a reminder.
-const NOT_YET_MERGED: &[&str] = &[
-    "STREAM_ENABLED",
-    "STREAM_IDLE_TIMEOUT",
-    "STREAM_MAX_AGE",
-    "STREAM_CONNECTIONS_PER_APP",
-];
-
 /// The paths the ops listener serves for probes (common/src/ops.rs).
 const PROBE_PATHS: &[&str] = &["/healthz", "/readyz"];
 
@@ -124,25 +114,16 @@ fn load(binary: &str, vars: &BTreeMap<String, String>) -> Result<Loaded, String>
     })
 }
 
-/// Asserts that `binary` reads every variable in `vars` (allowing [`NOT_YET_MERGED`]) and
-/// returns what it loaded.
+/// Asserts that `binary` reads every variable in `vars` and returns what it loaded.
 fn assert_reads_all(binary: &str, vars: &BTreeMap<String, String>, place: &str) -> Loaded {
     let loaded = load(binary, vars).unwrap_or_else(|err| panic!("{place}: {binary}: {err}"));
     let unknown: Vec<_> = vars
         .keys()
-        .filter(|var| !loaded.read.contains(*var) && !NOT_YET_MERGED.contains(&var.as_str()))
+        .filter(|var| !loaded.read.contains(*var))
         .collect();
     assert!(
         unknown.is_empty(),
         "{place}: {binary} does not read {unknown:?}"
-    );
-    let merged: Vec<_> = NOT_YET_MERGED
-        .iter()
-        .filter(|var| loaded.read.contains(**var))
-        .collect();
-    assert!(
-        merged.is_empty(),
-        "{merged:?} are read now: empty NOT_YET_MERGED in tests/tests/deploy.rs"
     );
     loaded
 }
