@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::bus::command::{Degrade, OutboundMessage, Recall, Update};
+use common::bus::command::{Degrade, Mentions, OutboundMessage, Recall, Update};
 use common::bus::result::ResultError;
 use time::OffsetDateTime;
 
@@ -21,6 +21,7 @@ use crate::content::Content;
 use crate::engine::{Ctx, Engine, Executed, Later, TARGET_WAIT};
 use crate::outcome::{self, Subject};
 use crate::placeholders::{fill_message, Filler};
+use crate::plan::Resolved;
 use crate::records::{Delivered, SentRecord, StepRecord, TargetOutcome};
 use crate::send::{all, delivered, missing_variable, Outcomes};
 
@@ -266,15 +267,6 @@ impl Engine {
         if degraded {
             self.recall_deliveries(ctx, "degrade:", &plain, &mut Outcomes::new())
                 .await?;
-            let media_id = match self.media(ctx, message).await? {
-                Ok(media_id) => media_id,
-                Err(error) => {
-                    for (index, _) in &plain {
-                        outcomes.insert(*index, Err(error.clone()));
-                    }
-                    None
-                }
-            };
             let resolved: Vec<_> = (0..sent.recipients.len())
                 .map(|i| {
                     plain
@@ -284,17 +276,15 @@ impl Engine {
                         .flatten()
                 })
                 .collect();
-            let content = Content::new(message, false, media_id);
             let mut resent = Outcomes::new();
-            self.deliver(
-                ctx,
-                "resend:",
-                &resolved,
-                &content,
-                &sent.mentions,
-                &mut resent,
-            )
-            .await?;
+            if let Err(error) = self
+                .resend(ctx, message, &resolved, &sent.mentions, &mut resent)
+                .await?
+            {
+                for (index, _) in &plain {
+                    resent.insert(*index, Err(error.clone()));
+                }
+            }
             for (index, outcome) in &resent {
                 outcomes.insert(*index, outcome.clone());
             }
@@ -342,20 +332,12 @@ impl Engine {
     ) -> Result<Executed, Later> {
         let mut outcomes = Outcomes::new();
         let resolved = self.resolve(ctx, &sent.recipients, &mut outcomes).await?;
-        let media_id = match self.media(ctx, message).await? {
-            Ok(media_id) => media_id,
-            Err(error) => return Ok(Executed::failed(subject, error)),
-        };
-        let content = Content::new(message, false, media_id);
-        self.deliver(
-            ctx,
-            "resend:",
-            &resolved,
-            &content,
-            &sent.mentions,
-            &mut outcomes,
-        )
-        .await?;
+        if let Err(error) = self
+            .resend(ctx, message, &resolved, &sent.mentions, &mut outcomes)
+            .await?
+        {
+            return Ok(Executed::failed(subject, error));
+        }
         let result = outcome::assemble(subject, &sent.recipients, &outcomes, true);
         sent.delivered = delivered(&outcomes);
         sent.resolved = resolved;
@@ -364,6 +346,26 @@ impl Engine {
             self.inner.records.set_sent(ctx.id, target, &sent).await?;
         }
         Ok(Executed { result, sent: None })
+    }
+
+    /// Sends `message` as a new plain message to the `resolved` recipients (a degraded update's
+    /// resend), under step keys of its own; `Err` when its media cannot be had.
+    async fn resend(
+        &self,
+        ctx: &Ctx<'_>,
+        message: &OutboundMessage,
+        resolved: &[Option<Resolved>],
+        mentions: &Mentions,
+        outcomes: &mut Outcomes,
+    ) -> Result<Result<(), ResultError>, Later> {
+        let media_id = match self.media(ctx, message).await? {
+            Ok(media_id) => media_id,
+            Err(error) => return Ok(Err(error)),
+        };
+        let content = Content::new(message, false, media_id);
+        self.deliver(ctx, "resend:", resolved, &content, mentions, outcomes)
+            .await?;
+        Ok(Ok(()))
     }
 
     pub(crate) async fn execute_recall(
