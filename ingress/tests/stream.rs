@@ -521,3 +521,110 @@ async fn two_replicas_share_the_leases_and_a_killed_one_is_replaced() {
     let origin = push_robot(&sim, "msgAfterKill");
     eventually("acked", async || settled(&sim, &origin).then_some(())).await;
 }
+
+#[tokio::test]
+async fn a_joining_replica_that_wins_both_slots_of_an_app_takes_them_one_at_a_time_without_a_gap() {
+    use common::registry::IntegrationId;
+    use ingress::stream::lease::owner;
+
+    let sim = sim().await;
+    let url = sim.base_url();
+    let env = |name: &'static str| {
+        vec![
+            ("DINGTALK_API_URL", url.clone()),
+            ("STREAM_IDLE_TIMEOUT", "2s".to_owned()),
+            ("STREAM_LEASE_TTL", "1500ms".to_owned()),
+            ("STREAM_CONNECTIONS_PER_APP", "2".to_owned()),
+            ("STREAM_REPLICA_ID", name.to_owned()),
+        ]
+    };
+    let first = ingress(
+        &sim,
+        &[
+            ("STREAM_CONNECTIONS_PER_APP", "2"),
+            ("STREAM_REPLICA_ID", "one"),
+        ],
+    )
+    .await;
+    let (nats_url, redis_url) = (first.nats.url(), first.redis.url());
+    let spawn = async |name: &'static str| {
+        let env = env(name);
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        support::spawn_replica(&nats_url, &redis_url, &pairs).await
+    };
+    let _second = spawn("two").await;
+    put(&first, "acme", "stream", SECRET).await;
+    let id = IntegrationId::try_from("acme".to_owned()).unwrap();
+    // Slot → replica of the connected slots, as the admin API reports them.
+    let holders = async || -> Vec<(u64, String)> {
+        let status: Value = first
+            .admin(Method::GET, "/api/dingtalk/integrations/acme/stream")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut held: Vec<(u64, String)> = status["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["state"] == "connected")
+            .map(|c| {
+                (
+                    c["slot"].as_u64().unwrap(),
+                    c["replica"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        held.sort();
+        held
+    };
+    let preferred = |replicas: &[String]| -> Vec<(u64, String)> {
+        (0..2)
+            .map(|slot| (slot as u64, owner(&id, slot, replicas).unwrap().clone()))
+            .collect()
+    };
+    let two: Vec<String> = vec!["one".into(), "two".into()];
+    let before = preferred(&two);
+    eventually("both slots held as two replicas prefer", async || {
+        (holders().await == before).then_some(())
+    })
+    .await;
+    // A third replica name that is preferred over the current holders for both slots: the
+    // rebalance moves both slots of the app.
+    let third: &'static str = (0..1000)
+        .map(|n| &*Box::leak(format!("three-{n}").into_boxed_str()))
+        .find(|name| {
+            let three = [two.clone(), vec![(*name).to_owned()]].concat();
+            let after = preferred(&three);
+            after.iter().zip(&before).all(|(a, b)| a.1 != b.1)
+        })
+        .expect("some name moves both slots");
+    let three = [two.clone(), vec![third.to_owned()]].concat();
+    let after = preferred(&three);
+    let _third = spawn(third).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let open = sim
+            .state()
+            .stream_connections()
+            .iter()
+            .filter(|c| c.app_key == APP_KEY && !c.disconnecting)
+            .count();
+        assert!(
+            open >= 1,
+            "the app was left without a connection during the handover"
+        );
+        if holders().await == after {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out: slots held as three replicas prefer ({after:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let origin = push_robot(&sim, "msgAfterHandover");
+    eventually("acked", async || settled(&sim, &origin).then_some(())).await;
+}

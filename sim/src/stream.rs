@@ -140,6 +140,9 @@ pub struct StreamAck {
     pub data: String,
     /// Whether it settled the message (code 200 and not `LATER`).
     pub settled: bool,
+    /// Microseconds from the push of the message this answers to this answer (across
+    /// redeliveries), or `None` when `origin` is.
+    pub since_push_us: Option<u64>,
 }
 
 /// One call of the open endpoint.
@@ -217,6 +220,7 @@ struct Pending {
     event_headers: Option<Value>,
     connection: Option<String>,
     deadline: Instant,
+    pushed_at: Instant,
 }
 
 #[derive(Default)]
@@ -481,15 +485,17 @@ impl Gateway {
         let mut state = self.lock();
         // A 4xx says the client cannot use the frame: retrying would not help.
         let settled = (code == 200 && !later) || (400..500).contains(&code);
-        let origin = match state.pending.get(&message_id) {
+        let (origin, since_push_us) = match state.pending.get(&message_id) {
             Some(p) if p.connection.as_deref() == Some(connection) => {
                 let origin = p.origin.clone();
+                let since_push =
+                    u64::try_from(p.pushed_at.elapsed().as_micros()).unwrap_or(u64::MAX);
                 if settled {
                     state.pending.remove(&message_id);
                 }
-                Some(origin)
+                (Some(origin), Some(since_push))
             }
-            _ => None,
+            _ => (None, None),
         };
         push_bounded(
             &mut state.acks,
@@ -500,6 +506,7 @@ impl Gateway {
                 code,
                 data,
                 settled,
+                since_push_us,
             },
             self.settings.max_recorded,
         );
@@ -544,6 +551,7 @@ impl Gateway {
                 event_headers,
                 connection: None,
                 deadline: Instant::now(),
+                pushed_at: Instant::now(),
             },
         );
         self.deliver(&mut state, message_id, None);

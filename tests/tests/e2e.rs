@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use dingtalk_sim::client::{check_url, user_modified, EventSigner};
-use dingtalk_sim::{Api, CallFilter, Directory};
+use dingtalk_sim::{Api, CallFilter, Directory, StreamPush};
 use futures::StreamExt;
 use gateway_tests::stack::{
-    eventually, Options, Stack, AES_KEY, APP_KEY, CALLBACK_TOKEN, INTEGRATION,
+    eventually, Options, Stack, AES_KEY, APP_KEY, APP_SECRET, CALLBACK_TOKEN, INTEGRATION,
 };
 use serde_json::{json, Value};
 
@@ -59,6 +59,104 @@ async fn a_private_message_is_answered_in_dingtalk_and_the_next_continues_the_th
     );
     let one = runs_with(&stack, "hello gateway");
     let two = runs_with(&stack, "and again");
+    assert_eq!(one.len(), 1, "the expert ran once for the first message");
+    assert_eq!(two.len(), 1, "the expert ran once for the second message");
+    assert_eq!(
+        one[0].1, two[0].1,
+        "the second message continues the thread"
+    );
+}
+
+/// The same private chat with the integration in Stream mode: no callback reaches the ingress,
+/// DingTalk (the simulator) pushes the messages over the WebSocket the ingress opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_stream_mode_a_private_message_pushed_over_the_stream_is_answered_and_the_next_continues_the_thread(
+) {
+    let stack = stack().await;
+    stack
+        .admin(
+            reqwest::Method::PUT,
+            &format!("/api/dingtalk/integrations/{INTEGRATION}"),
+            &json!({"name": "End to end", "client_id": APP_KEY, "client_secret": APP_SECRET,
+                "callback_token": CALLBACK_TOKEN, "callback_aes_key": AES_KEY,
+                "preferred_language": "en", "connection_mode": "stream"}),
+        )
+        .await;
+    let connected = eventually(REPLY, || async {
+        let open = stack.sim.state().stream_connections();
+        open.iter()
+            .any(|c| c.app_key == APP_KEY && !c.disconnecting)
+            .then_some(())
+    })
+    .await;
+    assert!(
+        connected.is_some(),
+        "no stream connection: {}",
+        stack.logs()
+    );
+    // One way in per integration: the webhook closes in Stream mode (once the ingress's
+    // registry cache has the change; probes come from another user, whose chat is apart).
+    let refused = eventually(REPLY, || async {
+        let probe = stack
+            .message("probe over http")
+            .from_user("user002", "Han Meimei");
+        let answer = stack.send(&probe).await;
+        (answer.status == 403).then_some(answer.body)
+    })
+    .await;
+    assert!(refused.is_some(), "the webhook stays open in Stream mode");
+
+    let push = |message: &dingtalk_sim::client::RobotMessage| {
+        let now_ms = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("after 1970")
+                .as_millis(),
+        )
+        .expect("ms fit");
+        stack
+            .sim
+            .state()
+            .stream_push(StreamPush::RobotMessage {
+                app_key: APP_KEY.to_owned(),
+                data: message.to_json(now_ms),
+            })
+            .expect("the simulator takes the push")
+    };
+    let first = stack.message("hello over the stream");
+    let origin = push(&first);
+    assert_eq!(
+        stack.reply(&first, REPLY).await.as_deref(),
+        Some("echo #1: hello over the stream"),
+        "{}",
+        stack.logs()
+    );
+    let card = stack
+        .sim
+        .state()
+        .standard_cards()
+        .into_iter()
+        .find(|c| c.card_biz_id == format!("{INTEGRATION}:{}:reply", first.msg_id))
+        .expect("the reply card");
+    assert_eq!(card.target, "user001");
+    // The frame was acked on the socket (after the bus took it).
+    assert!(stack
+        .sim
+        .state()
+        .stream_acks()
+        .iter()
+        .any(|a| a.origin.as_deref() == Some(origin.as_str()) && a.settled));
+
+    let second = stack.message("and again over the stream");
+    push(&second);
+    assert_eq!(
+        stack.reply(&second, REPLY).await.as_deref(),
+        Some("echo #2: and again over the stream"),
+        "{}",
+        stack.logs()
+    );
+    let one = runs_with(&stack, "hello over the stream");
+    let two = runs_with(&stack, "and again over the stream");
     assert_eq!(one.len(), 1, "the expert ran once for the first message");
     assert_eq!(two.len(), 1, "the expert ran once for the second message");
     assert_eq!(

@@ -12,7 +12,10 @@
 //! when there are enough, and a joining or leaving replica moves only the slots it wins or
 //! loses. The lease is the lock that makes the handover safe: a slot is taken with `SET NX`,
 //! renewed only by its holder, released by a holder that is no longer preferred, and expires
-//! by itself when its holder dies.
+//! by itself when its holder dies. A holder gives up a connected slot only while every other
+//! slot of the integration is connected and stays so (its holder is preferred, or it is a
+//! higher slot, which waits for this one), so a rebalance that moves all of an app's slots
+//! moves them one at a time, lowest first, and the app is never without a connection.
 
 use std::time::Duration;
 
@@ -172,6 +175,32 @@ impl Leases {
         )
         .await
         .map(drop)
+    }
+
+    /// The other replica that holds the slot's lease and reports it connected, if any.
+    pub(crate) async fn connected_elsewhere(
+        &mut self,
+        id: &IntegrationId,
+        slot: usize,
+    ) -> Result<Option<String>, String> {
+        let (holder, status): (Option<String>, Option<String>) = bounded(
+            redis::pipe()
+                .get(lease_key(id, slot))
+                .get(status_key(id, slot))
+                .query_async(&mut self.redis),
+        )
+        .await?;
+        let status: Option<Value> = status.and_then(|s| serde_json::from_str(&s).ok());
+        Ok(match (holder, status) {
+            (Some(holder), Some(status))
+                if holder != self.replica
+                    && status["replica"] == holder.as_str()
+                    && status["state"] == "connected" =>
+            {
+                Some(holder)
+            }
+            _ => None,
+        })
     }
 
     /// Publishes the slot's status for the admin API (it expires with the holder).

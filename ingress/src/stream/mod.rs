@@ -95,6 +95,10 @@ impl SlotStatus {
         }
     }
 
+    fn is_connected(&self) -> bool {
+        self.connected_at.is_some()
+    }
+
     pub(crate) fn frame(&mut self) {
         self.last_frame_at = Some(Timestamp::now());
     }
@@ -130,6 +134,15 @@ impl Drop for Held {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A slot this replica holds and another replica is now preferred for.
+struct Handover<'a> {
+    id: &'a IntegrationId,
+    slot: usize,
+    per_app: usize,
+    replicas: &'a [String],
+    replica: &'a str,
 }
 
 /// Everything the connector needs from the ingress.
@@ -231,6 +244,59 @@ impl Connector {
         tracing::info!("stream connector stopped");
     }
 
+    /// Whether this replica may give up slot `slot` of `id`, which another replica is now
+    /// preferred for: always when the slot has no connection, otherwise only while every other
+    /// slot of the integration is connected and will stay so until the successor connects:
+    /// held by its preferred replica, or a higher slot (which itself waits for this one). So a
+    /// rebalance that moves several slots of an app (their holders deciding independently)
+    /// moves them one after the other, lowest first, each once its successor carries frames,
+    /// and never leaves the app without a connection.
+    async fn may_hand_over(
+        leases: &mut lease::Leases,
+        held: &HashMap<(IntegrationId, usize), Held>,
+        ask: Handover<'_>,
+    ) -> bool {
+        let Handover {
+            id,
+            slot,
+            per_app,
+            replicas,
+            replica,
+        } = ask;
+        let connected_here = |s: usize| {
+            held.get(&(id.clone(), s)).is_some_and(|h| {
+                h.status
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .is_connected()
+            })
+        };
+        if !connected_here(slot) {
+            return true;
+        }
+        for other in (0..per_app).filter(|&s| s != slot) {
+            let holder = if connected_here(other) {
+                Some(replica.to_owned())
+            } else {
+                match leases.connected_elsewhere(id, other).await {
+                    Ok(holder) => holder,
+                    Err(error) => {
+                        tracing::warn!(integration = %id, slot, %error, "stream slot handover deferred: status unreadable");
+                        return false;
+                    }
+                }
+            };
+            let stays = holder.is_some_and(|holder| {
+                other > slot || lease::owner(id, other, replicas).is_some_and(|o| *o == holder)
+            });
+            if !stays {
+                tracing::debug!(integration = %id, slot, waiting_for = other, "stream slot handover deferred");
+                return false;
+            }
+        }
+        true
+    }
+
     /// One supervisor pass: stop what should not run here, renew what should, take what is free.
     async fn pass(
         &self,
@@ -249,9 +315,23 @@ impl Connector {
         for key in keys {
             let (id, slot) = &key;
             let current = integrations.get(id);
-            let keep = current.is_some_and(|i| i.updated_at() == held[&key].updated_at)
-                && wanted(id, *slot)
+            let healthy = current.is_some_and(|i| i.updated_at() == held[&key].updated_at)
+                && *slot < per_app
                 && !held[&key].task.is_finished();
+            let keep = healthy
+                && (wanted(id, *slot)
+                    || !Self::may_hand_over(
+                        leases,
+                        held,
+                        Handover {
+                            id,
+                            slot: *slot,
+                            per_app,
+                            replicas,
+                            replica,
+                        },
+                    )
+                    .await);
             let renewed = keep && matches!(leases.renew(id, *slot).await, Ok(true));
             if renewed {
                 let status = held[&key]

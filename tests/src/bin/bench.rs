@@ -7,6 +7,9 @@
 //! cargo build --release -p notifier -p dingtalk-sim -p gateway-tests
 //! target/release/bench notifier [--commands 1000] [--integrations 10] [--qps 20] [--replicas 3]
 //!     [--concurrency 16] [--lifted-commands 8000] [--sequential 200] [--limiter-margin 40ms]
+//!
+//! cargo build --release -p ingress -p dingtalk-sim -p gateway-tests
+//! target/release/bench stream [--duration 10s] [--integrations 200] [--window 64] [--disconnects 10]
 //! ```
 //!
 //! `ingress` starts its own nats-server and redis-server, the release `ingress` binary and a
@@ -17,9 +20,14 @@
 //!
 //! `notifier` starts its own nats-server, redis-server, release `dingtalk-sim` and release
 //! `notifier` processes for each of its measurements (see [`notifier`]).
+//!
+//! `stream` starts its own nats-server, redis-server and release `ingress` process with the
+//! simulator's Stream gateway in process (see [`stream`]).
 
 #[path = "bench/notifier.rs"]
 mod notifier;
+#[path = "bench/stream.rs"]
+mod stream;
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -81,9 +89,26 @@ async fn main() {
             })
             .await;
         }
+        Some("stream") => {
+            let number = |name: &str, default: usize| {
+                flag(name)
+                    .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} N")))
+                    .unwrap_or(default)
+            };
+            stream::run(stream::Options {
+                duration: flag("--duration")
+                    .map(|d| humantime::parse_duration(&d).expect("--duration like 10s"))
+                    .unwrap_or(Duration::from_secs(10)),
+                integrations: number("--integrations", 200),
+                window: number("--window", 64),
+                disconnects: number("--disconnects", 10),
+            })
+            .await;
+        }
         _ => {
             eprintln!("usage: bench ingress [--duration 10s] [--concurrency 64] [--only raw,robot,encrypted]");
             eprintln!("       bench notifier [--commands 1000] [--integrations 10] [--qps 20] [--replicas 3] [--concurrency 16] [--lifted-commands 8000] [--sequential 200] [--limiter-margin 40ms]");
+            eprintln!("       bench stream [--duration 10s] [--integrations 200] [--window 64] [--disconnects 10]");
             std::process::exit(2);
         }
     }
