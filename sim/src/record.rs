@@ -148,6 +148,12 @@ impl CallLog {
         (self.accepted.dropped, self.rejected.dropped)
     }
 
+    /// Removes and returns every accepted call, oldest first (refused ones stay): a reader that
+    /// follows a long run without copying the whole record each time.
+    pub fn take_accepted(&mut self) -> Vec<RecordedCall> {
+        std::mem::take(&mut self.accepted.calls).into()
+    }
+
     /// Forgets every call (sequence numbers keep counting).
     pub fn clear(&mut self) {
         *self = Self {
@@ -170,6 +176,24 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn taking_the_accepted_calls_leaves_the_refused_ones_and_keeps_counting() {
+        let mut log = CallLog::new(10);
+        log.record(1, Api::GroupSend, None, json!({}), 200, None);
+        log.record(2, Api::GroupSend, None, json!({}), 403, Some("qps".into()));
+        assert_eq!(
+            log.take_accepted()
+                .iter()
+                .map(|c| c.seq)
+                .collect::<Vec<_>>(),
+            vec![1]
+        );
+        assert!(log.take_accepted().is_empty());
+        log.record(3, Api::GroupSend, None, json!({}), 200, None);
+        assert_eq!(log.take_accepted()[0].seq, 3);
+        assert_eq!(log.rejected(&CallFilter::all()).len(), 1);
+    }
 
     #[test]
     fn accepted_and_rejected_calls_are_kept_apart_in_order() {

@@ -324,6 +324,12 @@ impl SimState {
         self.lock().calls.dropped()
     }
 
+    /// Removes and returns every accepted call recorded so far, oldest first, in one step (no
+    /// call is lost between reading and forgetting).
+    pub fn take_calls(&self) -> Vec<RecordedCall> {
+        self.lock().calls.take_accepted()
+    }
+
     /// Forgets every recorded call.
     pub fn clear_calls(&self) {
         self.lock().calls.clear();

@@ -18,12 +18,23 @@
 //! loop to find its maximum rate, and with an open loop at half that rate to measure latency.
 //! Results go to stdout as a Markdown table for BENCHMARKS.md.
 //!
+//! `e2e` runs the whole stack (see [`e2e`]) at a fixed rate:
+//!
+//! ```text
+//! cargo build --release -p gateway-tests -p ingress -p dispatcher -p notifier -p dingtalk-sim
+//! target/release/bench e2e [--rate 50] [--duration 60s] [--dispatchers 1] [--notifiers 1]
+//!     [--expert-delay 200ms] [--conversations 1000] [--dispatcher-concurrency N] [--notifier-concurrency N]
+//!     [--settle 120s] [--out docs/bench] [--name e2e]
+//! ```
+//!
 //! `notifier` starts its own nats-server, redis-server, release `dingtalk-sim` and release
 //! `notifier` processes for each of its measurements (see [`notifier`]).
 //!
 //! `stream` starts its own nats-server, redis-server and release `ingress` process with the
 //! simulator's Stream gateway in process (see [`stream`]).
 
+#[path = "bench/e2e.rs"]
+mod e2e;
 #[path = "bench/notifier.rs"]
 mod notifier;
 #[path = "bench/stream.rs"]
@@ -105,10 +116,40 @@ async fn main() {
             })
             .await;
         }
+        Some("e2e") => {
+            let number = |name: &str, default: usize| {
+                flag(name)
+                    .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} N")))
+                    .unwrap_or(default)
+            };
+            let duration = |name: &str, default: &str| {
+                humantime::parse_duration(&flag(name).unwrap_or_else(|| default.to_owned()))
+                    .unwrap_or_else(|_| panic!("{name} like 60s"))
+            };
+            let optional =
+                |name: &str| flag(name).map(|v| v.parse().unwrap_or_else(|_| panic!("{name} N")));
+            e2e::run(e2e::Options {
+                rate: number("--rate", 50) as u32,
+                duration: duration("--duration", "60s"),
+                dispatchers: number("--dispatchers", 1),
+                notifiers: number("--notifiers", 1),
+                expert_delay: duration("--expert-delay", "200ms"),
+                dispatcher_concurrency: optional("--dispatcher-concurrency"),
+                notifier_concurrency: optional("--notifier-concurrency"),
+                conversations: number("--conversations", 1000),
+                settle: duration("--settle", "120s"),
+                out: flag("--out")
+                    .unwrap_or_else(|| "docs/bench".to_owned())
+                    .into(),
+                name: flag("--name").unwrap_or_else(|| "e2e".to_owned()),
+            })
+            .await;
+        }
         _ => {
             eprintln!("usage: bench ingress [--duration 10s] [--concurrency 64] [--only raw,robot,encrypted]");
             eprintln!("       bench notifier [--commands 1000] [--integrations 10] [--qps 20] [--replicas 3] [--concurrency 16] [--lifted-commands 8000] [--sequential 200] [--limiter-margin 40ms]");
             eprintln!("       bench stream [--duration 10s] [--integrations 200] [--window 64] [--disconnects 10]");
+            eprintln!("       bench e2e [--rate 50] [--duration 60s] [--dispatchers 1] [--notifiers 1] [--expert-delay 200ms] [--conversations 1000] [--dispatcher-concurrency N] [--notifier-concurrency N] [--settle 120s] [--out docs/bench] [--name e2e]");
             std::process::exit(2);
         }
     }
