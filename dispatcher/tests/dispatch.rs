@@ -522,11 +522,7 @@ async fn a_redelivered_event_joins_the_run_instead_of_calling_the_expert_again()
         .publish(&private("acme", "m1", "u1", "hello"), None)
         .await;
     // Killed once the run exists, before any answer reached the bus.
-    let start = std::time::Instant::now();
-    while world.expert.runs().is_empty() {
-        assert!(start.elapsed() < Duration::from_secs(10), "no run started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    world.run_started().await;
     first.kill();
     let _second = world.dispatcher(&[]).await;
     assert_eq!(world.answer("acme:m1").await, "echo #1: hello");
@@ -546,11 +542,7 @@ async fn without_run_listing_a_redelivery_runs_again_at_least_once() {
     world
         .publish(&private("acme", "m1", "u1", "hello"), None)
         .await;
-    let start = std::time::Instant::now();
-    while world.expert.runs().is_empty() {
-        assert!(start.elapsed() < Duration::from_secs(10), "no run started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    world.run_started().await;
     first.kill();
     let _second = world.dispatcher(&[]).await;
     world.answer("acme:m1").await;

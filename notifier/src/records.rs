@@ -294,19 +294,7 @@ impl Records {
         command_id: &str,
         step: &str,
     ) -> RedisResult<()> {
-        let key = command_key(integration, command_id);
-        redis::pipe()
-            .atomic()
-            .cmd("HSET")
-            .arg(&key)
-            .arg(format!("step:{step}"))
-            .arg(PENDING)
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&key)
-            .arg(ttl_ms(RECORD_TTL))
-            .ignore()
-            .query_async::<()>(&mut self.conn())
+        self.set_command_field(integration, command_id, &format!("step:{step}"), PENDING)
             .await
     }
 

@@ -98,6 +98,15 @@ impl World {
         }
     }
 
+    /// Waits until the expert has received a run.
+    pub async fn run_started(&self) {
+        let start = Instant::now();
+        while self.expert.runs().is_empty() {
+            assert!(start.elapsed() < Duration::from_secs(10), "no run started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Publishes an event as the ingress does (`Nats-Msg-Id` = its id, unless `msg_id` says
     /// otherwise, as for a replay after the duplicate window).
     pub async fn publish(&self, event: &Value, msg_id: Option<&str>) {
