@@ -22,7 +22,7 @@ use common::bus::{subjects, Timestamp, V1};
 use common::crypto::{self, AesKey, CallbackCrypto, CryptoError};
 use common::registry::IntegrationId;
 use ingress::error::CallbackError;
-use ingress::normalize::{self, Normalized, PlainKind};
+use ingress::normalize::{self, CallbackJson, Normalized, PlainKind};
 
 /// PROTOCOL §1.7 vector V3: token.
 pub const TOKEN: &str = "123456";
@@ -125,29 +125,37 @@ fn refuse(err: CryptoError) {
 /// Unlike the handler, both plain normalizers run on every JSON object (the Stream connector
 /// may call either), and `subscription_event` runs on the body text too.
 pub fn plain_body(body: &[u8], query: Query<'_>, card_route: bool) {
-    if let Ok(text) = std::str::from_utf8(body) {
-        if let Ok(normalized) = normalize::subscription_event(text) {
-            publish(normalized);
-        }
+    let Ok(text) = std::str::from_utf8(body) else {
+        return;
+    };
+    if let Ok(normalized) = normalize::subscription_event(text) {
+        publish(normalized);
     }
-    let Ok(json) = serde_json::from_slice::<Value>(body) else {
+    // The lenient typed reading must accept every JSON object a tree accepts, except one that
+    // repeats a field the reader knows (serde refuses duplicates; DingTalk never sends them).
+    let parsed = CallbackJson::parse(text);
+    let tree = serde_json::from_str::<Value>(text);
+    if let (Err(err), Ok(Value::Object(_))) = (&parsed, &tree) {
+        assert!(
+            err.0.contains("duplicate field"),
+            "a JSON object was refused: {}",
+            err.0
+        );
+    }
+    let Ok(json) = parsed else {
         return;
     };
-    let Value::Object(object) = json else {
-        return;
-    };
-    if let Some(encrypt) = object.get("encrypt").and_then(Value::as_str) {
+    if let Some(encrypt) = json.encrypt() {
         encrypted(query, encrypt, card_route);
         // Fall through: the plain normalizers must also cope with an `encrypt` field.
     }
     let kind = if card_route {
         PlainKind::CardAction
     } else {
-        normalize::classify(&object)
+        json.kind()
     };
-    let value = Value::Object(object);
-    let robot = normalize::robot_message(value.clone());
-    let card = normalize::card_action(value, body);
+    let robot = json.robot_message();
+    let card = normalize::card_action(text);
     let (chosen, other) = match kind {
         PlainKind::RobotMessage => (robot, card),
         PlainKind::CardAction => (card, robot),
@@ -184,15 +192,11 @@ pub fn decrypted(plaintext: &str, query: Query<'_>, card_route: bool) {
     if let Ok(normalized) = normalize::subscription_event(plaintext) {
         publish(normalized);
     }
-    let Ok(decrypted) = serde_json::from_str::<Value>(plaintext) else {
+    let Ok(decrypted) = CallbackJson::parse(plaintext) else {
         return;
     };
-    let event_type = decrypted
-        .get("EventType")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
     if matches!(
-        event_type,
+        decrypted.event_type(),
         "check_url" | "check_create_suite_url" | "check_update_suite_url"
     ) {
         let reply = v3().encrypted_reply_with_prefix(
@@ -204,14 +208,11 @@ pub fn decrypted(plaintext: &str, query: Query<'_>, card_route: bool) {
         std::hint::black_box(serde_json::to_vec(&reply).expect("a reply serializes"));
         return;
     }
-    let is_card = card_route
-        || decrypted
-            .as_object()
-            .is_some_and(|o| normalize::classify(o) == PlainKind::CardAction);
+    let is_card = card_route || decrypted.kind() == PlainKind::CardAction;
     let normalized = if is_card {
-        normalize::card_action(decrypted, plaintext.as_bytes())
+        normalize::card_action(plaintext)
     } else {
-        normalize::subscription_event(plaintext)
+        decrypted.subscription_event()
     };
     if let Ok(normalized) = normalized {
         publish(normalized);

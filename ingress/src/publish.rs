@@ -6,8 +6,6 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::Context;
 use async_nats::HeaderMap;
 
-use tracing::Instrument;
-
 use common::bus::event::Event;
 use common::bus::{subjects, Timestamp, MSG_ID_HEADER, V1};
 use common::registry::IntegrationId;
@@ -52,8 +50,7 @@ impl Publisher {
             received_at: Timestamp::now(),
             body: normalized.body,
         };
-        let span = tracing::info_span!("event", event_id = %event.id, kind = event.kind().as_str());
-        let published = self.publish(&event).instrument(span).await?;
+        let published = self.publish(&event).await?;
         Ok((event.id, published))
     }
 

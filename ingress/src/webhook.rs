@@ -10,24 +10,23 @@
 //! Order of checks: integration known and accepting callbacks, body size, JSON, authenticity
 //! (signature before decryption), freshness, shape; then one durable publish; only then 200.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use common::bus::Timestamp;
 use common::crypto::{self, AesKey, CallbackCrypto};
 use common::registry::{ConnectionMode, Integration, IntegrationId, Registry};
 
 use crate::error::CallbackError;
-use crate::normalize::{self, Normalized, PlainKind};
+use crate::normalize::{self, CallbackJson, Normalized, PlainKind};
 use crate::publish::{Published, Publisher};
 
 /// Largest callback body accepted; DingTalk's payloads are a few KiB.
@@ -82,15 +81,26 @@ struct EnvelopeQuery {
 }
 
 impl EnvelopeQuery {
-    fn from_map(mut query: HashMap<String, String>) -> Self {
+    /// Reads the query string; only encrypted callbacks need it, so robot messages skip this.
+    /// A parameter given twice counts with its last value.
+    fn parse(query: Option<&str>) -> Self {
+        let (mut msg_signature, mut signature, mut time_stamp, mut timestamp, mut nonce) =
+            (None, None, None, None, None);
+        for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            let slot = match &*name {
+                "msg_signature" => &mut msg_signature,
+                "signature" => &mut signature,
+                "timeStamp" => &mut time_stamp,
+                "timestamp" => &mut timestamp,
+                "nonce" => &mut nonce,
+                _ => continue,
+            };
+            *slot = Some(value.into_owned());
+        }
         Self {
-            signature: query
-                .remove("msg_signature")
-                .or_else(|| query.remove("signature")),
-            timestamp: query
-                .remove("timeStamp")
-                .or_else(|| query.remove("timestamp")),
-            nonce: query.remove("nonce"),
+            signature: msg_signature.or(signature),
+            timestamp: time_stamp.or(timestamp),
+            nonce,
         }
     }
 }
@@ -107,7 +117,7 @@ enum Route {
 async fn webhook(
     state: State<Arc<WebhookState>>,
     path: Path<String>,
-    query: Query<HashMap<String, String>>,
+    query: RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -117,7 +127,7 @@ async fn webhook(
 async fn card_webhook(
     state: State<Arc<WebhookState>>,
     path: Path<String>,
-    query: Query<HashMap<String, String>>,
+    query: RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -128,7 +138,7 @@ async fn answer(
     route: Route,
     State(state): State<Arc<WebhookState>>,
     Path(integration_id): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -139,11 +149,10 @@ async fn answer(
         )
         .into_response();
     };
-    let query = EnvelopeQuery::from_map(query);
     handle(
         &state,
         &integration_id,
-        query,
+        query.as_deref(),
         &headers,
         body,
         route == Route::Card,
@@ -155,44 +164,48 @@ async fn answer(
 async fn handle(
     state: &WebhookState,
     integration_id: &str,
-    query: EnvelopeQuery,
+    query: Option<&str>,
     headers: &HeaderMap,
     body: Body,
     card_route: bool,
 ) -> Result<Response, CallbackError> {
     let integration = lookup(state, integration_id).await?;
     let body = read_body(body).await?;
-    let json: Value = serde_json::from_slice(&body)
-        .map_err(|err| CallbackError::malformed(format!("the body is not JSON: {err}")))?;
-    let Value::Object(object) = json else {
-        return Err(CallbackError::malformed("the body must be a JSON object"));
-    };
-    if let Some(encrypt) = object.get("encrypt").and_then(Value::as_str) {
+    let text = std::str::from_utf8(&body)
+        .map_err(|err| CallbackError::malformed(format!("the callback is not JSON: {err}")))?;
+    let json = CallbackJson::parse(text).map_err(malformed)?;
+    if let Some(encrypt) = json.encrypt() {
         return encrypted(state, &integration, query, encrypt, card_route).await;
     }
     let kind = if card_route {
         PlainKind::CardAction
     } else {
-        normalize::classify(&object)
+        json.kind()
     };
     match kind {
         PlainKind::RobotMessage => {
             verify_robot_headers(state, &integration, headers, true)?;
-            let normalized = normalize::robot_message(Value::Object(object)).map_err(malformed)?;
-            let event = publish(state, &integration, normalized).await?;
-            Ok(Json(json!({"ok": true, "id": event})).into_response())
+            let normalized = json.robot_message().map_err(malformed)?;
+            let id = publish(state, &integration, normalized).await?;
+            Ok(Json(Accepted { ok: true, id }).into_response())
         }
         PlainKind::CardAction => {
             // How DingTalk signs HTTP card callbacks is not documented: when the robot-style
             // headers are present they must verify; without them the event is accepted and
             // consumers only act on cards the gateway itself sent (by out_track_id).
             verify_robot_headers(state, &integration, headers, false)?;
-            let normalized =
-                normalize::card_action(Value::Object(object), &body).map_err(malformed)?;
+            let normalized = normalize::card_action(text).map_err(malformed)?;
             publish(state, &integration, normalized).await?;
             Ok(Json(json!({})).into_response())
         }
     }
+}
+
+/// The answer to a robot message: the event's id.
+#[derive(serde::Serialize)]
+struct Accepted {
+    ok: bool,
+    id: String,
 }
 
 fn malformed(err: normalize::ShapeError) -> CallbackError {
@@ -276,7 +289,7 @@ fn verify_robot_headers(
 async fn encrypted(
     state: &WebhookState,
     integration: &Integration,
-    query: EnvelopeQuery,
+    query: Option<&str>,
     encrypt: &str,
     card_route: bool,
 ) -> Result<Response, CallbackError> {
@@ -287,6 +300,7 @@ async fn encrypted(
             "this integration has no callback_token / callback_aes_key, so it cannot receive encrypted callbacks",
         ));
     };
+    let query = EnvelopeQuery::parse(query);
     let signature = query.signature.ok_or_else(|| {
         CallbackError::missing("query parameter `signature` (or `msg_signature`) is required")
     })?;
@@ -304,27 +318,18 @@ async fn encrypted(
     crypto::check_timestamp_ms(&timestamp, (state.clock)(), state.max_skew)
         .map_err(CallbackError::from_crypto)?;
 
-    let decrypted: Value = serde_json::from_str(&plaintext).map_err(|err| {
-        CallbackError::malformed(format!("the decrypted callback is not JSON: {err}"))
-    })?;
-    let event_type = decrypted
-        .get("EventType")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let decrypted = CallbackJson::parse(&plaintext).map_err(malformed)?;
     if matches!(
-        event_type,
+        decrypted.event_type(),
         "check_url" | "check_create_suite_url" | "check_update_suite_url"
     ) {
         crate::metrics::callback("check_url");
     } else {
-        let is_card = card_route
-            || decrypted
-                .as_object()
-                .is_some_and(|o| normalize::classify(o) == PlainKind::CardAction);
+        let is_card = card_route || decrypted.kind() == PlainKind::CardAction;
         let normalized = if is_card {
-            normalize::card_action(decrypted, plaintext.as_bytes())
+            normalize::card_action(&plaintext)
         } else {
-            normalize::subscription_event(&plaintext)
+            decrypted.subscription_event()
         }
         .map_err(malformed)?;
         publish(state, integration, normalized).await?;

@@ -1,8 +1,11 @@
 //! Normalized inbound events (`dingtalk.events.{integration_id}.{kind}`), published by the
 //! ingress for every genuine DingTalk callback, whichever transport brought it (HTTP or Stream).
 
+use std::fmt;
+
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::{ContractError, Timestamp, V1};
@@ -102,7 +105,7 @@ pub struct MessageEvent {
     pub robot_code: Option<String>,
     /// The callback JSON exactly as DingTalk sent it, for consumers that need more.
     #[serde(default)]
-    pub raw: Value,
+    pub raw: RawJson,
 }
 
 /// A conversation: a private chat with the robot or a group.
@@ -235,7 +238,7 @@ pub struct CardActionEvent {
     pub conversation: Conversation,
     /// The callback JSON as DingTalk sent it.
     #[serde(default)]
-    pub raw: Value,
+    pub raw: RawJson,
 }
 
 /// A card we sent, by the id we gave it.
@@ -267,8 +270,84 @@ pub struct CardUser {
 pub struct SubscriptionEvent {
     /// DingTalk's `EventType`, e.g. `user_add_org`.
     pub event_type: String,
-    /// The decrypted event JSON.
-    pub payload: Value,
+    /// The decrypted event JSON, as DingTalk sent it.
+    pub payload: RawJson,
+}
+
+/// A JSON value kept as the text it arrived in (an event's `raw`): the ingress writes it back
+/// byte for byte instead of building a tree of it and serializing that again on every callback.
+/// Any JSON value is accepted; equality compares the values, not their spelling.
+#[derive(Clone)]
+pub struct RawJson(Box<RawValue>);
+
+impl RawJson {
+    /// Keeps `json`, which must be one JSON value (surrounding whitespace is dropped).
+    pub fn from_text(json: &str) -> Result<Self, serde_json::Error> {
+        RawValue::from_string(json.trim().to_owned()).map(Self)
+    }
+
+    /// The text of `value`.
+    pub fn from_value(value: &Value) -> Self {
+        Self(serde_json::value::to_raw_value(value).expect("a JSON value always serializes"))
+    }
+
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The value, parsed.
+    pub fn to_value(&self) -> Result<Value, serde_json::Error> {
+        serde_json::from_str(self.get())
+    }
+}
+
+impl Default for RawJson {
+    /// `null`, what an event without the field reads as.
+    fn default() -> Self {
+        Self::from_value(&Value::Null)
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+            || matches!((self.to_value(), other.to_value()), (Ok(a), Ok(b)) if a == b)
+    }
+}
+
+impl fmt::Debug for RawJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.get())
+    }
+}
+
+impl Serialize for RawJson {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawJson {
+    /// Through a [`Value`]: an event's body is flattened and tagged, so serde hands its fields
+    /// over buffered, where the text itself is no longer available.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Value::deserialize(deserializer).map(|value| Self::from_value(&value))
+    }
+}
+
+impl JsonSchema for RawJson {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        Value::schema_name()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        Value::json_schema(generator)
+    }
 }
 
 #[cfg(test)]
@@ -285,6 +364,21 @@ mod tests {
             "message": {"id": "msgABC", "type": "text", "text": "hello", "mentions_bot": true},
             "raw": {}
         })
+    }
+
+    #[test]
+    fn raw_json_is_written_as_received_and_compared_by_value() {
+        let raw = RawJson::from_text(" {\"b\": 1,  \"a\": [true]}\n").unwrap();
+        assert_eq!(raw.get(), r#"{"b": 1,  "a": [true]}"#);
+        assert_eq!(
+            serde_json::to_string(&[&raw]).unwrap(),
+            r#"[{"b": 1,  "a": [true]}]"#
+        );
+        assert_eq!(raw, RawJson::from_value(&json!({"a": [true], "b": 1})));
+        assert_ne!(raw, RawJson::default());
+        assert_eq!(RawJson::default().get(), "null");
+        assert!(RawJson::from_text("{\"a\":").is_err());
+        assert!(RawJson::from_text("1 2").is_err());
     }
 
     #[test]

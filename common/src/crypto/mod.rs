@@ -31,4 +31,4 @@ pub use error::CryptoError;
 pub use freshness::check_timestamp_ms;
 pub use key::AesKey;
 pub use robot::{robot_sign, verify_robot_sign, ROBOT_SIGN_WINDOW};
-pub use signature::{signature, verify_signature};
+pub use signature::{hex_lower, signature, verify_signature};

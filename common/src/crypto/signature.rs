@@ -14,10 +14,18 @@ const DIGEST_LEN: usize = 20;
 /// DingTalk signs each callback this way, and expects the same construction in the
 /// `msg_signature` of our reply.
 pub fn signature(token: &str, timestamp: &str, nonce: &str, encrypt: &str) -> String {
-    digest(token, timestamp, nonce, encrypt)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    hex_lower(&digest(token, timestamp, nonce, encrypt))
+}
+
+/// Lowercase hexadecimal of `bytes`, two digits per byte (digests in signatures and keys).
+pub fn hex_lower(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(2 * bytes.len());
+    for &byte in bytes {
+        hex.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        hex.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    hex
 }
 
 /// Checks a received callback signature in constant time, so a forger learns nothing from
@@ -78,6 +86,15 @@ fn hex_value(digit: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_is_two_lowercase_digits_per_byte() {
+        assert_eq!(hex_lower(&[]), "");
+        assert_eq!(hex_lower(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        let all: Vec<u8> = (0..=255).collect();
+        let expected: String = all.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex_lower(&all), expected);
+    }
 
     const V1_ENCRYPT: &str = "0vJiX6vliEpwG3U45CtXqi+m8PXbQRARJ8p8BbDuD1EMTDf0jKpQ79QS93qEk7XHpP6u+oTTrd15NRPvNvmBKyDCYxxOK+HZeKju4yhELOFchzNukR+t8SB/qk4ROMu3";
     const V1_SIGNATURE: &str = "03044561471240d4a14bb09372dfcfd4fd0e40cb";

@@ -109,11 +109,10 @@ pub fn content(frame: &Frame) -> Result<Content, ShapeError> {
     };
     match (&frame.kind, frame.topic.as_str()) {
         (FrameType::Callback, ROBOT_TOPIC | ROBOT_DELEGATE_TOPIC) => {
-            normalize::robot_message(parse()?).map(|n| Content::Event(Box::new(n)))
+            normalize::robot_message(&frame.data).map(|n| Content::Event(Box::new(n)))
         }
         (FrameType::Callback, CARD_TOPIC) => {
-            normalize::card_action(parse()?, frame.data.as_bytes())
-                .map(|n| Content::Event(Box::new(n)))
+            normalize::card_action(&frame.data).map(|n| Content::Event(Box::new(n)))
         }
         (FrameType::Event, _) => normalize::subscription_event(&event_document(frame, parse()?)?)
             .map(|n| Content::Event(Box::new(n))),
@@ -236,7 +235,10 @@ mod tests {
     #[test]
     fn a_robot_payload_that_is_not_json_is_malformed() {
         let f = frame("CALLBACK", ROBOT_TOPIC, "{oops");
-        assert!(content(&f).unwrap_err().0.contains("not a JSON string"));
+        assert!(content(&f)
+            .unwrap_err()
+            .0
+            .contains("the callback is not JSON"));
     }
 
     #[test]
@@ -249,7 +251,7 @@ mod tests {
         match n.body {
             EventBody::Event(e) => {
                 assert_eq!(e.event_type, "user_add_org");
-                assert_eq!(e.payload["UserId"][0], "u1");
+                assert_eq!(e.payload.to_value().unwrap()["UserId"][0], "u1");
             }
             other => panic!("not an event: {other:?}"),
         }

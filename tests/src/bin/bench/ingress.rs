@@ -1,0 +1,714 @@
+//! `bench ingress`: callbacks → JetStream, the ingress against this machine's raw limit.
+//!
+//! Four targets, measured the same way:
+//!
+//! - **raw**: a bare axum handler (`bench raw-server`) that only publishes the request body to
+//!   JetStream and waits for the ack — the limit of one HTTP → JetStream hop here;
+//! - **raw + `Nats-Msg-Id`**: the same with a unique message id per request, which is all that
+//!   differs in what JetStream does for the ingress's events (they must be de-duplicated);
+//! - the release **ingress** with signed robot messages, then with encrypted event callbacks.
+//!
+//! Every target of every round gets a fresh `nats-server` (an empty stream and an empty
+//! de-duplication table: a target measured after another would otherwise inherit its stored
+//! messages and message ids) and a fresh server process; the streams are provisioned with the
+//! gateway's own settings before the server starts. Rounds repeat the four targets in order, and
+//! "% of raw" compares each target with the raw target of the same round, so a slow spell of the
+//! machine shows as a spread instead of skewing one row.
+//!
+//! Per target: a 1 s warm-up, a closed loop (`--concurrency` callers, as fast as answers come)
+//! for the maximum rate, then an open loop at half that rate: request *i* is due at
+//! *start + i / rate* and its latency counts from then, with four times as many callers on
+//! kept-alive connections sharing the schedule, so a slow answer is charged to every request it
+//! delays (no coordinated omission). Requests are unique (fresh `msgId` / `EventId`, valid
+//! signatures) and built before each timed loop, so the generator's CPU per request does not
+//! depend on the target. "CPU per request" is user + system time from `/proc/{pid}/stat` over the
+//! closed loop divided by the requests answered: server, `nats-server`, load generator.
+
+use std::collections::VecDeque;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::bus::streams;
+use common::config::StreamSettings;
+use common::crypto::{self, AesKey, CallbackCrypto};
+use common::registry::{IntegrationSpec, Registry, RegistryOptions, SecretsKeys};
+use serde_json::json;
+use test_harness::{NatsServer, RedisServer};
+use tokio::process::{Child, Command};
+
+use super::{free_addr, rss_kib, wait_for};
+
+const SECRET: &str = "bench-app-secret-0123456789";
+const TOKEN: &str = "bench-token";
+const AES_KEY: &str = "4g5j64qlyl3zvetqxz5jiocdr586fn2zvjpa8zls3ij";
+const APP_KEY: &str = "dingbenchapp";
+/// The raw server's subject (inside the events stream).
+const RAW_SUBJECT: &str = "dingtalk.events.raw.message";
+/// Requests prepared per second of a closed loop: above any rate this machine reaches.
+const PREPARED_PER_SECOND: f64 = 45_000.0;
+
+/// The bench's knobs.
+pub struct Options {
+    pub duration: Duration,
+    pub concurrency: usize,
+    /// A comma-separated subset of `raw`, `raw-dedupe`, `robot`, `encrypted`.
+    pub only: Option<String>,
+    pub rounds: usize,
+    /// Count instructions under callgrind over this many requests instead of timing loops.
+    pub instructions: Option<usize>,
+}
+
+/// What one request looks like.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Raw,
+    RawDedupe,
+    Robot,
+    Encrypted,
+}
+
+impl Mode {
+    const ALL: [Mode; 4] = [Mode::Raw, Mode::RawDedupe, Mode::Robot, Mode::Encrypted];
+
+    fn key(self) -> &'static str {
+        match self {
+            Mode::Raw => "raw",
+            Mode::RawDedupe => "raw-dedupe",
+            Mode::Robot => "robot",
+            Mode::Encrypted => "encrypted",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Raw => "raw (axum → JetStream, baseline)",
+            Mode::RawDedupe => "raw + Nats-Msg-Id (de-duplication only)",
+            Mode::Robot => "ingress, robot message (HMAC)",
+            Mode::Encrypted => "ingress, encrypted event (SHA-1 + AES)",
+        }
+    }
+
+    fn is_raw(self) -> bool {
+        matches!(self, Mode::Raw | Mode::RawDedupe)
+    }
+}
+
+pub async fn run(options: Options) {
+    let modes: Vec<Mode> = Mode::ALL
+        .into_iter()
+        .filter(|mode| {
+            options
+                .only
+                .as_deref()
+                .is_none_or(|only| only.split(',').any(|m| m == mode.key()))
+        })
+        .collect();
+    let redis = RedisServer::start().await;
+    let registry = Registry::connect(
+        &redis.url(),
+        RegistryOptions::new(SecretsKeys::unencrypted()),
+    )
+    .await
+    .expect("registry");
+    let spec: IntegrationSpec = serde_json::from_value(json!({"id": "bench", "client_id": APP_KEY,
+        "client_secret": SECRET, "callback_token": TOKEN, "callback_aes_key": AES_KEY}))
+    .expect("integration");
+    registry.put_integration(spec).await.expect("put");
+    if let Some(count) = options.instructions {
+        count_instructions(&modes, &redis.url(), count).await;
+        registry.shutdown().await;
+        return;
+    }
+
+    println!(
+        "Loopback, {} cores; {} round(s); per target a fresh nats-server, a closed loop with {} callers for {:?}, then an open loop at half the closed-loop rate for {:?}; load average at start: {}.\n",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        options.rounds,
+        options.concurrency,
+        options.duration,
+        options.duration,
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+    );
+    println!("| round | target | max rate (req/s) | % of raw | CPU per request: server / nats-server / load generator | p50 / p99 at max | open loop rate | p50 / p99 at half rate | failed | ingress RSS after the closed loop |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let mut rows: Vec<Row> = Vec::new();
+    for round in 1..=options.rounds {
+        let mut raw_rate = None;
+        for &mode in &modes {
+            let mut row = measure(mode, &redis.url(), &options).await;
+            if mode == Mode::Raw {
+                raw_rate = Some(row.max.rate);
+            }
+            row.of_raw = raw_rate.map(|raw| row.max.rate / raw);
+            row.print(round);
+            rows.push(row);
+        }
+    }
+    summary(&modes, &rows);
+    registry.shutdown().await;
+}
+
+/// One target's measurements in one round.
+struct Row {
+    mode: Mode,
+    max: Outcome,
+    half: Outcome,
+    /// µs of CPU per request: server, nats-server, load generator.
+    cpu: [f64; 3],
+    /// The ingress's RSS after the closed loop and its peak, in KiB.
+    rss: Option<(u64, u64)>,
+    of_raw: Option<f64>,
+}
+
+impl Row {
+    fn print(&self, round: usize) {
+        println!(
+            "| {round} | {} | {:.0} | {} | {:.1} / {:.1} / {:.1} µs | {:.2} / {:.2} ms | {:.0} | {:.2} / {:.2} ms | {} | {} |",
+            self.mode.name(),
+            self.max.rate,
+            self.of_raw
+                .map_or_else(|| "–".to_owned(), |f| format!("{:.0}%", f * 100.0)),
+            self.cpu[0],
+            self.cpu[1],
+            self.cpu[2],
+            millis(self.max.p50),
+            millis(self.max.p99),
+            self.half.rate,
+            millis(self.half.p50),
+            millis(self.half.p99),
+            self.max.failed + self.half.failed,
+            self.rss.map_or_else(
+                || "–".to_owned(),
+                |(rss, _)| format!("{:.1} MiB", rss as f64 / 1024.0)
+            ),
+        );
+    }
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Median and range of each target over the rounds.
+fn summary(modes: &[Mode], rows: &[Row]) {
+    println!("\nOver the rounds, median (min–max):\n");
+    println!("| target | max rate (req/s) | % of raw | p99 at half rate (ms) |");
+    println!("|---|---|---|---|");
+    for &mode in modes {
+        let of = |pick: &dyn Fn(&Row) -> Option<f64>| {
+            let mut values: Vec<f64> = rows
+                .iter()
+                .filter(|r| r.mode == mode)
+                .filter_map(pick)
+                .collect();
+            values.sort_by(f64::total_cmp);
+            values
+        };
+        let show = |values: Vec<f64>, scale: f64, digits: usize| match values.as_slice() {
+            [] => "–".to_owned(),
+            [only] => format!("{:.digits$}", only * scale),
+            all => format!(
+                "{:.digits$} ({:.digits$}–{:.digits$})",
+                all[all.len() / 2] * scale,
+                all[0] * scale,
+                all[all.len() - 1] * scale
+            ),
+        };
+        println!(
+            "| {} | {} | {} | {} |",
+            mode.name(),
+            show(of(&|r| Some(r.max.rate)), 1.0, 0),
+            show(of(&|r| r.of_raw), 100.0, 0),
+            show(of(&|r| Some(millis(r.half.p99))), 1.0, 2),
+        );
+    }
+    let peak = rows.iter().filter_map(|r| r.rss).map(|(_, p)| p).max();
+    if let Some(peak) = peak {
+        println!(
+            "\ningress peak RSS (VmHWM, highest of its processes): {:.1} MiB",
+            peak as f64 / 1024.0
+        );
+    }
+}
+
+/// Starts a fresh nats-server and the target's server, and measures it.
+async fn measure(mode: Mode, redis_url: &str, options: &Options) -> Row {
+    let nats = NatsServer::start().await;
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
+    streams::provision(&js, &StreamSettings::default())
+        .await
+        .expect("streams");
+    let addr = free_addr();
+    let mut server = spawn_server(mode, &nats.url(), redis_url, &addr, &[]);
+    wait_for(&addr).await;
+    let url = if mode.is_raw() {
+        format!("http://{addr}/raw")
+    } else {
+        format!("http://{addr}/api/dingtalk/webhook/bench")
+    };
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(options.concurrency * 4)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let target = Arc::new(Target::new(mode, url));
+    let (server_pid, nats_pid, me) = (
+        server.id().unwrap_or_default(),
+        nats.pid().unwrap_or_default(),
+        std::process::id(),
+    );
+
+    target.fill(PREPARED_PER_SECOND as usize);
+    closed_loop(&target, &http, Duration::from_secs(1), options.concurrency).await;
+
+    target.fill((PREPARED_PER_SECOND * options.duration.as_secs_f64()) as usize);
+    let before = [cpu_time(server_pid), cpu_time(nats_pid), cpu_time(me)];
+    let max = closed_loop(&target, &http, options.duration, options.concurrency).await;
+    let after = [cpu_time(server_pid), cpu_time(nats_pid), cpu_time(me)];
+    let cpu =
+        std::array::from_fn(|i| (after[i] - before[i]).as_secs_f64() * 1e6 / max.ok.max(1) as f64);
+    let rss_after_max = rss_kib(server_pid, "VmRSS:");
+
+    let rate = max.rate / 2.0;
+    target.fill((rate * options.duration.as_secs_f64()) as usize + 1);
+    let half = open_loop(
+        &target,
+        &http,
+        options.duration,
+        rate,
+        options.concurrency * 4,
+    )
+    .await;
+    let rss = (!mode.is_raw()).then(|| (rss_after_max, rss_kib(server_pid, "VmHWM:")));
+    let _ = server.start_kill();
+    let _ = server.wait().await;
+    Row {
+        mode,
+        max,
+        half,
+        cpu,
+        rss,
+        of_raw: None,
+    }
+}
+
+/// The server of `mode` on `addr`, run through `wrapper` (a program and its arguments) if any.
+fn spawn_server(
+    mode: Mode,
+    nats_url: &str,
+    redis_url: &str,
+    addr: &str,
+    wrapper: &[String],
+) -> Child {
+    let bench = std::env::current_exe().expect("current exe");
+    let program = if mode.is_raw() {
+        bench.clone()
+    } else {
+        bench.parent().expect("target dir").join("ingress")
+    };
+    let mut command = match wrapper.split_first() {
+        Some((wrapper, args)) => {
+            let mut command = Command::new(wrapper);
+            command.args(args).arg(&program);
+            command
+        }
+        None => Command::new(&program),
+    };
+    if mode.is_raw() {
+        command.args(["raw-server", "--nats", nats_url, "--addr", addr]);
+    }
+    // The service's own log level (`info`) — what an operator runs; its lines go nowhere.
+    command
+        .env("NATS_URL", nats_url)
+        .env("REDIS_URL", redis_url)
+        .env("INGRESS_ADDR", addr)
+        .env("ADMIN_ADDR", free_addr())
+        .env("METRICS_ADDR", free_addr())
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect(
+            "target/release/ingress: run `cargo build --release -p ingress -p gateway-tests` first",
+        )
+}
+
+/// Instructions the server executes per request (callgrind's `Ir`): unlike time, the same for
+/// the same binary and requests whatever else the machine does, so a change of a few percent in
+/// the ingress's own work shows. Each target: a fresh nats-server, the server under callgrind,
+/// `count / 4` requests to warm up, counters zeroed, `count` requests, counters dumped.
+async fn count_instructions(modes: &[Mode], redis_url: &str, count: usize) {
+    println!("Server instructions per request (callgrind Ir), {count} requests after {} of warm-up, 8 callers:\n", count / 4);
+    println!("| target | instructions per request | vs raw |");
+    println!("|---|---|---|");
+    let mut raw = None;
+    for &mode in modes {
+        let nats = NatsServer::start().await;
+        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
+        streams::provision(&js, &StreamSettings::default())
+            .await
+            .expect("streams");
+        let dir = tempfile::tempdir().expect("temp dir");
+        // `BENCH_CALLGRIND_DIR` keeps the dumps, for `callgrind_annotate`.
+        let dir = match std::env::var_os("BENCH_CALLGRIND_DIR") {
+            Some(keep) => {
+                let keep = std::path::Path::new(&keep).join(mode.key());
+                std::fs::create_dir_all(&keep).expect("BENCH_CALLGRIND_DIR");
+                keep
+            }
+            None => dir.path().to_owned(),
+        };
+        let out = dir.join("callgrind.out");
+        let wrapper = [
+            "valgrind".to_owned(),
+            "--tool=callgrind".to_owned(),
+            format!("--callgrind-out-file={}", out.display()),
+        ];
+        let addr = free_addr();
+        let mut server = spawn_server(mode, &nats.url(), redis_url, &addr, &wrapper);
+        for _ in 0..6 {
+            // valgrind starts slowly.
+            wait_for(&addr).await;
+        }
+        let url = if mode.is_raw() {
+            format!("http://{addr}/raw")
+        } else {
+            format!("http://{addr}/api/dingtalk/webhook/bench")
+        };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client");
+        let target = Arc::new(Target::new(mode, url));
+        target.fill(count + count / 4);
+        let pid = server.id().expect("pid").to_string();
+        let control = |args: &[&str]| {
+            let status = std::process::Command::new("callgrind_control")
+                .args(args)
+                .arg(&pid)
+                .stdout(Stdio::null())
+                .status()
+                .expect("callgrind_control (valgrind)");
+            assert!(status.success(), "callgrind_control {args:?} failed");
+        };
+        exactly(&target, &http, count / 4).await;
+        control(&["--zero"]);
+        exactly(&target, &http, count).await;
+        control(&["--dump"]);
+        let total = read_total(&dir).await;
+        let _ = server.start_kill();
+        let _ = server.wait().await;
+        let per_request = total as f64 / count as f64;
+        if mode == Mode::Raw {
+            raw = Some(per_request);
+        }
+        println!(
+            "| {} | {:.0} | {} |",
+            mode.name(),
+            per_request,
+            raw.map_or_else(
+                || "–".to_owned(),
+                |raw| format!("{:.2}×", per_request / raw)
+            )
+        );
+    }
+}
+
+/// Sends exactly `count` requests, 8 at a time; panics on a failure.
+async fn exactly(target: &Arc<Target>, http: &reqwest::Client, count: usize) {
+    let next = Arc::new(AtomicU64::new(0));
+    let callers: Vec<_> = (0..8)
+        .map(|_| {
+            let (target, http, next) = (target.clone(), http.clone(), next.clone());
+            tokio::spawn(async move {
+                while next.fetch_add(1, Ordering::Relaxed) < count as u64 {
+                    target.call(&http).await.expect("request");
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.expect("caller");
+    }
+}
+
+/// The `totals:` (or `summary:`) line of the callgrind dump in `dir`, once written.
+async fn read_total(dir: &std::path::Path) -> u64 {
+    for _ in 0..600 {
+        for entry in std::fs::read_dir(dir).expect("dump dir").flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let total = text.lines().find_map(|l| {
+                l.strip_prefix("totals:")
+                    .or_else(|| l.strip_prefix("summary:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            });
+            if let Some(total) = total {
+                return total;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("callgrind wrote no dump in {}", dir.display());
+}
+
+/// The baseline: HTTP in, one JetStream publish with ack, 200 out. Nothing else — except that
+/// an `x-msg-id` request header becomes the message's `Nats-Msg-Id`, to show what JetStream's
+/// de-duplication (which the ingress needs) costs by itself. The bench provisions the stream.
+pub async fn raw_server(nats: &str, addr: &str) {
+    let js = async_nats::jetstream::new(async_nats::connect(nats).await.expect("nats"));
+    let app = axum::Router::new().route(
+        "/raw",
+        axum::routing::post(
+            move |request: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let js = js.clone();
+                async move {
+                    let mut headers = async_nats::HeaderMap::new();
+                    if let Some(id) = request.get("x-msg-id").and_then(|v| v.to_str().ok()) {
+                        headers.insert(common::bus::MSG_ID_HEADER, id);
+                    }
+                    match js.publish_with_headers(RAW_SUBJECT, headers, body).await {
+                        Ok(ack) => match ack.await {
+                            Ok(_) => axum::http::StatusCode::OK,
+                            Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        },
+                        Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    }
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+    axum::serve(listener, app).await.expect("serve");
+}
+
+/// One ready-to-send request.
+struct Prepared {
+    url: String,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+}
+
+struct Target {
+    mode: Mode,
+    url: String,
+    cipher: CallbackCrypto,
+    /// The id of the next request to prepare.
+    next_id: AtomicU64,
+    /// Requests built ahead of a timed loop, taken in order.
+    pool: Mutex<VecDeque<Prepared>>,
+}
+
+fn robot_body(id: u64) -> serde_json::Value {
+    json!({"msgId": format!("msg{id}"), "msgtype": "text", "text": {"content": " hello bench "},
+        "conversationId": "cidBENCH==", "conversationType": "2", "conversationTitle": "bench",
+        "senderId": "$:LWCP_v1:$sender", "senderStaffId": "user1", "senderNick": "Bench",
+        "chatbotUserId": "$:LWCP_v1:$bot", "robotCode": APP_KEY, "isInAtList": true,
+        "createAt": 1_700_000_000_000_i64, "sessionWebhook": "https://oapi.dingtalk.com/robot/sendBySession?session=s",
+        "sessionWebhookExpiredTime": 1_700_005_400_000_i64})
+}
+
+impl Target {
+    fn new(mode: Mode, url: String) -> Self {
+        Self {
+            mode,
+            url,
+            cipher: CallbackCrypto::new(TOKEN, AesKey::parse(AES_KEY).expect("key"), APP_KEY),
+            next_id: AtomicU64::new(0),
+            pool: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Builds the next request (unique ids, signatures valid for the next hour).
+    fn prepare(&self) -> Prepared {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).to_string();
+        match self.mode {
+            Mode::Raw => Prepared {
+                url: self.url.clone(),
+                headers: Vec::new(),
+                body: robot_body(id).to_string().into_bytes(),
+            },
+            Mode::RawDedupe => Prepared {
+                url: self.url.clone(),
+                headers: vec![("x-msg-id", format!("raw:{id}"))],
+                body: robot_body(id).to_string().into_bytes(),
+            },
+            Mode::Robot => Prepared {
+                url: self.url.clone(),
+                headers: vec![
+                    ("sign", crypto::robot_sign(SECRET, &now)),
+                    ("timestamp", now),
+                ],
+                body: robot_body(id).to_string().into_bytes(),
+            },
+            Mode::Encrypted => {
+                let event = json!({"EventType": "user_add_org", "EventId": format!("evt{id}"), "UserId": ["user1"], "CorpId": "dingcorp"});
+                let encrypt = self.cipher.encrypt(&event.to_string());
+                let signature = crypto::signature(TOKEN, &now, "benchnce", &encrypt);
+                Prepared {
+                    url: format!(
+                        "{}?signature={signature}&timestamp={now}&nonce=benchnce",
+                        self.url
+                    ),
+                    headers: Vec::new(),
+                    body: json!({"encrypt": encrypt}).to_string().into_bytes(),
+                }
+            }
+        }
+    }
+
+    /// Tops the pool up to `count` requests.
+    fn fill(&self, count: usize) {
+        let mut pool = self.pool.lock().expect("pool");
+        while pool.len() < count {
+            let prepared = self.prepare();
+            pool.push_back(prepared);
+        }
+    }
+
+    async fn call(&self, http: &reqwest::Client) -> Result<Duration, String> {
+        let next = self.pool.lock().expect("pool").pop_front();
+        // An empty pool (a faster machine than PREPARED_PER_SECOND assumes) costs the generator
+        // the preparation; still correct.
+        let prepared = next.unwrap_or_else(|| self.prepare());
+        let mut request = http
+            .post(&prepared.url)
+            .header("content-type", "application/json")
+            .body(prepared.body);
+        for (name, value) in prepared.headers {
+            request = request.header(name, value);
+        }
+        let started = Instant::now();
+        let response = request.send().await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let _ = response.bytes().await;
+        if status.is_success() {
+            Ok(started.elapsed())
+        } else {
+            Err(format!("HTTP {status}"))
+        }
+    }
+}
+
+struct Outcome {
+    ok: usize,
+    failed: usize,
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+fn outcome(mut latencies: Vec<Duration>, failed: usize, elapsed: Duration) -> Outcome {
+    latencies.sort();
+    let pick = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Outcome {
+        ok: latencies.len(),
+        failed,
+        rate: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: pick(0.50),
+        p99: pick(0.99),
+    }
+}
+
+/// As fast as `concurrency` callers can go.
+async fn closed_loop(
+    target: &Arc<Target>,
+    http: &reqwest::Client,
+    duration: Duration,
+    concurrency: usize,
+) -> Outcome {
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (target, http) = (target.clone(), http.clone());
+            tokio::spawn(async move {
+                let (mut latencies, mut failed) = (Vec::new(), 0);
+                while started.elapsed() < duration {
+                    match target.call(&http).await {
+                        Ok(latency) => latencies.push(latency),
+                        Err(_) => failed += 1,
+                    }
+                }
+                (latencies, failed)
+            })
+        })
+        .collect();
+    let (mut latencies, mut failed) = (Vec::new(), 0);
+    for worker in workers {
+        let (l, f) = worker.await.expect("worker");
+        latencies.extend(l);
+        failed += f;
+    }
+    outcome(latencies, failed, started.elapsed())
+}
+
+/// A fixed arrival rate, whatever the answers' latency: request `i` is due at `start + i / rate`
+/// and its latency counts from then, so a slow answer that delays the requests behind it is
+/// charged to them too (no coordinated omission). `connections` callers share the schedule, each
+/// on its own kept-alive connection, as a load balancer in front of the ingress would.
+async fn open_loop(
+    target: &Arc<Target>,
+    http: &reqwest::Client,
+    duration: Duration,
+    rate: f64,
+    connections: usize,
+) -> Outcome {
+    let started = tokio::time::Instant::now();
+    let total = (duration.as_secs_f64() * rate) as u64;
+    let next = Arc::new(AtomicU64::new(0));
+    let callers: Vec<_> = (0..connections)
+        .map(|_| {
+            let (target, http, next) = (target.clone(), http.clone(), next.clone());
+            tokio::spawn(async move {
+                let (mut latencies, mut reasons) = (Vec::new(), Vec::new());
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        break;
+                    }
+                    let due = started + Duration::from_secs_f64(i as f64 / rate);
+                    tokio::time::sleep_until(due).await;
+                    match target.call(&http).await {
+                        Ok(_) => latencies.push(due.elapsed()),
+                        Err(reason) => reasons.push(reason),
+                    }
+                }
+                (latencies, reasons)
+            })
+        })
+        .collect();
+    let (mut latencies, mut reasons) = (Vec::new(), std::collections::BTreeMap::new());
+    for caller in callers {
+        let (l, r) = caller.await.expect("caller");
+        latencies.extend(l);
+        for reason in r {
+            *reasons.entry(reason).or_insert(0usize) += 1;
+        }
+    }
+    if !reasons.is_empty() {
+        eprintln!("open loop failures: {reasons:?}");
+    }
+    let failed = reasons.values().sum();
+    outcome(latencies, failed, started.elapsed())
+}
+
+/// CPU time (user + system) a process has used so far, from `/proc/{pid}/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at index 2 of the rest.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
