@@ -613,6 +613,7 @@ pub fn subscription_event(decrypted: &str) -> Result<Normalized, ShapeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     fn group_text() -> Value {
@@ -761,6 +762,110 @@ mod tests {
         let plain = CallbackJson::parse(r#"{"encrypt":"abc","EventType":"x"}"#).unwrap();
         assert_eq!(plain.encrypt(), Some("abc"));
         assert_eq!(plain.event_type(), "x");
+    }
+
+    /// Any JSON value, small enough to shrink quickly.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            1 => Just(Value::Null),
+            1 => any::<bool>().prop_map(Value::from),
+            1 => any::<i64>().prop_map(Value::from),
+            1 => any::<u64>().prop_map(Value::from),
+            1 => any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            3 => prop_oneof![
+                Just(String::new()),
+                Just("1".to_owned()),
+                Just("2".to_owned()),
+                Just("text".to_owned()),
+                Just("actionCallback".to_owned()),
+                Just("chatbot_card_callback".to_owned()),
+                ".{0,12}",
+            ]
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(".{0,6}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A callback-like object: the field names the reader knows, with values of any type.
+    fn any_callback() -> impl Strategy<Value = Map<String, Value>> {
+        const NAMES: &[&str] = &[
+            "encrypt",
+            "type",
+            "outTrackId",
+            "EventType",
+            "actionCallback",
+            "EventId",
+            "eventId",
+            "msgId",
+            "msgtype",
+            "conversationId",
+            "conversationType",
+            "conversationTitle",
+            "senderId",
+            "senderStaffId",
+            "senderNick",
+            "senderCorpId",
+            "isAdmin",
+            "isInAtList",
+            "chatbotUserId",
+            "sessionWebhook",
+            "sessionWebhookExpiredTime",
+            "robotCode",
+            "text",
+            "content",
+            "atUsers",
+            "userId",
+            "spaceId",
+            "value",
+            "other",
+        ];
+        prop::collection::btree_map(prop::sample::select(NAMES), any_json(), 0..NAMES.len())
+            .prop_map(|m| m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// The lenient typed reading accepts every JSON object (without repeated keys) and
+        /// agrees with a JSON tree on what it reads; the normalizers never panic, and what they
+        /// publish carries the text unchanged.
+        #[test]
+        fn every_callback_object_is_read_as_a_tree_would_read_it(object in any_callback()) {
+            let text = Value::Object(object.clone()).to_string();
+            let json = CallbackJson::parse(&text).unwrap();
+            prop_assert_eq!(json.encrypt(), object.get("encrypt").and_then(Value::as_str));
+            prop_assert_eq!(
+                json.event_type(),
+                object.get("EventType").and_then(Value::as_str).unwrap_or_default()
+            );
+            let is_card = object.get("type").and_then(Value::as_str) == Some("actionCallback")
+                || (object.contains_key("outTrackId") && !object.contains_key("msgtype"))
+                || object.get("EventType").and_then(Value::as_str) == Some("chatbot_card_callback")
+                || object.contains_key("actionCallback");
+            prop_assert_eq!(json.kind() == PlainKind::CardAction, is_card);
+            let tree = Value::Object(object.clone());
+            if let Ok(n) = json.robot_message() {
+                prop_assert_eq!(Some(n.key.as_str()), object.get("msgId").and_then(Value::as_str));
+                let m = message(n);
+                prop_assert_eq!(m.raw.to_value().unwrap(), tree.clone());
+                prop_assert_eq!(m.raw.get(), text.as_str());
+            }
+            if let Ok(n) = json.subscription_event() {
+                let EventBody::Event(e) = n.body else { panic!("not an event") };
+                prop_assert_eq!(e.payload.get(), text.as_str());
+            }
+            if let Ok(n) = card_action(&text) {
+                prop_assert_eq!(n.key, content_key(text.as_bytes()));
+            }
+        }
     }
 
     fn card_callback() -> Value {
