@@ -245,7 +245,7 @@ impl LocalServer {
             .spawn()
     }
 
-    fn log_path(&self) -> PathBuf {
+    pub(crate) fn log_path(&self) -> PathBuf {
         self.dir.path().join(LOG_FILE)
     }
 

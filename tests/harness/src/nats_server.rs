@@ -62,6 +62,11 @@ impl NatsServer {
         self.server.log_tail()
     }
 
+    /// The file collecting the server's stdout and stderr; `None` in a container.
+    pub fn log_path(&self) -> Option<std::path::PathBuf> {
+        self.server.log_path()
+    }
+
     /// The server's process id while it runs, for tests that check no process is left behind;
     /// `None` when stopped or in a container.
     pub fn pid(&self) -> Option<u32> {

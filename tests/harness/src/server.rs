@@ -95,6 +95,14 @@ impl Server {
         }
     }
 
+    pub(crate) fn log_path(&self) -> Option<std::path::PathBuf> {
+        match self {
+            Server::Local(server) => Some(server.log_path()),
+            #[cfg(feature = "testcontainers")]
+            Server::Container(_) => None,
+        }
+    }
+
     pub(crate) fn pid(&self) -> Option<u32> {
         match self {
             Server::Local(server) => server.pid(),

@@ -58,6 +58,9 @@ pub struct Options {
     pub rounds: usize,
     /// Count instructions under callgrind over this many requests instead of timing loops.
     pub instructions: Option<usize>,
+    /// List the open loop's requests slower than this, by when they were due, next to the
+    /// nats-server's garbage collections (run with `GODEBUG=gctrace=1` to have them logged).
+    pub slow: Option<Duration>,
 }
 
 /// What one request looks like.
@@ -236,6 +239,7 @@ fn summary(modes: &[Mode], rows: &[Row]) {
 /// Starts a fresh nats-server and the target's server, and measures it.
 async fn measure(mode: Mode, redis_url: &str, options: &Options) -> Row {
     let nats = NatsServer::start().await;
+    let nats_started = tokio::time::Instant::now();
     let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
     streams::provision(&js, &StreamSettings::default())
         .await
@@ -273,14 +277,18 @@ async fn measure(mode: Mode, redis_url: &str, options: &Options) -> Row {
 
     let rate = max.rate / 2.0;
     target.fill((rate * options.duration.as_secs_f64()) as usize + 1);
-    let half = open_loop(
+    let (half, due_of_slow) = open_loop(
         &target,
         &http,
         options.duration,
         rate,
         options.concurrency * 4,
+        options.slow,
     )
     .await;
+    if let Some(slow) = options.slow {
+        report_slow(mode, slow, &due_of_slow, nats_started, &nats);
+    }
     let rss = (!mode.is_raw()).then(|| (rss_after_max, rss_kib(server_pid, "VmHWM:")));
     let _ = server.start_kill();
     let _ = server.wait().await;
@@ -649,17 +657,76 @@ async fn closed_loop(
     outcome(latencies, failed, started.elapsed())
 }
 
+/// Prints when the open loop's slow requests were due, in 100 ms bins counted from the
+/// nats-server's start, and the garbage collections the server logged (with
+/// `GODEBUG=gctrace=1`: `gc N @{seconds since start}s …: {sweep}+{mark}+{end} ms clock`), so
+/// that slow spells can be matched with them. The two clocks differ by the server's start-up
+/// (tens of milliseconds).
+fn report_slow(
+    mode: Mode,
+    slow: Duration,
+    due: &[tokio::time::Instant],
+    nats_started: tokio::time::Instant,
+    nats: &NatsServer,
+) {
+    let mut bins = std::collections::BTreeMap::<u128, usize>::new();
+    for at in due {
+        *bins
+            .entry(at.duration_since(nats_started).as_millis() / 100)
+            .or_default() += 1;
+    }
+    let first = bins.keys().next().copied().unwrap_or_default() as f64 / 10.0;
+    let last = bins.keys().last().copied().unwrap_or_default() as f64 / 10.0 + 0.1;
+    let spells: Vec<String> = bins
+        .iter()
+        .map(|(bin, count)| format!("{:.1} s: {count}", *bin as f64 / 10.0))
+        .collect();
+    println!(
+        "\n{}: {} open-loop requests over {} ms, by when they were due (seconds since nats-server started): {}",
+        mode.key(),
+        due.len(),
+        slow.as_millis(),
+        spells.join(", ")
+    );
+    let log = nats
+        .log_path()
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .unwrap_or_default();
+    let collections: Vec<String> = log
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("gc ")?;
+            let at: f64 = rest.split_once('@')?.1.split_once('s')?.0.parse().ok()?;
+            let clock = rest.split_once(": ")?.1.split_once(" ms clock")?.0;
+            let wall: f64 = clock.split('+').filter_map(|p| p.parse::<f64>().ok()).sum();
+            (first - 0.5..=last)
+                .contains(&at)
+                .then(|| format!("@{at:.2} s ({wall:.0} ms)"))
+        })
+        .collect();
+    if collections.is_empty() {
+        println!("nats-server logged no garbage collection then (run with GODEBUG=gctrace=1 to log them)");
+    } else {
+        println!(
+            "nats-server garbage collections then: {}",
+            collections.join(", ")
+        );
+    }
+}
+
 /// A fixed arrival rate, whatever the answers' latency: request `i` is due at `start + i / rate`
 /// and its latency counts from then, so a slow answer that delays the requests behind it is
 /// charged to them too (no coordinated omission). `connections` callers share the schedule, each
-/// on its own kept-alive connection, as a load balancer in front of the ingress would.
+/// on its own kept-alive connection, as a load balancer in front of the ingress would. Also
+/// returns when the requests slower than `slow` were due.
 async fn open_loop(
     target: &Arc<Target>,
     http: &reqwest::Client,
     duration: Duration,
     rate: f64,
     connections: usize,
-) -> Outcome {
+    slow: Option<Duration>,
+) -> (Outcome, Vec<tokio::time::Instant>) {
     let started = tokio::time::Instant::now();
     let total = (duration.as_secs_f64() * rate) as u64;
     let next = Arc::new(AtomicU64::new(0));
@@ -667,7 +734,8 @@ async fn open_loop(
         .map(|_| {
             let (target, http, next) = (target.clone(), http.clone(), next.clone());
             tokio::spawn(async move {
-                let (mut latencies, mut reasons) = (Vec::new(), Vec::new());
+                let (mut latencies, mut reasons, mut slow_due) =
+                    (Vec::new(), Vec::new(), Vec::new());
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= total {
@@ -676,18 +744,26 @@ async fn open_loop(
                     let due = started + Duration::from_secs_f64(i as f64 / rate);
                     tokio::time::sleep_until(due).await;
                     match target.call(&http).await {
-                        Ok(_) => latencies.push(due.elapsed()),
+                        Ok(_) => {
+                            let latency = due.elapsed();
+                            if slow.is_some_and(|slow| latency > slow) {
+                                slow_due.push(due);
+                            }
+                            latencies.push(latency);
+                        }
                         Err(reason) => reasons.push(reason),
                     }
                 }
-                (latencies, reasons)
+                (latencies, reasons, slow_due)
             })
         })
         .collect();
     let (mut latencies, mut reasons) = (Vec::new(), std::collections::BTreeMap::new());
+    let mut slow_due = Vec::new();
     for caller in callers {
-        let (l, r) = caller.await.expect("caller");
+        let (l, r, s) = caller.await.expect("caller");
         latencies.extend(l);
+        slow_due.extend(s);
         for reason in r {
             *reasons.entry(reason).or_insert(0usize) += 1;
         }
@@ -696,7 +772,7 @@ async fn open_loop(
         eprintln!("open loop failures: {reasons:?}");
     }
     let failed = reasons.values().sum();
-    outcome(latencies, failed, started.elapsed())
+    (outcome(latencies, failed, started.elapsed()), slow_due)
 }
 
 /// CPU time (user + system) a process has used so far, from `/proc/{pid}/stat`.
