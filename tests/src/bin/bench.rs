@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo build --release -p ingress -p gateway-tests
-//! target/release/bench ingress [--duration 8s] [--concurrency 32] [--rounds 3]
+//! target/release/bench ingress [--duration 8s] [--concurrency 32] [--rounds 3] [--slices 8]
 //!     [--only raw,raw-dedupe,robot,encrypted] [--instructions N] [--slow 10ms]
 //!
 //! cargo build --release -p notifier -p dingtalk-sim -p gateway-tests
@@ -74,6 +74,9 @@ async fn main() {
                     .map(|c| c.parse().expect("--rounds N"))
                     .unwrap_or(3),
                 instructions: flag("--instructions").map(|n| n.parse().expect("--instructions N")),
+                slices: flag("--slices")
+                    .map(|c| c.parse().expect("--slices N"))
+                    .unwrap_or(8),
                 slow: flag("--slow")
                     .map(|d| humantime::parse_duration(&d).expect("--slow like 10ms")),
             })
@@ -143,7 +146,7 @@ async fn main() {
             .await;
         }
         _ => {
-            eprintln!("usage: bench ingress [--duration 8s] [--concurrency 32] [--rounds 3] [--only raw,raw-dedupe,robot,encrypted] [--instructions N] [--slow 10ms]");
+            eprintln!("usage: bench ingress [--duration 8s] [--concurrency 32] [--rounds 3] [--slices 8] [--only raw,raw-dedupe,robot,encrypted] [--instructions N] [--slow 10ms]");
             eprintln!("       bench notifier [--commands 1000] [--integrations 10] [--qps 20] [--replicas 3] [--concurrency 16] [--lifted-commands 8000] [--sequential 200] [--limiter-margin 40ms]");
             eprintln!("       bench stream [--duration 10s] [--integrations 200] [--window 64] [--disconnects 10]");
             eprintln!("       bench e2e [--rate 50] [--duration 60s] [--dispatchers 1] [--notifiers 1] [--expert-delay 200ms] [--conversations 1000] [--dispatcher-concurrency N] [--notifier-concurrency N] [--settle 120s] [--out docs/bench] [--name e2e]");

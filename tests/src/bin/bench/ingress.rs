@@ -8,21 +8,26 @@
 //!   differs in what JetStream does for the ingress's events (they must be de-duplicated);
 //! - the release **ingress** with signed robot messages, then with encrypted event callbacks.
 //!
-//! Every target of every round gets a fresh `nats-server` (an empty stream and an empty
-//! de-duplication table: a target measured after another would otherwise inherit its stored
-//! messages and message ids) and a fresh server process; the streams are provisioned with the
-//! gateway's own settings before the server starts. Rounds repeat the four targets in order, and
-//! "% of raw" compares each target with the raw target of the same round, so a slow spell of the
-//! machine shows as a spread instead of skewing one row.
+//! Every target gets its own `nats-server` (an empty stream and an empty de-duplication table: a
+//! target measured after another would otherwise inherit its stored messages and message ids)
+//! and its own server process; the streams are provisioned with the gateway's own settings before
+//! the server starts. The machine's speed drifts (two shared cores, a virtual machine): so that a
+//! slow spell does not fall on one target only, each loop is cut into `--slices` slices and the
+//! targets take turns slice by slice; "% of raw" compares each target with the raw target of the
+//! same round. Rounds repeat all of it from fresh servers and show the spread.
 //!
 //! Per target: a 1 s warm-up, a closed loop (`--concurrency` callers, as fast as answers come)
 //! for the maximum rate, then an open loop at half that rate: request *i* is due at
 //! *start + i / rate* and its latency counts from then, with four times as many callers on
 //! kept-alive connections sharing the schedule, so a slow answer is charged to every request it
 //! delays (no coordinated omission). Requests are unique (fresh `msgId` / `EventId`, valid
-//! signatures) and built before each timed loop, so the generator's CPU per request does not
+//! signatures) and built before each timed slice, so the generator's CPU per request does not
 //! depend on the target. "CPU per request" is user + system time from `/proc/{pid}/stat` over the
 //! closed loop divided by the requests answered: server, `nats-server`, load generator.
+//!
+//! `--slow 10ms` lists when the open loop's slower requests were due next to the nats-server's
+//! garbage collections (logged when the bench runs with `GODEBUG=gctrace=1`), and
+//! `--instructions N` counts the servers' instructions per request under callgrind instead.
 
 use std::collections::VecDeque;
 use std::process::Stdio;
@@ -56,6 +61,8 @@ pub struct Options {
     /// A comma-separated subset of `raw`, `raw-dedupe`, `robot`, `encrypted`.
     pub only: Option<String>,
     pub rounds: usize,
+    /// Each loop is cut into this many slices, run in turn for every target.
+    pub slices: usize,
     /// Count instructions under callgrind over this many requests instead of timing loops.
     pub instructions: Option<usize>,
     /// List the open loop's requests slower than this, by when they were due, next to the
@@ -126,24 +133,25 @@ pub async fn run(options: Options) {
     }
 
     println!(
-        "Loopback, {} cores; {} round(s); per target a fresh nats-server, a closed loop with {} callers for {:?}, then an open loop at half the closed-loop rate for {:?}; load average at start: {}.\n",
+        "Loopback, {} cores; {} round(s); per target a fresh nats-server; a closed loop with {} callers for {:?}, then an open loop at half the closed-loop rate for {:?}, each cut into {} slices taken by the targets in turn; load average at start: {}.\n",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         options.rounds,
         options.concurrency,
         options.duration,
         options.duration,
+        options.slices,
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
     );
     println!("| round | target | max rate (req/s) | % of raw | CPU per request: server / nats-server / load generator | p50 / p99 at max | open loop rate | p50 / p99 at half rate | failed | ingress RSS after the closed loop |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut rows: Vec<Row> = Vec::new();
     for round in 1..=options.rounds {
-        let mut raw_rate = None;
-        for &mode in &modes {
-            let mut row = measure(mode, &redis.url(), &options).await;
-            if mode == Mode::Raw {
-                raw_rate = Some(row.max.rate);
-            }
+        let measured = measure(&modes, &redis.url(), &options).await;
+        let raw_rate = measured
+            .iter()
+            .find(|row| row.mode == Mode::Raw)
+            .map(|row| row.max.rate);
+        for mut row in measured {
             row.of_raw = raw_rate.map(|raw| row.max.rate / raw);
             row.print(round);
             rows.push(row);
@@ -236,70 +244,146 @@ fn summary(modes: &[Mode], rows: &[Row]) {
     }
 }
 
-/// Starts a fresh nats-server and the target's server, and measures it.
-async fn measure(mode: Mode, redis_url: &str, options: &Options) -> Row {
-    let nats = NatsServer::start().await;
-    let nats_started = tokio::time::Instant::now();
-    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
-    streams::provision(&js, &StreamSettings::default())
-        .await
-        .expect("streams");
-    let addr = free_addr();
-    let mut server = spawn_server(mode, &nats.url(), redis_url, &addr, &[]);
-    wait_for(&addr).await;
-    let url = if mode.is_raw() {
-        format!("http://{addr}/raw")
-    } else {
-        format!("http://{addr}/api/dingtalk/webhook/bench")
+/// One target, ready to be driven: its own nats-server and server process.
+struct Setup {
+    mode: Mode,
+    nats: NatsServer,
+    nats_started: tokio::time::Instant,
+    server: Child,
+    target: Arc<Target>,
+    http: reqwest::Client,
+    /// Server, nats-server, this process.
+    pids: [u32; 3],
+}
+
+impl Setup {
+    async fn start(mode: Mode, redis_url: &str, concurrency: usize) -> Setup {
+        let nats = NatsServer::start().await;
+        let nats_started = tokio::time::Instant::now();
+        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
+        streams::provision(&js, &StreamSettings::default())
+            .await
+            .expect("streams");
+        let addr = free_addr();
+        let server = spawn_server(mode, &nats.url(), redis_url, &addr, &[]);
+        wait_for(&addr).await;
+        let url = if mode.is_raw() {
+            format!("http://{addr}/raw")
+        } else {
+            format!("http://{addr}/api/dingtalk/webhook/bench")
+        };
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(concurrency * 4)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("client");
+        let pids = [
+            server.id().unwrap_or_default(),
+            nats.pid().unwrap_or_default(),
+            std::process::id(),
+        ];
+        Setup {
+            mode,
+            nats,
+            nats_started,
+            server,
+            target: Arc::new(Target::new(mode, url)),
+            http,
+            pids,
+        }
+    }
+
+    fn cpu(&self) -> [Duration; 3] {
+        self.pids.map(cpu_time)
+    }
+}
+
+/// One round: every target set up at once, then each loop run in slices, the targets taking
+/// turns, so that a slow spell of the shared machine falls on all of them alike.
+async fn measure(modes: &[Mode], redis_url: &str, options: &Options) -> Vec<Row> {
+    let mut setups = Vec::new();
+    for &mode in modes {
+        setups.push(Setup::start(mode, redis_url, options.concurrency).await);
+    }
+    let slice = options.duration / options.slices.max(1) as u32;
+    let prepare = |setup: &Setup, per_second: f64| {
+        setup
+            .target
+            .fill((per_second * slice.as_secs_f64()) as usize + 1);
     };
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(options.concurrency * 4)
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client");
-    let target = Arc::new(Target::new(mode, url));
-    let (server_pid, nats_pid, me) = (
-        server.id().unwrap_or_default(),
-        nats.pid().unwrap_or_default(),
-        std::process::id(),
-    );
-
-    target.fill(PREPARED_PER_SECOND as usize);
-    closed_loop(&target, &http, Duration::from_secs(1), options.concurrency).await;
-
-    target.fill((PREPARED_PER_SECOND * options.duration.as_secs_f64()) as usize);
-    let before = [cpu_time(server_pid), cpu_time(nats_pid), cpu_time(me)];
-    let max = closed_loop(&target, &http, options.duration, options.concurrency).await;
-    let after = [cpu_time(server_pid), cpu_time(nats_pid), cpu_time(me)];
-    let cpu =
-        std::array::from_fn(|i| (after[i] - before[i]).as_secs_f64() * 1e6 / max.ok.max(1) as f64);
-    let rss_after_max = rss_kib(server_pid, "VmRSS:");
-
-    let rate = max.rate / 2.0;
-    target.fill((rate * options.duration.as_secs_f64()) as usize + 1);
-    let (half, due_of_slow) = open_loop(
-        &target,
-        &http,
-        options.duration,
-        rate,
-        options.concurrency * 4,
-        options.slow,
-    )
-    .await;
-    if let Some(slow) = options.slow {
-        report_slow(mode, slow, &due_of_slow, nats_started, &nats);
+    for setup in &setups {
+        setup.target.fill(PREPARED_PER_SECOND as usize);
+        closed_loop(
+            &setup.target,
+            &setup.http,
+            Duration::from_secs(1),
+            options.concurrency,
+        )
+        .await;
     }
-    let rss = (!mode.is_raw()).then(|| (rss_after_max, rss_kib(server_pid, "VmHWM:")));
-    let _ = server.start_kill();
-    let _ = server.wait().await;
-    Row {
-        mode,
-        max,
-        half,
-        cpu,
-        rss,
-        of_raw: None,
+
+    let mut closed: Vec<Samples> = setups.iter().map(|_| Samples::default()).collect();
+    for _ in 0..options.slices {
+        for (setup, samples) in setups.iter().zip(&mut closed) {
+            prepare(setup, PREPARED_PER_SECOND);
+            let before = setup.cpu();
+            samples.add(closed_loop(&setup.target, &setup.http, slice, options.concurrency).await);
+            let after = setup.cpu();
+            for ((total, after), before) in samples.cpu.iter_mut().zip(after).zip(before) {
+                *total += after - before;
+            }
+        }
     }
+    let rss_after_max: Vec<u64> = setups
+        .iter()
+        .map(|setup| rss_kib(setup.pids[0], "VmRSS:"))
+        .collect();
+    let max: Vec<Outcome> = closed.iter().map(Samples::outcome).collect();
+
+    let mut open: Vec<(Samples, Vec<tokio::time::Instant>)> =
+        setups.iter().map(|_| Default::default()).collect();
+    for _ in 0..options.slices {
+        for ((setup, (samples, slow_due)), max) in setups.iter().zip(&mut open).zip(&max) {
+            let rate = max.rate / 2.0;
+            prepare(setup, rate);
+            let (more, due) = open_loop(
+                &setup.target,
+                &setup.http,
+                slice,
+                rate,
+                options.concurrency * 4,
+                options.slow,
+            )
+            .await;
+            samples.add(more);
+            slow_due.extend(due);
+        }
+    }
+
+    let mut rows = Vec::new();
+    for (((mut setup, closed), (open, slow_due)), (max, rss_after_max)) in setups
+        .into_iter()
+        .zip(closed)
+        .zip(open)
+        .zip(max.into_iter().zip(rss_after_max))
+    {
+        if let Some(slow) = options.slow {
+            report_slow(setup.mode, slow, &slow_due, setup.nats_started, &setup.nats);
+        }
+        let rss = (!setup.mode.is_raw()).then(|| (rss_after_max, rss_kib(setup.pids[0], "VmHWM:")));
+        let _ = setup.server.start_kill();
+        let _ = setup.server.wait().await;
+        let requests = max.ok.max(1) as f64;
+        rows.push(Row {
+            mode: setup.mode,
+            cpu: closed.cpu.map(|d| d.as_secs_f64() * 1e6 / requests),
+            max,
+            half: open.outcome(),
+            rss,
+            of_raw: None,
+        });
+    }
+    rows
 }
 
 /// The server of `mode` on `addr`, run through `wrapper` (a program and its arguments) if any.
@@ -608,6 +692,28 @@ struct Outcome {
     p99: Duration,
 }
 
+/// What loops (or slices of one) measured.
+#[derive(Default)]
+struct Samples {
+    latencies: Vec<Duration>,
+    failed: usize,
+    elapsed: Duration,
+    /// CPU time of the server, the nats-server and this process meanwhile (closed loops).
+    cpu: [Duration; 3],
+}
+
+impl Samples {
+    fn add(&mut self, other: Samples) {
+        self.latencies.extend(other.latencies);
+        self.failed += other.failed;
+        self.elapsed += other.elapsed;
+    }
+
+    fn outcome(&self) -> Outcome {
+        outcome(self.latencies.clone(), self.failed, self.elapsed)
+    }
+}
+
 fn outcome(mut latencies: Vec<Duration>, failed: usize, elapsed: Duration) -> Outcome {
     latencies.sort();
     let pick = |q: f64| {
@@ -631,7 +737,7 @@ async fn closed_loop(
     http: &reqwest::Client,
     duration: Duration,
     concurrency: usize,
-) -> Outcome {
+) -> Samples {
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
@@ -654,7 +760,12 @@ async fn closed_loop(
         latencies.extend(l);
         failed += f;
     }
-    outcome(latencies, failed, started.elapsed())
+    Samples {
+        latencies,
+        failed,
+        elapsed: started.elapsed(),
+        cpu: Default::default(),
+    }
 }
 
 /// Prints when the open loop's slow requests were due, in 100 ms bins counted from the
@@ -726,7 +837,7 @@ async fn open_loop(
     rate: f64,
     connections: usize,
     slow: Option<Duration>,
-) -> (Outcome, Vec<tokio::time::Instant>) {
+) -> (Samples, Vec<tokio::time::Instant>) {
     let started = tokio::time::Instant::now();
     let total = (duration.as_secs_f64() * rate) as u64;
     let next = Arc::new(AtomicU64::new(0));
@@ -771,8 +882,13 @@ async fn open_loop(
     if !reasons.is_empty() {
         eprintln!("open loop failures: {reasons:?}");
     }
-    let failed = reasons.values().sum();
-    (outcome(latencies, failed, started.elapsed()), slow_due)
+    let samples = Samples {
+        latencies,
+        failed: reasons.values().sum(),
+        elapsed: started.elapsed(),
+        cpu: Default::default(),
+    };
+    (samples, slow_due)
 }
 
 /// CPU time (user + system) a process has used so far, from `/proc/{pid}/stat`.
