@@ -4,12 +4,12 @@
 //! `selector & 3` picks the mode, `selector & 4` the `/card` route:
 //!
 //! * 0 `plain`:   body ␀ signature ␀ timestamp ␀ nonce — the webhook body as received:
-//!   JSON → classify → robot_message and card_action → event serialization; a string `encrypt`
+//!   `CallbackJson` → kind → robot_message and card_action → event serialization; a string `encrypt`
 //!   field goes through verify_and_decrypt with the V3 subscription and the given query;
 //!   subscription_event also runs on the body text.
 //! * 1 `sealed`:  message ␀ timestamp ␀ nonce ␀ prefix — the message is encrypted and signed
 //!   with the real V3 key first, so normalization runs behind a valid ciphertext:
-//!   encrypt → `{"encrypt":…}` body → verify_and_decrypt → JSON → classify → normalize.
+//!   encrypt → `{"encrypt":…}` body → verify_and_decrypt → `CallbackJson` → kind → normalize.
 //! * 2 `decrypt`: encrypt ␀ signature ␀ timestamp ␀ nonce — arbitrary (base64-ish) `encrypt`
 //!   text through decrypt and verify_and_decrypt, then normalization if it ever decrypts.
 //! * 3 `auth`:    a ␀ b ␀ c ␀ d ␀ e — verify_signature, verify_robot_sign, check_timestamp_ms

@@ -9,7 +9,7 @@
 //!   completed with PKCS#7-style padding to 16), encrypted with the real V3 key and IV, and
 //!   decrypted; the result must equal an independent model of PROTOCOL §1.4–§1.5.
 //!
-//! Whatever decrypts goes on through JSON → classify → normalize → event serialization.
+//! Whatever decrypts goes on through `CallbackJson` → kind → normalize → event serialization.
 #![no_main]
 
 use base64::engine::general_purpose::STANDARD;

@@ -1,7 +1,7 @@
 //! The ingress callback path, step by step as `ingress/src/webhook.rs` runs it, minus the network:
-//! body → JSON → (`encrypt` → signature → decrypt → freshness → JSON) → classify → normalize →
-//! the event serialization `publish` does (which `expect`s success). Shared by the fuzz targets
-//! so both reach the same code behind the crypto.
+//! body → `CallbackJson` → (`encrypt` → signature → decrypt → freshness → `CallbackJson`) →
+//! kind → normalize → the event serialization `publish` does (which `expect`s success). Shared
+//! by the fuzz targets so both reach the same code behind the crypto.
 //!
 //! Every step that can fail is allowed to fail; what must never happen is a panic, and a few
 //! properties are asserted on top (our own ciphertexts decrypt to what was encrypted, our own

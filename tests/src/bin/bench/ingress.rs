@@ -16,7 +16,7 @@
 //! targets take turns slice by slice; "% of raw" compares each target with the raw target of the
 //! same round. Rounds repeat all of it from fresh servers and show the spread.
 //!
-//! Per target: a 1 s warm-up, a closed loop (`--concurrency` callers, as fast as answers come)
+//! Per target: a 1 s warm-up that opens all the connections the loops use, a closed loop (`--concurrency` callers, as fast as answers come)
 //! for the maximum rate, then an open loop at half that rate: request *i* is due at
 //! *start + i / rate* and its latency counts from then, with four times as many callers on
 //! kept-alive connections sharing the schedule, so a slow answer is charged to every request it
@@ -311,13 +311,15 @@ async fn measure(modes: &[Mode], redis_url: &str, options: &Options) -> Vec<Row>
             .target
             .fill((per_second * slice.as_secs_f64()) as usize + 1);
     };
+    // Warm-up, with as many callers as the open loop will have, so that every loop finds its
+    // connections open (a load balancer in front of the ingress keeps them alive too).
     for setup in &setups {
         setup.target.fill(PREPARED_PER_SECOND as usize);
         closed_loop(
             &setup.target,
             &setup.http,
             Duration::from_secs(1),
-            options.concurrency,
+            options.concurrency * 4,
         )
         .await;
     }
