@@ -762,6 +762,9 @@ mod tests {
         let plain = CallbackJson::parse(r#"{"encrypt":"abc","EventType":"x"}"#).unwrap();
         assert_eq!(plain.encrypt(), Some("abc"));
         assert_eq!(plain.event_type(), "x");
+        // An empty `encrypt` is still an envelope (refused later as undecryptable).
+        let empty = CallbackJson::parse(r#"{"encrypt":""}"#).unwrap();
+        assert_eq!(empty.encrypt(), Some(""));
     }
 
     /// Any JSON value, small enough to shrink quickly.
