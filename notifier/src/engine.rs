@@ -36,6 +36,7 @@ use common::registry::{ConnectionMode, Integration, IntegrationId, Registry};
 use common::secret::Secret;
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
+use tracing::Instrument;
 
 use crate::answers;
 use crate::dingtalk::{Api, ApiCall, DingTalk, DingTalkError, Target};
@@ -216,8 +217,13 @@ impl Engine {
             integration = %command.integration_id,
             op = command.op_kind().as_str(),
         );
-        let _guard = span.enter();
-        let disposition = self.execute(&command, &subject, incoming).await;
+        // `instrument`, not `span.enter()`: a guard held across an await is exited on whichever
+        // thread the task resumes on, which corrupts the subscriber's span stack (the fault suite
+        // caught a worker panicking "tried to clone a span that already closed").
+        let disposition = self
+            .execute(&command, &subject, incoming)
+            .instrument(span)
+            .await;
         if let Disposition::Finished(result) = &disposition {
             metrics::command_finished(
                 command.op_kind(),
