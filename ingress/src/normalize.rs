@@ -1,9 +1,10 @@
 //! DingTalk callback payloads → normalized bus events (contract v1, `common::bus::event`).
 //!
 //! Pure functions: the HTTP handlers (and the Stream-mode connector, which receives the very same
-//! JSON) parse here, so both transports publish identical events. Every function takes the
-//! decoded JSON and returns the event body plus its de-duplication key; nothing is dropped for
-//! being unfamiliar (unknown message types become `unknown`).
+//! JSON) parse here, so both transports publish identical events. Every function takes the JSON
+//! text as DingTalk sent it (read once, by [`CallbackJson`]) and returns the event body plus its
+//! de-duplication key; the text itself becomes the event's `raw`. Nothing is dropped for being
+//! unfamiliar (unknown message types become `unknown`).
 
 use std::borrow::Cow;
 use std::marker::PhantomData;
