@@ -103,6 +103,15 @@ impl Mode {
     fn is_raw(self) -> bool {
         matches!(self, Mode::Raw | Mode::RawDedupe)
     }
+
+    /// Where this target's server at `addr` takes its requests.
+    fn url(self, addr: &str) -> String {
+        if self.is_raw() {
+            format!("http://{addr}/raw")
+        } else {
+            format!("http://{addr}/api/dingtalk/webhook/bench")
+        }
+    }
 }
 
 pub async fn run(options: Options) {
@@ -258,20 +267,12 @@ struct Setup {
 
 impl Setup {
     async fn start(mode: Mode, redis_url: &str, concurrency: usize) -> Setup {
-        let nats = NatsServer::start().await;
+        let nats = provisioned_nats().await;
         let nats_started = tokio::time::Instant::now();
-        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
-        streams::provision(&js, &StreamSettings::default())
-            .await
-            .expect("streams");
         let addr = free_addr();
         let server = spawn_server(mode, &nats.url(), redis_url, &addr, &[]);
         wait_for(&addr).await;
-        let url = if mode.is_raw() {
-            format!("http://{addr}/raw")
-        } else {
-            format!("http://{addr}/api/dingtalk/webhook/bench")
-        };
+        let url = mode.url(&addr);
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(concurrency * 4)
             .timeout(Duration::from_secs(5))
@@ -388,6 +389,16 @@ async fn measure(modes: &[Mode], redis_url: &str, options: &Options) -> Vec<Row>
     rows
 }
 
+/// A fresh nats-server with the gateway's streams, provisioned with its own settings.
+async fn provisioned_nats() -> NatsServer {
+    let nats = NatsServer::start().await;
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
+    streams::provision(&js, &StreamSettings::default())
+        .await
+        .expect("streams");
+    nats
+}
+
 /// The server of `mode` on `addr`, run through `wrapper` (a program and its arguments) if any.
 fn spawn_server(
     mode: Mode,
@@ -439,11 +450,7 @@ async fn count_instructions(modes: &[Mode], redis_url: &str, count: usize) {
     println!("|---|---|---|");
     let mut raw = None;
     for &mode in modes {
-        let nats = NatsServer::start().await;
-        let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("nats"));
-        streams::provision(&js, &StreamSettings::default())
-            .await
-            .expect("streams");
+        let nats = provisioned_nats().await;
         let dir = tempfile::tempdir().expect("temp dir");
         // `BENCH_CALLGRIND_DIR` keeps the dumps, for `callgrind_annotate`.
         let dir = match std::env::var_os("BENCH_CALLGRIND_DIR") {
@@ -462,15 +469,13 @@ async fn count_instructions(modes: &[Mode], redis_url: &str, count: usize) {
         ];
         let addr = free_addr();
         let mut server = spawn_server(mode, &nats.url(), redis_url, &addr, &wrapper);
-        for _ in 0..6 {
-            // valgrind starts slowly.
-            wait_for(&addr).await;
+        // valgrind starts slowly: up to a minute.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while tokio::net::TcpStream::connect(&addr).await.is_err() {
+            assert!(Instant::now() < deadline, "{addr} never started listening");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let url = if mode.is_raw() {
-            format!("http://{addr}/raw")
-        } else {
-            format!("http://{addr}/api/dingtalk/webhook/bench")
-        };
+        let url = mode.url(&addr);
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
