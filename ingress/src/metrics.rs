@@ -1,16 +1,41 @@
 //! The ingress's metrics, named `dingtalk_gateway_ingress_<thing>_<unit>`.
+//!
+//! The handles every accepted callback touches are registered once and kept: looking a metric
+//! up in the recorder by name and labels costs more than the increment itself.
 
+use std::sync::OnceLock;
 use std::time::Duration;
+
+use metrics::{Counter, Histogram};
+
+/// A handle registered with the process's recorder on first use (installing the recorder first,
+/// so that a handle is never bound to the no-op recorder).
+fn kept<T>(cell: &'static OnceLock<T>, register: impl FnOnce() -> T) -> &'static T {
+    cell.get_or_init(|| {
+        common::telemetry::metrics_handle();
+        register()
+    })
+}
 
 /// One callback answered, by result (`published`, `duplicate`, `check_url`, or an error code).
 pub fn callback(result: &'static str) {
-    ::metrics::counter!("dingtalk_gateway_ingress_callbacks_total", "result" => result)
-        .increment(1);
+    static PUBLISHED: OnceLock<Counter> = OnceLock::new();
+    static DUPLICATE: OnceLock<Counter> = OnceLock::new();
+    let counter = |result: &'static str| ::metrics::counter!("dingtalk_gateway_ingress_callbacks_total", "result" => result);
+    match result {
+        "published" => kept(&PUBLISHED, || counter("published")).increment(1),
+        "duplicate" => kept(&DUPLICATE, || counter("duplicate")).increment(1),
+        other => counter(other).increment(1),
+    }
 }
 
 /// Time from the start of a publish to JetStream's acknowledgement.
 pub fn publish_latency(elapsed: Duration) {
-    ::metrics::histogram!("dingtalk_gateway_ingress_publish_seconds").record(elapsed.as_secs_f64());
+    static PUBLISH: OnceLock<Histogram> = OnceLock::new();
+    kept(&PUBLISH, || {
+        ::metrics::histogram!("dingtalk_gateway_ingress_publish_seconds")
+    })
+    .record(elapsed.as_secs_f64());
 }
 
 /// One Stream frame handled, by result (`published`, `duplicate`, `publish_failed`,

@@ -10,6 +10,10 @@
 //! generator). DingTalk's per-app QPS limit is lifted (simulator and integration alike), so that
 //! the gateway, not the limit, is measured.
 //!
+//! After the run, a census of Redis: per key family (the key up to its first id), how many keys,
+//! their bytes (`MEMORY USAGE`) per replied callback and how long they still live — what a day
+//! of such traffic leaves in Redis.
+//!
 //! Prints a Markdown summary for BENCHMARKS.md and writes `<out>/<name>-latency.svg` and
 //! `<out>/<name>-rss.svg`.
 
@@ -408,6 +412,7 @@ pub async fn run(options: Options) {
         "| card writes (send + updates) per reply | {:.2} |",
         replies.writes as f64 / replied.max(1) as f64
     );
+    let census = redis_census(&stack.redis.url()).await;
     for (i, (name, _)) in processes.iter().enumerate() {
         let samples = &rss[i];
         let start = samples.first().map_or(f64::NAN, |s| s.1);
@@ -415,6 +420,7 @@ pub async fn run(options: Options) {
         let peak = samples.iter().map(|s| s.1).fold(f64::NAN, f64::max);
         println!("| RSS {name}: start / peak / end (MiB) | {start:.1} / {peak:.1} / {end:.1} |");
     }
+    census.print(replied);
 
     // Latency over time: per second of sending, of the callbacks sent in that second.
     let mut buckets: Vec<Bucket> = Vec::new();
@@ -537,4 +543,153 @@ fn line_chart(
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+/// One key family in Redis after a run.
+struct Family {
+    name: String,
+    keys: u64,
+    bytes: u64,
+    /// Remaining lifetime (s) of the family's keys that expire: shortest and longest.
+    ttl: Option<(i64, i64)>,
+    /// Keys that never expire.
+    persistent: u64,
+}
+
+/// What Redis holds after a run.
+struct Census {
+    used_memory: u64,
+    families: Vec<Family>,
+}
+
+/// A key's family: its first three segments (`dtg:ntf:cmd`, `dtg:dispatch:claim`, …), which
+/// name what it is; the rest are ids.
+fn family(key: &str) -> String {
+    let mut parts = key.splitn(4, ':');
+    let head: Vec<&str> = parts.by_ref().take(3).collect();
+    match parts.next() {
+        Some(_) => format!("{}:…", head.join(":")),
+        None => head.join(":"),
+    }
+}
+
+/// Walks every key of the Redis at `url` (`SCAN`) and sums `MEMORY USAGE` and lifetimes by
+/// family.
+async fn redis_census(url: &str) -> Census {
+    let client = redis::Client::open(url).expect("a Redis URL");
+    let mut redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis for the census");
+    let mut families: HashMap<String, Family> = HashMap::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut redis)
+            .await
+            .expect("SCAN");
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            pipe.cmd("MEMORY")
+                .arg("USAGE")
+                .arg(key)
+                .arg("SAMPLES")
+                .arg(0)
+                .cmd("TTL")
+                .arg(key);
+        }
+        let answers: Vec<(Option<u64>, i64)> = if keys.is_empty() {
+            Vec::new()
+        } else {
+            let flat: Vec<redis::Value> = pipe.query_async(&mut redis).await.expect("MEMORY USAGE");
+            flat.chunks(2)
+                .map(|pair| {
+                    let bytes = redis::from_redis_value_ref(&pair[0]).ok();
+                    let ttl = redis::from_redis_value_ref(&pair[1]).unwrap_or(-2);
+                    (bytes, ttl)
+                })
+                .collect()
+        };
+        for (key, (bytes, ttl)) in keys.iter().zip(answers) {
+            let name = family(key);
+            let entry = families.entry(name.clone()).or_insert(Family {
+                name,
+                keys: 0,
+                bytes: 0,
+                ttl: None,
+                persistent: 0,
+            });
+            entry.keys += 1;
+            entry.bytes += bytes.unwrap_or(0);
+            match ttl {
+                -1 => entry.persistent += 1,
+                ttl if ttl >= 0 => {
+                    entry.ttl = Some(
+                        entry
+                            .ttl
+                            .map_or((ttl, ttl), |(lo, hi)| (lo.min(ttl), hi.max(ttl))),
+                    );
+                }
+                _ => {} // gone since the SCAN
+            }
+        }
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut redis)
+        .await
+        .expect("INFO memory");
+    let used_memory = info
+        .lines()
+        .find_map(|line| line.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut families: Vec<Family> = families.into_values().collect();
+    families.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.name.cmp(&b.name)));
+    Census {
+        used_memory,
+        families,
+    }
+}
+
+impl Census {
+    fn print(&self, replied: usize) {
+        let per = |bytes: u64| bytes as f64 / replied.max(1) as f64;
+        let life = |s: i64| humantime::format_duration(Duration::from_secs(s as u64)).to_string();
+        println!(
+            "\nRedis after the run: `used_memory` {:.1} MiB, {:.0} bytes per replied callback.\n",
+            self.used_memory as f64 / 1_048_576.0,
+            per(self.used_memory)
+        );
+        println!("| key family | keys | keys per reply | bytes per reply | lives on for |");
+        println!("|---|---|---|---|---|");
+        for f in &self.families {
+            let mut lifetime = match f.ttl {
+                Some((lo, hi)) if lo == hi => life(lo),
+                Some((lo, hi)) => format!("{} – {}", life(lo), life(hi)),
+                None => String::new(),
+            };
+            if f.persistent > 0 {
+                if !lifetime.is_empty() {
+                    lifetime.push_str("; ");
+                }
+                lifetime.push_str(&format!("{} without expiry", f.persistent));
+            }
+            println!(
+                "| `{}` | {} | {:.2} | {:.0} | {} |",
+                f.name,
+                f.keys,
+                f.keys as f64 / replied.max(1) as f64,
+                per(f.bytes),
+                lifetime
+            );
+        }
+    }
 }

@@ -28,6 +28,11 @@
 //! `--slow 10ms` lists when the open loop's slower requests were due next to the nats-server's
 //! garbage collections (logged when the bench runs with `GODEBUG=gctrace=1`), and
 //! `--instructions N` counts the servers' instructions per request under callgrind instead.
+//!
+//! `--nats-cpu N` gives every nats-server CPU `N` alone and keeps the servers and the load
+//! generator on the other CPUs (`taskset`, every thread): the layout of a deployment whose NATS
+//! runs on nodes of its own, where the broker's garbage collections do not take the ingress's CPU.
+//! By default every process may run on every CPU.
 
 use std::collections::VecDeque;
 use std::process::Stdio;
@@ -68,6 +73,70 @@ pub struct Options {
     /// List the open loop's requests slower than this, by when they were due, next to the
     /// nats-server's garbage collections (run with `GODEBUG=gctrace=1` to have them logged).
     pub slow: Option<Duration>,
+    /// Run every nats-server on this CPU alone, everything else on the other CPUs.
+    pub nats_cpu: Option<usize>,
+}
+
+/// Which CPUs the processes of a timed run may use.
+#[derive(Clone)]
+struct Layout {
+    /// The nats-servers' CPU and the list of the others, when the nats-servers have their own.
+    split: Option<(usize, String)>,
+}
+
+impl Layout {
+    /// Read before anything is pinned: the CPUs this process may use are all there are to share.
+    fn new(nats_cpu: Option<usize>) -> Layout {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let split = nats_cpu.map(|cpu| {
+            assert!(
+                cpus >= 2 && cpu < cpus,
+                "--nats-cpu {cpu}: needs a CPU below {cpus} and at least one more"
+            );
+            let others: Vec<String> = (0..cpus)
+                .filter(|&c| c != cpu)
+                .map(|c| c.to_string())
+                .collect();
+            (cpu, others.join(","))
+        });
+        Layout { split }
+    }
+
+    /// Confines `pid`, a nats-server, to its CPU (no-op when shared).
+    fn place_nats(&self, pid: u32) {
+        if let Some((cpu, _)) = &self.split {
+            pin(pid, &cpu.to_string());
+        }
+    }
+
+    /// Keeps `pid`, a server or this process, off the nats-servers' CPU (no-op when shared).
+    fn place_other(&self, pid: u32) {
+        if let Some((_, others)) = &self.split {
+            pin(pid, others);
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.split {
+            Some((cpu, others)) => format!(
+                "each nats-server alone on CPU {cpu}, the servers and the load generator on CPU {others}"
+            ),
+            None => "every process on every CPU".to_owned(),
+        }
+    }
+}
+
+/// Sets the CPU affinity of every thread of `pid` (threads started later inherit it).
+fn pin(pid: u32, cpus: &str) {
+    let status = std::process::Command::new("taskset")
+        .args(["--all-tasks", "--cpu-list", "--pid", cpus, &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .expect("taskset (util-linux) runs");
+    assert!(
+        status.success(),
+        "taskset could not pin {pid} to CPUs {cpus}"
+    );
 }
 
 /// What one request looks like.
@@ -141,9 +210,12 @@ pub async fn run(options: Options) {
         return;
     }
 
+    let layout = Layout::new(options.nats_cpu);
+    layout.place_other(std::process::id());
     println!(
-        "Loopback, {} cores; {} round(s); per target a fresh nats-server; a closed loop with {} callers for {:?}, then an open loop at half the closed-loop rate for {:?}, each cut into {} slices taken by the targets in turn; load average at start: {}.\n",
+        "Loopback, {} cores ({}); {} round(s); per target a fresh nats-server; a closed loop with {} callers for {:?}, then an open loop at half the closed-loop rate for {:?}, each cut into {} slices taken by the targets in turn; load average at start: {}.\n",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
+        layout.describe(),
         options.rounds,
         options.concurrency,
         options.duration,
@@ -155,7 +227,7 @@ pub async fn run(options: Options) {
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut rows: Vec<Row> = Vec::new();
     for round in 1..=options.rounds {
-        let measured = measure(&modes, &redis.url(), &options).await;
+        let measured = measure(&modes, &redis.url(), &options, &layout).await;
         let raw_rate = measured
             .iter()
             .find(|row| row.mode == Mode::Raw)
@@ -266,11 +338,13 @@ struct Setup {
 }
 
 impl Setup {
-    async fn start(mode: Mode, redis_url: &str, concurrency: usize) -> Setup {
+    async fn start(mode: Mode, redis_url: &str, concurrency: usize, layout: &Layout) -> Setup {
         let nats = provisioned_nats().await;
+        layout.place_nats(nats.pid().expect("nats-server runs"));
         let nats_started = tokio::time::Instant::now();
         let addr = free_addr();
         let server = spawn_server(mode, &nats.url(), redis_url, &addr, &[]);
+        layout.place_other(server.id().expect("server runs"));
         wait_for(&addr).await;
         let url = mode.url(&addr);
         let http = reqwest::Client::builder()
@@ -301,10 +375,10 @@ impl Setup {
 
 /// One round: every target set up at once, then each loop run in slices, the targets taking
 /// turns, so that a slow spell of the shared machine falls on all of them alike.
-async fn measure(modes: &[Mode], redis_url: &str, options: &Options) -> Vec<Row> {
+async fn measure(modes: &[Mode], redis_url: &str, options: &Options, layout: &Layout) -> Vec<Row> {
     let mut setups = Vec::new();
     for &mode in modes {
-        setups.push(Setup::start(mode, redis_url, options.concurrency).await);
+        setups.push(Setup::start(mode, redis_url, options.concurrency, layout).await);
     }
     let slice = options.duration / options.slices.max(1) as u32;
     let prepare = |setup: &Setup, per_second: f64| {
