@@ -30,13 +30,21 @@ pub struct Config {
     pub ack_wait: Duration,
     /// `TOOLS_ADDR` / `TOOLS_TOKEN`: the notify tools for experts; `None` (off) without a token.
     pub tools: Option<crate::tools::ToolsConfig>,
+    /// `NOTIFIER_RECORD_RETENTION`: how long a command's record (its result), what a send
+    /// delivered and the order of a target's updates are kept in Redis. Default `NATS_MAX_AGE`:
+    /// a command is recognised for as long as it can be in the commands stream.
+    pub record_retention: Duration,
 }
 
 impl Config {
     /// Reads and checks every variable.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let common = CommonConfig::from_env(env, "0.0.0.0:9102")?;
+        let record_retention =
+            env.positive_duration("NOTIFIER_RECORD_RETENTION", common.streams.max_age)?;
         Ok(Self {
-            common: CommonConfig::from_env(env, "0.0.0.0:9102")?,
+            record_retention,
+            common,
             dingtalk: DingTalkEndpoints::from_env(env)?,
             concurrency: env.int_in("NOTIFIER_CONCURRENCY", 16, 1..=1024)?,
             media_url_allowlist: allowlist(env)?,
@@ -114,6 +122,22 @@ mod tests {
         assert_eq!(config.dingtalk.oapi_url, "https://oapi.dingtalk.com");
         assert_eq!(config.common.metrics_addr.to_string(), "0.0.0.0:9102");
         assert_eq!(config.limiter_margin, Duration::from_millis(100));
+        assert_eq!(config.record_retention, Duration::from_secs(7 * 24 * 3600));
+    }
+
+    #[test]
+    fn records_are_kept_as_long_as_commands_unless_configured() {
+        let follows = Config::from_env(&Env::from_pairs([("NATS_MAX_AGE", "2d")])).unwrap();
+        assert_eq!(follows.record_retention, Duration::from_secs(2 * 24 * 3600));
+        let set = Config::from_env(&Env::from_pairs([
+            ("NATS_MAX_AGE", "2d"),
+            ("NOTIFIER_RECORD_RETENTION", "36h"),
+        ]))
+        .unwrap();
+        assert_eq!(set.record_retention, Duration::from_secs(36 * 3600));
+        let err =
+            Config::from_env(&Env::from_pairs([("NOTIFIER_RECORD_RETENTION", "0s")])).unwrap_err();
+        assert_eq!(err.var, "NOTIFIER_RECORD_RETENTION");
     }
 
     #[test]

@@ -75,7 +75,7 @@ pub async fn start(config: &Config, shutdown: &Shutdown) -> Result<Running, Star
             ..DingTalkOptions::default()
         },
     );
-    let records = Records::new(foundation.redis.clone());
+    let records = Records::new(foundation.redis.clone()).with_retention(config.record_retention);
     let engine = Engine::new(
         dingtalk.clone(),
         records.clone(),

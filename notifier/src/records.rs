@@ -11,8 +11,12 @@
 //! | `dtg:ntf:cardcb:{integration}` | string | the card callback URL registered with DingTalk |
 //! | `dtg:chats:{integration}` | hash | chat_id → `{title, last_seen}`, written by the dispatcher |
 //!
-//! Command records live [`RECORD_TTL`] (the commands stream's default max age), so a command
-//! redelivered at any time within its life in the stream is still recognised.
+//! Command records, sent records and update orders live `NOTIFIER_RECORD_RETENTION` (default:
+//! the commands stream's max age, `NATS_MAX_AGE`), so a command delivered again at any time
+//! within its life in the stream — a publisher's retry, a consumer recreated from the start — is
+//! recognised and not executed twice. A finished command that can never be replayed keeps only
+//! its `result` (its steps matter while it runs, and for judging whether a failed command may
+//! be replayed); BENCHMARKS.md ("Redis per event") measures what each key family costs.
 
 use std::time::Duration;
 
@@ -23,8 +27,9 @@ use common::bus::Timestamp;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
-/// How long command records, sent records and update orders are kept.
-pub const RECORD_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long command records, sent records and update orders are kept unless configured
+/// (`NOTIFIER_RECORD_RETENTION`): the default `NATS_MAX_AGE`.
+pub const DEFAULT_RECORD_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How long a resolved unionId is trusted.
 pub const UNION_TTL: Duration = Duration::from_secs(24 * 3600);
 /// The marker of a step whose DingTalk call started but whose outcome was not recorded.
@@ -137,6 +142,7 @@ pub enum StepState {
 #[derive(Clone)]
 pub struct Records {
     redis: ConnectionManager,
+    retention: Duration,
 }
 
 fn command_key(integration: &str, command_id: &str) -> String {
@@ -193,9 +199,17 @@ end
 return current";
 
 impl Records {
-    /// Records over the service's Redis connection.
+    /// Records over the service's Redis connection, kept [`DEFAULT_RECORD_RETENTION`].
     pub fn new(redis: ConnectionManager) -> Self {
-        Self { redis }
+        Self {
+            redis,
+            retention: DEFAULT_RECORD_RETENTION,
+        }
+    }
+
+    /// Keeps what is recorded from now on for `retention` instead.
+    pub fn with_retention(self, retention: Duration) -> Self {
+        Self { retention, ..self }
     }
 
     fn conn(&self) -> ConnectionManager {
@@ -362,14 +376,16 @@ impl Records {
             .ignore()
             .cmd("PEXPIRE")
             .arg(&key)
-            .arg(ttl_ms(RECORD_TTL))
+            .arg(ttl_ms(self.retention))
             .ignore()
             .query_async::<()>(&mut self.conn())
             .await
     }
 
     /// Stores the final result (and, for a send, what it delivered) in one transaction: from
-    /// here on the command is never executed again, only its result re-published.
+    /// here on the command is never executed again, only its result re-published. A command
+    /// that can never be replayed keeps nothing but its result: its steps could only serve the
+    /// judgement of a replay.
     pub async fn finish(
         &self,
         integration: &str,
@@ -379,22 +395,25 @@ impl Records {
         let key = command_key(integration, &result.command_id);
         let json = serde_json::to_string(result).expect("results serialize");
         let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("HSET")
+        pipe.atomic();
+        if never_replayed(result) {
+            pipe.cmd("DEL").arg(&key).ignore();
+        }
+        pipe.cmd("HSET")
             .arg(&key)
             .arg("result")
             .arg(json)
             .ignore()
             .cmd("PEXPIRE")
             .arg(&key)
-            .arg(ttl_ms(RECORD_TTL))
+            .arg(ttl_ms(self.retention))
             .ignore();
         if let Some(sent) = sent {
             pipe.cmd("SET")
                 .arg(sent_key(integration, &result.command_id))
                 .arg(serde_json::to_string(sent).expect("sent records serialize"))
                 .arg("PX")
-                .arg(ttl_ms(RECORD_TTL))
+                .arg(ttl_ms(self.retention))
                 .ignore();
         }
         pipe.query_async::<()>(&mut self.conn()).await
@@ -424,7 +443,7 @@ impl Records {
             .arg(sent_key(integration, command_id))
             .arg(serde_json::to_string(sent).expect("sent records serialize"))
             .arg("PX")
-            .arg(ttl_ms(RECORD_TTL))
+            .arg(ttl_ms(self.retention))
             .query_async::<()>(&mut self.conn())
             .await
     }
@@ -435,7 +454,7 @@ impl Records {
         redis::Script::new(NOTE_ORDER)
             .key(order_key(integration, target))
             .arg(seq)
-            .arg(ttl_ms(RECORD_TTL))
+            .arg(ttl_ms(self.retention))
             .invoke_async(&mut self.conn())
             .await
     }
@@ -512,7 +531,7 @@ impl Records {
 /// forget its result — and may only when nothing of it reached DingTalk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Forget {
-    /// No record (never executed here, or expired after [`RECORD_TTL`]).
+    /// No record (never executed here, or expired after `NOTIFIER_RECORD_RETENTION`).
     Absent,
     /// Finished `failed` without a delivered or in-doubt call: may be forgotten.
     Forgettable,
@@ -546,12 +565,7 @@ pub fn replay_state(
         None => Forget::InDoubt,
         Some(json) => match serde_json::from_str::<CommandResult>(json) {
             Err(_) => Forget::InDoubt,
-            Ok(result) if result.status != common::bus::result::Status::Failed => {
-                return Forget::Delivered
-            }
-            Ok(result) if result.targets.iter().any(|target| target.ok) => {
-                return Forget::Delivered
-            }
+            Ok(result) if never_replayed(&result) => return Forget::Delivered,
             Ok(_) => Forget::Forgettable,
         },
     };
@@ -577,6 +591,13 @@ pub fn replay_state(
         }
     }
     verdict
+}
+
+/// Whether a finished command can never be replayed, whatever its steps say: any result but
+/// `failed`, or a `failed` one with a target that succeeded (it reached someone).
+fn never_replayed(result: &CommandResult) -> bool {
+    result.status != common::bus::result::Status::Failed
+        || result.targets.iter().any(|target| target.ok)
 }
 
 /// Deletes a command's record only if it is still the one judged (same result, same number of

@@ -522,6 +522,87 @@ async fn a_missing_permission_fails_without_retry_and_is_dead_lettered() {
     );
 }
 
+/// A command's Redis record (field → value), the milliseconds it still lives, and those of its
+/// sent record (negative when there is none).
+async fn record_of(
+    bed: &Bed,
+    command_id: &str,
+) -> (std::collections::HashMap<String, String>, i64, i64) {
+    let client = redis::Client::open(bed.redis.url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("dtg:ntf:cmd:acme:{command_id}");
+    redis::pipe()
+        .cmd("HGETALL")
+        .arg(&key)
+        .cmd("PTTL")
+        .arg(&key)
+        .cmd("PTTL")
+        .arg(format!("dtg:ntf:sent:acme:{command_id}"))
+        .query_async(&mut redis)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_finished_command_keeps_only_its_result_for_the_record_retention_unless_replayable() {
+    let bed = Bed::with(Options {
+        record_retention: Some("36h".to_owned()),
+        ..Options::default()
+    })
+    .await;
+    let retention_ms = 36 * 3600 * 1000;
+    bed.publish(&send(
+        "c-kept",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}]),
+        text("hi"),
+    ))
+    .await;
+    let result = bed.result("c-kept").await;
+    assert_eq!(result.status, Status::Ok);
+    let (fields, ttl, sent_ttl) = record_of(&bed, "c-kept").await;
+    assert_eq!(
+        fields.keys().collect::<Vec<_>>(),
+        ["result"],
+        "the steps are gone once it reached someone"
+    );
+    let stored: common::bus::result::CommandResult =
+        serde_json::from_str(&fields["result"]).unwrap();
+    assert_eq!(stored, result, "the result published again for a repeat");
+    assert!(
+        (retention_ms - 60_000..=retention_ms).contains(&ttl),
+        "kept NOTIFIER_RECORD_RETENTION: {ttl} ms"
+    );
+    assert!(
+        (retention_ms - 60_000..=retention_ms).contains(&sent_ttl),
+        "what it delivered is kept as long: {sent_ttl} ms"
+    );
+
+    // Failed without reaching anyone: the steps stay, so a replay can be judged.
+    bed.sim
+        .state()
+        .add_fault(Fault::once(FaultKind::Permission60011).on(Api::RobotBatchSend))
+        .unwrap();
+    bed.publish(&send(
+        "c-refused",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}]),
+        text("hi"),
+    ))
+    .await;
+    assert_eq!(bed.result("c-refused").await.status, Status::Failed);
+    let (fields, ttl, _) = record_of(&bed, "c-refused").await;
+    assert!(fields.contains_key("result"), "{fields:?}");
+    assert!(
+        fields.keys().any(|field| field.starts_with("step:")),
+        "the failed step is kept: {fields:?}"
+    );
+    assert!(
+        (retention_ms - 60_000..=retention_ms).contains(&ttl),
+        "{ttl} ms"
+    );
+}
+
 #[tokio::test]
 async fn files_are_fetched_from_allowed_hosts_uploaded_and_sent_as_sample_file() {
     let host = file_server(vec![

@@ -63,6 +63,8 @@ pub struct Options {
     pub sim: SimConfig,
     /// `MEDIA_URL_ALLOWLIST`.
     pub media_allowlist: Option<String>,
+    /// `NOTIFIER_RECORD_RETENTION`.
+    pub record_retention: Option<String>,
 }
 
 impl Default for Options {
@@ -73,6 +75,7 @@ impl Default for Options {
             ack_wait: Duration::from_secs(30),
             sim: SimConfig::local(),
             media_allowlist: None,
+            record_retention: None,
         }
     }
 }
@@ -108,6 +111,9 @@ impl Bed {
         }
         if let Some(hosts) = &options.media_allowlist {
             pairs.push(("MEDIA_URL_ALLOWLIST", hosts.clone()));
+        }
+        if let Some(retention) = &options.record_retention {
+            pairs.push(("NOTIFIER_RECORD_RETENTION", retention.clone()));
         }
         let mut config = notifier::Config::from_env(&Env::from_pairs(pairs)).expect("config");
         config.ack_wait = options.ack_wait;

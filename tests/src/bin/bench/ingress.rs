@@ -80,6 +80,8 @@ pub struct Options {
 /// Which CPUs the processes of a timed run may use.
 #[derive(Clone)]
 struct Layout {
+    /// The machine's CPUs.
+    cpus: usize,
     /// The nats-servers' CPU and the list of the others, when the nats-servers have their own.
     split: Option<(usize, String)>,
 }
@@ -99,7 +101,7 @@ impl Layout {
                 .collect();
             (cpu, others.join(","))
         });
-        Layout { split }
+        Layout { cpus, split }
     }
 
     /// Confines `pid`, a nats-server, to its CPU (no-op when shared).
@@ -213,8 +215,8 @@ pub async fn run(options: Options) {
     let layout = Layout::new(options.nats_cpu);
     layout.place_other(std::process::id());
     println!(
-        "Loopback, {} cores ({}); {} round(s); per target a fresh nats-server; a closed loop with {} callers for {:?}, then an open loop at half the closed-loop rate for {:?}, each cut into {} slices taken by the targets in turn; load average at start: {}.\n",
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "Loopback, {} CPUs ({}); {} round(s); per target a fresh nats-server; a closed loop with {} callers for {:?}, then an open loop at half the closed-loop rate for {:?}, each cut into {} slices taken by the targets in turn; load average at start: {}.\n",
+        layout.cpus,
         layout.describe(),
         options.rounds,
         options.concurrency,
