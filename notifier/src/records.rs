@@ -16,7 +16,8 @@
 //! within its life in the stream — a publisher's retry, a consumer recreated from the start — is
 //! recognised and not executed twice. A finished command that can never be replayed keeps only
 //! its `result` (its steps matter while it runs, and for judging whether a failed command may
-//! be replayed); BENCHMARKS.md ("Redis per event") measures what each key family costs.
+//! be replayed). BENCHMARKS.md ("Redis per answered message") measures what each key family
+//! costs.
 
 use std::time::Duration;
 
