@@ -98,6 +98,7 @@ impl Foundation {
                 url: config.redis_url.clone(),
                 reason: err.to_string(),
             })?;
+        tokio::spawn(crate::redis::report_memory(redis.clone(), shutdown.clone()));
         let readiness = Readiness::new().nats(nats.clone()).redis(redis.clone());
         let app = ops::router(readiness).merge(extra_routes);
         let ops = ops::serve(config.metrics_addr, app, shutdown.clone())

@@ -821,7 +821,7 @@ fn the_alert_rules_pass_promtool_and_fire_on_their_test_series() {
             "docs/operations.md does not explain {alert}"
         );
     }
-    assert_eq!(alerts.len(), 7, "{alerts:?}");
+    assert_eq!(alerts.len(), 8, "{alerts:?}");
     yaml_documents(&read("deploy/prometheus/scrape.yml"), "scrape.yml");
 }
 

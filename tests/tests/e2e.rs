@@ -431,3 +431,46 @@ async fn encrypted_event_callbacks_are_acked_with_the_encrypted_success() {
         "check_url is answered, not published"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_service_reports_how_full_redis_is() {
+    let stack = stack().await;
+    let mut redis = redis::Client::open(stack.redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("300mb")
+        .query_async::<()>(&mut redis)
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    for service in &stack.services {
+        let url = format!("http://{}/metrics", service.metrics_addr);
+        // Sampled every 15 s: the limit set above shows by the second sample.
+        let found = eventually(Duration::from_secs(20), || {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let text = http.get(&url).send().await.ok()?.text().await.ok()?;
+                let used = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("dingtalk_gateway_redis_used_memory_bytes "))?
+                    .parse::<f64>()
+                    .ok()?;
+                text.contains("dingtalk_gateway_redis_max_memory_bytes 314572800")
+                    .then_some(used)
+            }
+        })
+        .await;
+        let used = found.unwrap_or_else(|| {
+            panic!(
+                "{} does not report Redis's memory and limit",
+                service.kind.name()
+            )
+        });
+        assert!(used > 0.0, "{}: {used}", service.kind.name());
+    }
+}
