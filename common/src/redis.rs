@@ -78,19 +78,17 @@ pub async fn sample_memory(conn: &mut ConnectionManager) -> Result<Memory, redis
 
 /// Samples every [`MEMORY_INTERVAL`] until `shutdown`; failures are logged at debug level
 /// (`/readyz` already reports Redis being down).
-pub async fn report_memory(mut conn: ConnectionManager, shutdown: crate::shutdown::Shutdown) {
-    let mut ticks = tokio::time::interval(MEMORY_INTERVAL);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.wait() => return,
-            _ = ticks.tick() => {
+pub async fn report_memory(conn: ConnectionManager, shutdown: crate::shutdown::Shutdown) {
+    shutdown
+        .every(MEMORY_INTERVAL, || {
+            let mut conn = conn.clone();
+            async move {
                 if let Err(err) = sample_memory(&mut conn).await {
                     tracing::debug!(%err, "cannot sample Redis's memory");
                 }
             }
-        }
-    }
+        })
+        .await;
 }
 
 #[cfg(test)]

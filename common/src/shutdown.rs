@@ -39,6 +39,23 @@ impl Shutdown {
     pub fn child(&self) -> Self {
         Self(self.0.child_token())
     }
+
+    /// Runs `work` at once and then every `interval` (a late run delays the next ones rather
+    /// than bunching them) until shutdown is asked for.
+    pub async fn every<F, Fut>(&self, interval: Duration, mut work: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.wait() => return,
+                _ = ticks.tick() => work().await,
+            }
+        }
+    }
 }
 
 /// Completes on SIGTERM (what Kubernetes and Docker send) or Ctrl-C.
@@ -99,6 +116,36 @@ mod tests {
         shutdown.trigger();
         waiter.await.unwrap();
         assert!(shutdown.is_triggered());
+    }
+
+    #[tokio::test]
+    async fn every_runs_at_once_and_stops_with_shutdown() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let shutdown = Shutdown::new();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn({
+            let (shutdown, runs) = (shutdown.clone(), runs.clone());
+            async move {
+                shutdown
+                    .every(Duration::from_millis(10), || {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        async {}
+                    })
+                    .await;
+            }
+        });
+        while runs.load(Ordering::SeqCst) < 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        shutdown.trigger();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("every returns on shutdown")
+            .unwrap();
+        let after = runs.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), after, "no run after shutdown");
     }
 
     #[tokio::test]

@@ -90,18 +90,16 @@ pub async fn sample(js: &Context, watch: &Watch) -> Result<(), String> {
 /// Samples every [`INTERVAL`] until `shutdown`; failures are logged at debug level (`/readyz`
 /// already reports NATS being down).
 pub async fn run(js: Context, watch: Watch, shutdown: Shutdown) {
-    let mut ticks = tokio::time::interval(INTERVAL);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.wait() => return,
-            _ = ticks.tick() => {
+    shutdown
+        .every(INTERVAL, || {
+            let (js, watch) = (js.clone(), watch.clone());
+            async move {
                 if let Err(err) = sample(&js, &watch).await {
                     tracing::debug!(%err, "cannot sample the bus backlog");
                 }
             }
-        }
-    }
+        })
+        .await;
 }
 
 #[cfg(test)]
