@@ -182,9 +182,11 @@ async fn nats_answers(stream: TcpStream, expect: Expect<'_>) -> Option<bool> {
     Some(line.starts_with("INFO ") && line.contains("\"jetstream\":true") && ours)
 }
 
-/// Redis answers `INFO server` with a bulk string that names the server's pid.
+/// Redis answers `INFO` with a bulk string that names the server's pid and whether it is still
+/// loading its data set (a durable server replays its append-only file after a restart, and
+/// answers every data command with `-LOADING` meanwhile, though `INFO` already works).
 async fn redis_answers(mut stream: TcpStream, expect: Expect<'_>) -> Option<bool> {
-    stream.write_all(b"INFO server\r\n").await.ok()?;
+    stream.write_all(b"INFO\r\n").await.ok()?;
     let mut reader = BufReader::new(stream);
     let mut header = String::new();
     reader.read_line(&mut header).await.ok()?;
@@ -197,5 +199,5 @@ async fn redis_answers(mut stream: TcpStream, expect: Expect<'_>) -> Option<bool
         Expect::Local { pid, .. } => body.contains(&format!("process_id:{pid}\r\n")),
         Expect::Any => true,
     };
-    Some(body.contains("redis_version:") && ours)
+    Some(body.contains("redis_version:") && body.contains("\r\nloading:0\r\n") && ours)
 }
