@@ -646,11 +646,9 @@ async fn redis_census(url: &str) -> Census {
         .query_async(&mut redis)
         .await
         .expect("INFO memory");
-    let used_memory = info
-        .lines()
-        .find_map(|line| line.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
+    let used_memory = common::redis::Memory::parse(&info)
+        .expect("INFO memory names used_memory")
+        .used;
     let mut families: Vec<Family> = families.into_values().collect();
     families.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.name.cmp(&b.name)));
     Census {
