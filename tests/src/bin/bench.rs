@@ -161,14 +161,21 @@ fn free_addr() -> String {
     listener.local_addr().unwrap().to_string()
 }
 
+/// Waits until something listens on `addr`, for 10 s at most.
 async fn wait_for(addr: &str) {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
+    wait_for_within(addr, Duration::from_secs(10)).await;
+}
+
+/// Waits until something listens on `addr`; panics after `limit`.
+async fn wait_for_within(addr: &str, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{addr} never started listening"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("{addr} never started listening");
 }
 
 /// A memory figure of `/proc/{pid}/status` (`VmRSS:` now, `VmHWM:` peak), in KiB.

@@ -48,7 +48,7 @@ use serde_json::json;
 use test_harness::{NatsServer, RedisServer};
 use tokio::process::{Child, Command};
 
-use super::{free_addr, rss_kib, wait_for};
+use super::{free_addr, rss_kib, wait_for, wait_for_within};
 
 const SECRET: &str = "bench-app-secret-0123456789";
 const TOKEN: &str = "bench-token";
@@ -546,11 +546,7 @@ async fn count_instructions(modes: &[Mode], redis_url: &str, count: usize) {
         let addr = free_addr();
         let mut server = spawn_server(mode, &nats.url(), redis_url, &addr, &wrapper);
         // valgrind starts slowly: up to a minute.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while tokio::net::TcpStream::connect(&addr).await.is_err() {
-            assert!(Instant::now() < deadline, "{addr} never started listening");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_for_within(&addr, Duration::from_secs(60)).await;
         let url = mode.url(&addr);
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
