@@ -99,6 +99,11 @@ impl Foundation {
                 reason: err.to_string(),
             })?;
         tokio::spawn(crate::redis::report_memory(redis.clone(), shutdown.clone()));
+        tokio::spawn(crate::telemetry::keep_metrics(
+            crate::telemetry::metrics_handle().clone(),
+            crate::telemetry::METRICS_UPKEEP_INTERVAL,
+            shutdown.clone(),
+        ));
         let readiness = Readiness::new().nats(nats.clone()).redis(redis.clone());
         let app = ops::router(readiness).merge(extra_routes);
         let ops = ops::serve(config.metrics_addr, app, shutdown.clone())

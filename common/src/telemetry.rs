@@ -6,11 +6,17 @@
 //! `dingtalk_gateway_<stage>_<thing>_<unit>`.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::config::LogFormat;
+use crate::shutdown::Shutdown;
+
+/// How often histogram samples are folded into their buckets between scrapes (the exporter's own
+/// default when it runs its upkeep itself).
+pub const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Latency buckets in seconds, from a sub-millisecond publish to a multi-minute expert run.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -53,6 +59,19 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
         }
         handle
     })
+}
+
+/// Folds the histogram samples recorded since the last run into their buckets every `interval`
+/// until `shutdown`. A histogram keeps each sample (8 bytes) until then, and the recorder this
+/// crate builds runs no upkeep of its own: without this loop a service that nobody scrapes grows
+/// by every latency it records.
+pub async fn keep_metrics(handle: PrometheusHandle, interval: Duration, shutdown: Shutdown) {
+    shutdown
+        .every(interval, || {
+            handle.run_upkeep();
+            std::future::ready(())
+        })
+        .await;
 }
 
 /// Renders every metric in the Prometheus text format, running the recorder's upkeep first.
