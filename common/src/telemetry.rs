@@ -74,6 +74,16 @@ pub async fn keep_metrics(handle: PrometheusHandle, interval: Duration, shutdown
         .await;
 }
 
+/// A metric handle registered once and kept in `cell` (installing the recorder first, so that a
+/// handle is never bound to the no-op recorder). For the metrics every message touches: looking
+/// a metric up in the recorder by name and labels costs more than the increment itself.
+pub fn kept<T>(cell: &'static OnceLock<T>, register: impl FnOnce() -> T) -> &'static T {
+    cell.get_or_init(|| {
+        metrics_handle();
+        register()
+    })
+}
+
 /// Renders every metric in the Prometheus text format, running the recorder's upkeep first.
 pub fn render_metrics() -> String {
     let handle = metrics_handle();

@@ -1,21 +1,13 @@
 //! The ingress's metrics, named `dingtalk_gateway_ingress_<thing>_<unit>`.
 //!
-//! The handles every accepted callback touches are registered once and kept: looking a metric
-//! up in the recorder by name and labels costs more than the increment itself.
+//! The handles every accepted callback touches are registered once and kept
+//! ([`common::telemetry::kept`]).
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use common::telemetry::kept;
 use metrics::{Counter, Histogram};
-
-/// A handle registered with the process's recorder on first use (installing the recorder first,
-/// so that a handle is never bound to the no-op recorder).
-fn kept<T>(cell: &'static OnceLock<T>, register: impl FnOnce() -> T) -> &'static T {
-    cell.get_or_init(|| {
-        common::telemetry::metrics_handle();
-        register()
-    })
-}
 
 /// One callback answered, by result (`published`, `duplicate`, `check_url`, or an error code).
 pub fn callback(result: &'static str) {

@@ -60,7 +60,7 @@ mod model;
 mod secrets;
 mod store;
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
@@ -221,14 +221,33 @@ impl Caches {
     }
 }
 
-/// Counts cache lookups so the hit rate is visible.
-fn record_lookup(kind: &'static str, hit: bool) {
-    let result = if hit { "hit" } else { "miss" };
-    metrics::counter!(
-        "dingtalk_gateway_registry_cache_lookups_total",
-        "kind" => kind,
-        "result" => result
-    )
+/// What a cache lookup was for.
+#[derive(Debug, Clone, Copy)]
+enum Lookup {
+    Integration,
+    Trigger,
+}
+
+/// Counts cache lookups so the hit rate is visible; every callback makes one, so the handles are
+/// kept.
+fn record_lookup(kind: Lookup, hit: bool) {
+    static INTEGRATION_HIT: OnceLock<metrics::Counter> = OnceLock::new();
+    static INTEGRATION_MISS: OnceLock<metrics::Counter> = OnceLock::new();
+    static TRIGGER_HIT: OnceLock<metrics::Counter> = OnceLock::new();
+    static TRIGGER_MISS: OnceLock<metrics::Counter> = OnceLock::new();
+    let (cell, kind, result) = match (kind, hit) {
+        (Lookup::Integration, true) => (&INTEGRATION_HIT, "integration", "hit"),
+        (Lookup::Integration, false) => (&INTEGRATION_MISS, "integration", "miss"),
+        (Lookup::Trigger, true) => (&TRIGGER_HIT, "trigger", "hit"),
+        (Lookup::Trigger, false) => (&TRIGGER_MISS, "trigger", "miss"),
+    };
+    crate::telemetry::kept(cell, || {
+        metrics::counter!(
+            "dingtalk_gateway_registry_cache_lookups_total",
+            "kind" => kind,
+            "result" => result
+        )
+    })
     .increment(1);
 }
 
@@ -391,10 +410,10 @@ impl Registry {
     ) -> Result<Option<Integration>, RegistryError> {
         let cache = &self.inner.caches.integrations;
         if let Cached::Hit(value) = cache.get(id, Instant::now()) {
-            record_lookup("integration", true);
+            record_lookup(Lookup::Integration, true);
             return Ok(value.map(|i| Integration::clone(&i)));
         }
-        record_lookup("integration", false);
+        record_lookup(Lookup::Integration, false);
         let epoch = cache.epoch();
         let value = self.load_integration(id).await?.map(Arc::new);
         cache.insert(id.clone(), value.clone(), epoch, Instant::now());
@@ -524,10 +543,10 @@ impl Registry {
     pub async fn get_trigger(&self, id: &IntegrationId) -> Result<Option<XpertId>, RegistryError> {
         let cache = &self.inner.caches.triggers;
         if let Cached::Hit(value) = cache.get(id, Instant::now()) {
-            record_lookup("trigger", true);
+            record_lookup(Lookup::Trigger, true);
             return Ok(value);
         }
-        record_lookup("trigger", false);
+        record_lookup(Lookup::Trigger, false);
         let epoch = cache.epoch();
         let key = store::trigger_key(id);
         let raw: Option<String> = self
