@@ -13,6 +13,9 @@ use common::registry::IntegrationId;
 use crate::error::CallbackError;
 use crate::normalize::Normalized;
 
+/// The serialization buffer's first size; larger events grow it.
+const EVENT_BUFFER_BYTES: usize = 2048;
+
 /// Whether JetStream stored the event or recognised its id as already stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Published {
@@ -45,7 +48,7 @@ impl Publisher {
     ) -> Result<(String, Published), CallbackError> {
         let event = Event {
             v: V1,
-            id: format!("{integration}:{}", normalized.key),
+            id: [integration.as_str(), ":", &normalized.key].concat(),
             integration_id: integration.clone(),
             received_at: Timestamp::now(),
             body: normalized.body,
@@ -57,7 +60,9 @@ impl Publisher {
     /// Publishes `event` with `Nats-Msg-Id` = its id, and waits for the acknowledgement.
     pub async fn publish(&self, event: &Event) -> Result<Published, CallbackError> {
         let subject = subjects::event(&event.integration_id, event.kind());
-        let payload = serde_json::to_vec(event).expect("an event always serializes");
+        // Sized for a chat message's event (about 1 KiB) so that writing one does not regrow it.
+        let mut payload = Vec::with_capacity(EVENT_BUFFER_BYTES);
+        serde_json::to_writer(&mut payload, event).expect("an event always serializes");
         let mut headers = HeaderMap::new();
         headers.insert(MSG_ID_HEADER, event.id.as_str());
         let started = Instant::now();

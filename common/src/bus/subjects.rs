@@ -15,9 +15,9 @@ pub const RESULTS_ALL: &str = "dingtalk.results.>";
 /// All dead letters: `dingtalk.dlq.{stage}.{integration_id}`.
 pub const DLQ_ALL: &str = "dingtalk.dlq.>";
 
-/// Where the ingress publishes a normalized event.
+/// Where the ingress publishes a normalized event (once per callback, so without `format!`).
 pub fn event(integration: &IntegrationId, kind: EventKind) -> String {
-    format!("dingtalk.events.{integration}.{}", kind.as_str())
+    ["dingtalk.events.", integration.as_str(), ".", kind.as_str()].concat()
 }
 
 /// Where a system publishes a command for the notifier.
