@@ -23,7 +23,9 @@
 //! delays (no coordinated omission). Requests are unique (fresh `msgId` / `EventId`, valid
 //! signatures) and built before each timed slice, so the generator's CPU per request does not
 //! depend on the target. "CPU per request" is user + system time from `/proc/{pid}/stat` over the
-//! closed loop divided by the requests answered: server, `nats-server`, load generator.
+//! closed loop divided by the requests answered: server, `nats-server`, load generator. "CPU
+//! stolen" is the machine's steal time (`/proc/stat`) over each target's slices: CPU this virtual
+//! machine wanted and the hypervisor gave elsewhere, which no target controls.
 //!
 //! `--slow 10ms` lists when the open loop's slower requests were due next to the nats-server's
 //! garbage collections (logged when the bench runs with `GODEBUG=gctrace=1`), and
@@ -225,8 +227,8 @@ pub async fn run(options: Options) {
         options.slices,
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
     );
-    println!("| round | target | max rate (req/s) | % of raw | CPU per request: server / nats-server / load generator | p50 / p99 at max | open loop rate | p50 / p99 at half rate | failed | ingress RSS after the closed loop |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| round | target | max rate (req/s) | % of raw | CPU per request: server / nats-server / load generator | p50 / p99 at max | open loop rate | p50 / p99 at half rate | CPU stolen by the hypervisor: closed / open loop | failed | ingress RSS after the closed loop |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut rows: Vec<Row> = Vec::new();
     for round in 1..=options.rounds {
         let measured = measure(&modes, &redis.url(), &options, &layout).await;
@@ -251,6 +253,9 @@ struct Row {
     half: Outcome,
     /// µs of CPU per request: server, nats-server, load generator.
     cpu: [f64; 3],
+    /// Share of the machine's CPU time the hypervisor took (steal) during the closed loop and
+    /// during the open loop.
+    stolen: [f64; 2],
     /// The ingress's RSS after the closed loop and its peak, in KiB.
     rss: Option<(u64, u64)>,
     of_raw: Option<f64>,
@@ -259,7 +264,7 @@ struct Row {
 impl Row {
     fn print(&self, round: usize) {
         println!(
-            "| {round} | {} | {:.0} | {} | {:.1} / {:.1} / {:.1} µs | {:.2} / {:.2} ms | {:.0} | {:.2} / {:.2} ms | {} | {} |",
+            "| {round} | {} | {:.0} | {} | {:.1} / {:.1} / {:.1} µs | {:.2} / {:.2} ms | {:.0} | {:.2} / {:.2} ms | {:.1}% / {:.1}% | {} | {} |",
             self.mode.name(),
             self.max.rate,
             self.of_raw
@@ -272,6 +277,8 @@ impl Row {
             self.half.rate,
             millis(self.half.p50),
             millis(self.half.p99),
+            self.stolen[0] * 100.0,
+            self.stolen[1] * 100.0,
             self.max.failed + self.half.failed,
             self.rss.map_or_else(
                 || "–".to_owned(),
@@ -288,8 +295,8 @@ fn millis(d: Duration) -> f64 {
 /// Median and range of each target over the rounds.
 fn summary(modes: &[Mode], rows: &[Row]) {
     println!("\nOver the rounds, median (min–max):\n");
-    println!("| target | max rate (req/s) | % of raw | p99 at half rate (ms) |");
-    println!("|---|---|---|---|");
+    println!("| target | max rate (req/s) | % of raw | p99 at half rate (ms) | CPU stolen, open loop (%) |");
+    println!("|---|---|---|---|---|");
     for &mode in modes {
         let of = |pick: &dyn Fn(&Row) -> Option<f64>| {
             let mut values: Vec<f64> = rows
@@ -311,11 +318,12 @@ fn summary(modes: &[Mode], rows: &[Row]) {
             ),
         };
         println!(
-            "| {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} |",
             mode.name(),
             show(of(&|r| Some(r.max.rate)), 1.0, 0),
             show(of(&|r| r.of_raw), 100.0, 0),
             show(of(&|r| Some(millis(r.half.p99))), 1.0, 2),
+            show(of(&|r| Some(r.stolen[1])), 100.0, 1),
         );
     }
     let peak = rows.iter().filter_map(|r| r.rss).map(|(_, p)| p).max();
@@ -406,7 +414,9 @@ async fn measure(modes: &[Mode], redis_url: &str, options: &Options, layout: &La
         for (setup, samples) in setups.iter().zip(&mut closed) {
             prepare(setup, PREPARED_PER_SECOND);
             let before = setup.cpu();
+            let ticks = MachineTicks::now();
             samples.add(closed_loop(&setup.target, &setup.http, slice, options.concurrency).await);
+            samples.machine.add(MachineTicks::now().since(ticks));
             let after = setup.cpu();
             for ((total, after), before) in samples.cpu.iter_mut().zip(after).zip(before) {
                 *total += after - before;
@@ -425,6 +435,7 @@ async fn measure(modes: &[Mode], redis_url: &str, options: &Options, layout: &La
         for ((setup, (samples, slow_due)), max) in setups.iter().zip(&mut open).zip(&max) {
             let rate = max.rate / 2.0;
             prepare(setup, rate);
+            let ticks = MachineTicks::now();
             let (more, due) = open_loop(
                 &setup.target,
                 &setup.http,
@@ -435,6 +446,7 @@ async fn measure(modes: &[Mode], redis_url: &str, options: &Options, layout: &La
             )
             .await;
             samples.add(more);
+            samples.machine.add(MachineTicks::now().since(ticks));
             slow_due.extend(due);
         }
     }
@@ -456,6 +468,7 @@ async fn measure(modes: &[Mode], redis_url: &str, options: &Options, layout: &La
         rows.push(Row {
             mode: setup.mode,
             cpu: closed.cpu.map(|d| d.as_secs_f64() * 1e6 / requests),
+            stolen: [closed.machine.stolen(), open.machine.stolen()],
             max,
             half: open.outcome(),
             rss,
@@ -779,6 +792,8 @@ struct Samples {
     elapsed: Duration,
     /// CPU time of the server, the nats-server and this process meanwhile (closed loops).
     cpu: [Duration; 3],
+    /// The machine's CPU time meanwhile: taken by the hypervisor (steal), and in all.
+    machine: MachineTicks,
 }
 
 impl Samples {
@@ -844,6 +859,7 @@ async fn closed_loop(
         failed,
         elapsed: started.elapsed(),
         cpu: Default::default(),
+        machine: MachineTicks::default(),
     }
 }
 
@@ -966,8 +982,54 @@ async fn open_loop(
         failed: reasons.values().sum(),
         elapsed: started.elapsed(),
         cpu: Default::default(),
+        machine: MachineTicks::default(),
     };
     (samples, slow_due)
+}
+
+/// The machine's CPU time so far, in ticks, from the `cpu` line of `/proc/stat`: what the
+/// hypervisor gave to other guests while this one wanted to run (steal), and in all.
+#[derive(Debug, Default, Clone, Copy)]
+struct MachineTicks {
+    steal: u64,
+    total: u64,
+}
+
+impl MachineTicks {
+    fn now() -> Self {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        // user nice system idle iowait irq softirq steal (guest time is within user).
+        let ticks: Vec<u64> = stat
+            .lines()
+            .next()
+            .and_then(|line| line.strip_prefix("cpu "))
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(8)
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        Self {
+            steal: ticks.get(7).copied().unwrap_or(0),
+            total: ticks.iter().sum(),
+        }
+    }
+
+    fn since(self, earlier: Self) -> Self {
+        Self {
+            steal: self.steal.saturating_sub(earlier.steal),
+            total: self.total.saturating_sub(earlier.total),
+        }
+    }
+
+    fn add(&mut self, other: Self) {
+        self.steal += other.steal;
+        self.total += other.total;
+    }
+
+    /// Steal as a share of all CPU time.
+    fn stolen(&self) -> f64 {
+        self.steal as f64 / self.total.max(1) as f64
+    }
 }
 
 /// CPU time (user + system) a process has used so far, from `/proc/{pid}/stat`.
