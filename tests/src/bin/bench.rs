@@ -3,7 +3,7 @@
 //! ```text
 //! cargo build --release -p ingress -p gateway-tests
 //! target/release/bench ingress [--duration 8s] [--concurrency 32] [--rounds 3] [--slices 8]
-//!     [--only raw,raw-dedupe,robot,encrypted] [--instructions N] [--slow 10ms] [--nats-cpu N]
+//!     [--only raw,raw-dedupe,raw-event,robot,encrypted] [--instructions N] [--slow 10ms] [--nats-cpu N]
 //!
 //! cargo build --release -p notifier -p dingtalk-sim -p gateway-tests
 //! target/release/bench notifier [--commands 1000] [--integrations 10] [--qps 20] [--replicas 3]
@@ -147,7 +147,7 @@ async fn main() {
             .await;
         }
         _ => {
-            eprintln!("usage: bench ingress [--duration 8s] [--concurrency 32] [--rounds 3] [--slices 8] [--only raw,raw-dedupe,robot,encrypted] [--instructions N] [--slow 10ms] [--nats-cpu N]");
+            eprintln!("usage: bench ingress [--duration 8s] [--concurrency 32] [--rounds 3] [--slices 8] [--only raw,raw-dedupe,raw-event,robot,encrypted] [--instructions N] [--slow 10ms] [--nats-cpu N]");
             eprintln!("       bench notifier [--commands 1000] [--integrations 10] [--qps 20] [--replicas 3] [--concurrency 16] [--lifted-commands 8000] [--sequential 200] [--limiter-margin 40ms]");
             eprintln!("       bench stream [--duration 10s] [--integrations 200] [--window 64] [--disconnects 10]");
             eprintln!("       bench e2e [--rate 50] [--duration 60s] [--dispatchers 1] [--notifiers 1] [--expert-delay 200ms] [--conversations 1000] [--dispatcher-concurrency N] [--notifier-concurrency N] [--settle 120s] [--out docs/bench] [--name e2e]");

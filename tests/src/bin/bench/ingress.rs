@@ -6,7 +6,10 @@
 //!   JetStream and waits for the ack — the limit of one HTTP → JetStream hop here;
 //! - **raw + `Nats-Msg-Id`**: the same with a unique message id per request, which is all that
 //!   differs in what JetStream does for the ingress's events (they must be de-duplicated);
-//! - the release **ingress** with signed robot messages, then with encrypted event callbacks.
+//! - the release **ingress** with signed robot messages, then with encrypted event callbacks;
+//! - on request only (`--only raw-event,…`), **raw + `Nats-Msg-Id` with the robot message's
+//!   event as the body**: JetStream stores the very bytes it stores for the robot target (about
+//!   twice the callback's), so the two differ only in what the ingress does itself.
 //!
 //! Every target gets its own `nats-server` (an empty stream and an empty de-duplication table: a
 //! target measured after another would otherwise inherit its stored messages and message ids)
@@ -42,10 +45,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::bus::streams;
+use common::bus::event::Event;
+use common::bus::{streams, Timestamp, V1};
 use common::config::StreamSettings;
 use common::crypto::{self, AesKey, CallbackCrypto};
-use common::registry::{IntegrationSpec, Registry, RegistryOptions, SecretsKeys};
+use common::registry::{IntegrationId, IntegrationSpec, Registry, RegistryOptions, SecretsKeys};
 use serde_json::json;
 use test_harness::{NatsServer, RedisServer};
 use tokio::process::{Child, Command};
@@ -65,7 +69,8 @@ const PREPARED_PER_SECOND: f64 = 45_000.0;
 pub struct Options {
     pub duration: Duration,
     pub concurrency: usize,
-    /// A comma-separated subset of `raw`, `raw-dedupe`, `robot`, `encrypted`.
+    /// A comma-separated subset of `raw`, `raw-dedupe`, `raw-event` (only run when named), `robot`,
+    /// `encrypted`.
     pub only: Option<String>,
     pub rounds: usize,
     /// Each loop is cut into this many slices, run in turn for every target.
@@ -148,17 +153,30 @@ fn pin(pid: u32, cpus: &str) {
 enum Mode {
     Raw,
     RawDedupe,
+    /// Opt-in (`--only`): raw + `Nats-Msg-Id` whose body is the very event the ingress publishes
+    /// for a robot message, so that JetStream stores the same bytes as for the robot target.
+    RawEvent,
     Robot,
     Encrypted,
 }
 
 impl Mode {
-    const ALL: [Mode; 4] = [Mode::Raw, Mode::RawDedupe, Mode::Robot, Mode::Encrypted];
+    /// What runs without `--only`.
+    const DEFAULT: [Mode; 4] = [Mode::Raw, Mode::RawDedupe, Mode::Robot, Mode::Encrypted];
+    /// What `--only` may pick from.
+    const ALL: [Mode; 5] = [
+        Mode::Raw,
+        Mode::RawDedupe,
+        Mode::RawEvent,
+        Mode::Robot,
+        Mode::Encrypted,
+    ];
 
     fn key(self) -> &'static str {
         match self {
             Mode::Raw => "raw",
             Mode::RawDedupe => "raw-dedupe",
+            Mode::RawEvent => "raw-event",
             Mode::Robot => "robot",
             Mode::Encrypted => "encrypted",
         }
@@ -168,13 +186,14 @@ impl Mode {
         match self {
             Mode::Raw => "raw (axum → JetStream, baseline)",
             Mode::RawDedupe => "raw + Nats-Msg-Id (de-duplication only)",
+            Mode::RawEvent => "raw + Nats-Msg-Id, body = the robot message's event",
             Mode::Robot => "ingress, robot message (HMAC)",
             Mode::Encrypted => "ingress, encrypted event (SHA-1 + AES)",
         }
     }
 
     fn is_raw(self) -> bool {
-        matches!(self, Mode::Raw | Mode::RawDedupe)
+        matches!(self, Mode::Raw | Mode::RawDedupe | Mode::RawEvent)
     }
 
     /// Where this target's server at `addr` takes its requests.
@@ -188,15 +207,13 @@ impl Mode {
 }
 
 pub async fn run(options: Options) {
-    let modes: Vec<Mode> = Mode::ALL
-        .into_iter()
-        .filter(|mode| {
-            options
-                .only
-                .as_deref()
-                .is_none_or(|only| only.split(',').any(|m| m == mode.key()))
-        })
-        .collect();
+    let modes: Vec<Mode> = match options.only.as_deref() {
+        None => Mode::DEFAULT.to_vec(),
+        Some(only) => Mode::ALL
+            .into_iter()
+            .filter(|mode| only.split(',').any(|m| m == mode.key()))
+            .collect(),
+    };
     let redis = RedisServer::start().await;
     let registry = Registry::connect(
         &redis.url(),
@@ -719,6 +736,22 @@ impl Target {
                 headers: vec![("x-msg-id", format!("raw:{id}"))],
                 body: robot_body(id).to_string().into_bytes(),
             },
+            Mode::RawEvent => {
+                let normalized = ingress::normalize::robot_message(&robot_body(id).to_string())
+                    .expect("the bench's robot message normalizes");
+                let event = Event {
+                    v: V1,
+                    id: format!("bench:{}", normalized.key),
+                    integration_id: IntegrationId::try_from("bench".to_owned()).expect("id"),
+                    received_at: Timestamp::now(),
+                    body: normalized.body,
+                };
+                Prepared {
+                    url: self.url.clone(),
+                    headers: vec![("x-msg-id", event.id.clone())],
+                    body: serde_json::to_vec(&event).expect("an event serializes"),
+                }
+            }
             Mode::Robot => Prepared {
                 url: self.url.clone(),
                 headers: vec![
