@@ -547,6 +547,62 @@ async fn with_nats_down_callbacks_get_503_and_after_restart_nothing_is_lost() {
 }
 
 #[tokio::test]
+async fn a_publish_jetstream_refuses_is_answered_503_and_redelivery_can_succeed() {
+    let app = spawn_app(None).await;
+    let stream = app.js.get_stream(EVENTS).await.unwrap();
+    let mut config = stream.cached_info().config.clone();
+    let (max_messages, discard) = (config.max_messages, config.discard);
+    config.max_messages = 1;
+    config.discard = jetstream::stream::DiscardPolicy::New;
+    app.js.update_stream(config.clone()).await.unwrap();
+
+    let first = app
+        .post_robot("acme", &robot_message("msgFIRST"), now_ms(), SECRET)
+        .await;
+    assert_eq!(first.status(), 200);
+    let response = app
+        .post_robot("acme", &robot_message("msgFULL"), now_ms(), SECRET)
+        .await;
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, 503);
+    assert_eq!(body["error"]["code"], "bus_unavailable");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("maximum messages"), "{message}");
+
+    // Once the stream has room again, DingTalk's redelivery is stored.
+    config.max_messages = max_messages;
+    config.discard = discard;
+    app.js.update_stream(config).await.unwrap();
+    let again = app
+        .post_robot("acme", &robot_message("msgFULL"), now_ms(), SECRET)
+        .await;
+    assert_eq!(again.status(), 200);
+    let ids: Vec<_> = app
+        .stored()
+        .await
+        .into_iter()
+        .map(|(_, id, _)| id)
+        .collect();
+    assert_eq!(ids, ["acme:msgFIRST", "acme:msgFULL"]);
+}
+
+#[tokio::test]
+async fn without_the_events_stream_callbacks_get_503() {
+    let app = spawn_app(None).await;
+    app.js.delete_stream(EVENTS).await.unwrap();
+    let response = app
+        .post_robot("acme", &robot_message("msgNOSTREAM"), now_ms(), SECRET)
+        .await;
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, 503);
+    assert_eq!(body["error"]["code"], "bus_unavailable");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("no responders"), "{message}");
+}
+
+#[tokio::test]
 async fn beyond_the_in_flight_bound_callbacks_are_shed_with_503() {
     let app = spawn_app_with(None, 0).await;
     let response = app
