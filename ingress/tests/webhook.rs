@@ -186,15 +186,16 @@ impl App {
 }
 
 async fn error_code(response: reqwest::Response) -> (u16, String) {
+    let (status, code, _) = error_of(response).await;
+    (status, code)
+}
+
+/// The status, and the error body's `code` and `message`.
+async fn error_of(response: reqwest::Response) -> (u16, String, String) {
     let status = response.status().as_u16();
     let body: Value = response.json().await.unwrap();
-    (
-        status,
-        body["error"]["code"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-    )
+    let field = |name: &str| body["error"][name].as_str().unwrap_or_default().to_owned();
+    (status, field("code"), field("message"))
 }
 
 #[tokio::test]
@@ -563,11 +564,8 @@ async fn a_publish_jetstream_refuses_is_answered_503_and_redelivery_can_succeed(
     let response = app
         .post_robot("acme", &robot_message("msgFULL"), now_ms(), SECRET)
         .await;
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(status, 503);
-    assert_eq!(body["error"]["code"], "bus_unavailable");
-    let message = body["error"]["message"].as_str().unwrap();
+    let (status, code, message) = error_of(response).await;
+    assert_eq!((status, code.as_str()), (503, "bus_unavailable"));
     assert!(message.contains("maximum messages"), "{message}");
 
     // Once the stream has room again, DingTalk's redelivery is stored.
@@ -594,11 +592,8 @@ async fn without_the_events_stream_callbacks_get_503() {
     let response = app
         .post_robot("acme", &robot_message("msgNOSTREAM"), now_ms(), SECRET)
         .await;
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(status, 503);
-    assert_eq!(body["error"]["code"], "bus_unavailable");
-    let message = body["error"]["message"].as_str().unwrap();
+    let (status, code, message) = error_of(response).await;
+    assert_eq!((status, code.as_str()), (503, "bus_unavailable"));
     assert!(message.contains("no responders"), "{message}");
 }
 
