@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::registry::Language;
 use dingtalk_sim::client::{Answer, CallbackClient, RobotMessage};
 use dingtalk_sim::{AppCredentials, RunningSim, SimConfig, Simulator};
+use dispatcher::texts::Text;
 use fake_expert::FakeExpert;
 use serde_json::{json, Value};
 use test_harness::{NatsServer, RedisServer};
@@ -405,19 +407,33 @@ impl Stack {
             .expect("the ingress answers")
     }
 
-    /// The answer shown for `message` once it stopped changing (at most `limit`).
+    /// The answer shown for `message` once it stopped changing (at most `limit`). The card's
+    /// "thinking…" placeholder is not an answer however long it stays unchanged: on a loaded
+    /// machine the expert's answer can take longer than the settling time to replace it.
     pub async fn reply(&self, message: &RobotMessage, limit: Duration) -> Option<String> {
-        dingtalk_sim::client::await_reply(
-            &self.http,
-            &self.sim.base_url(),
-            message,
-            0,
-            limit,
-            Duration::from_millis(1500),
-            |_| {},
-        )
-        .await
-        .expect("the simulator's record is readable")
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let reply = dingtalk_sim::client::await_reply(
+                &self.http,
+                &self.sim.base_url(),
+                message,
+                0,
+                left,
+                Duration::from_millis(1500),
+                |_| {},
+            )
+            .await
+            .expect("the simulator's record is readable");
+            let placeholder = reply.as_deref().is_some_and(|text| {
+                [Language::En, Language::ZhHans]
+                    .into_iter()
+                    .any(|language| text == Text::Thinking.in_language(language))
+            });
+            if !placeholder || left.is_zero() {
+                return reply;
+            }
+        }
     }
 
     /// The services of one kind.
