@@ -51,13 +51,7 @@ impl Publisher {
         integration: &IntegrationId,
         normalized: Normalized,
     ) -> Result<(String, Published), CallbackError> {
-        let event = Event {
-            v: V1,
-            id: [integration.as_str(), ":", &normalized.key].concat(),
-            integration_id: integration.clone(),
-            received_at: Timestamp::now(),
-            body: normalized.body,
-        };
+        let event = event(integration, normalized);
         let published = self.publish(&event).await?;
         Ok((event.id, published))
     }
@@ -81,34 +75,44 @@ impl Publisher {
             .headers(headers)
             .payload(payload.into())
             .timeout(None);
-        let answer = tokio::time::timeout(self.timeout, self.client.send_request(subject, request));
-        match answer.await {
-            Ok(Ok(reply)) => match read_ack(&reply.payload) {
-                Ok(duplicate) => {
-                    crate::metrics::publish_latency(started.elapsed());
-                    Ok(if duplicate {
-                        Published::Duplicate
-                    } else {
-                        Published::New
-                    })
-                }
-                Err(refusal) => Err(CallbackError::unavailable(
+        let answer = tokio::time::timeout(self.timeout, self.client.send_request(subject, request))
+            .await
+            .map_err(|_| {
+                CallbackError::unavailable(
+                    "bus_timeout",
+                    format!(
+                        "the event was not stored within {} ms; retry later",
+                        self.timeout.as_millis()
+                    ),
+                )
+            })?;
+        let duplicate = answer
+            .map_err(|err| err.to_string())
+            .and_then(|reply| read_ack(&reply.payload))
+            .map_err(|why| {
+                CallbackError::unavailable(
                     "bus_unavailable",
-                    format!("the event could not be stored ({refusal}); retry later"),
-                )),
-            },
-            Ok(Err(err)) => Err(CallbackError::unavailable(
-                "bus_unavailable",
-                format!("the event could not be stored ({err}); retry later"),
-            )),
-            Err(_) => Err(CallbackError::unavailable(
-                "bus_timeout",
-                format!(
-                    "the event was not stored within {} ms; retry later",
-                    self.timeout.as_millis()
-                ),
-            )),
-        }
+                    format!("the event could not be stored ({why}); retry later"),
+                )
+            })?;
+        crate::metrics::publish_latency(started.elapsed());
+        Ok(if duplicate {
+            Published::Duplicate
+        } else {
+            Published::New
+        })
+    }
+}
+
+/// The version-1 event of a normalized payload of `integration`: its id (also the
+/// `Nats-Msg-Id`) is `{integration_id}:{key}`, and it was received now.
+pub fn event(integration: &IntegrationId, normalized: Normalized) -> Event {
+    Event {
+        v: V1,
+        id: [integration.as_str(), ":", &normalized.key].concat(),
+        integration_id: integration.clone(),
+        received_at: Timestamp::now(),
+        body: normalized.body,
     }
 }
 

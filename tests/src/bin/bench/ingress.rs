@@ -45,8 +45,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::bus::event::Event;
-use common::bus::{streams, Timestamp, V1};
+use common::bus::streams;
 use common::config::StreamSettings;
 use common::crypto::{self, AesKey, CallbackCrypto};
 use common::registry::{IntegrationId, IntegrationSpec, Registry, RegistryOptions, SecretsKeys};
@@ -739,13 +738,8 @@ impl Target {
             Mode::RawEvent => {
                 let normalized = ingress::normalize::robot_message(&robot_body(id).to_string())
                     .expect("the bench's robot message normalizes");
-                let event = Event {
-                    v: V1,
-                    id: format!("bench:{}", normalized.key),
-                    integration_id: IntegrationId::try_from("bench".to_owned()).expect("id"),
-                    received_at: Timestamp::now(),
-                    body: normalized.body,
-                };
+                let integration = IntegrationId::try_from("bench".to_owned()).expect("id");
+                let event = ingress::publish::event(&integration, normalized);
                 Prepared {
                     url: self.url.clone(),
                     headers: vec![("x-msg-id", event.id.clone())],
