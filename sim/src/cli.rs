@@ -276,6 +276,7 @@ async fn send_robot_message(args: RobotMessageArgs) -> Result<String, String> {
         sent_at_ms,
         args.reply_timeout,
         REPLY_SETTLE,
+        |_| false,
         |text| println!("bot: {text}"),
     )
     .await

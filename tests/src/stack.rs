@@ -411,29 +411,22 @@ impl Stack {
     /// "thinking…" placeholder is not an answer however long it stays unchanged: on a loaded
     /// machine the expert's answer can take longer than the settling time to replace it.
     pub async fn reply(&self, message: &RobotMessage, limit: Duration) -> Option<String> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let reply = dingtalk_sim::client::await_reply(
-                &self.http,
-                &self.sim.base_url(),
-                message,
-                0,
-                left,
-                Duration::from_millis(1500),
-                |_| {},
-            )
-            .await
-            .expect("the simulator's record is readable");
-            let placeholder = reply.as_deref().is_some_and(|text| {
+        dingtalk_sim::client::await_reply(
+            &self.http,
+            &self.sim.base_url(),
+            message,
+            0,
+            limit,
+            Duration::from_millis(1500),
+            |text| {
                 [Language::En, Language::ZhHans]
                     .into_iter()
                     .any(|language| text == Text::Thinking.in_language(language))
-            });
-            if !placeholder || left.is_zero() {
-                return reply;
-            }
-        }
+            },
+            |_| {},
+        )
+        .await
+        .expect("the simulator's record is readable")
     }
 
     /// The services of one kind.

@@ -61,7 +61,9 @@ pub async fn current_reply(
 
 /// Waits (at most `timeout`) for the answer to `message` and until it has not changed for
 /// `settle` (a streamed answer is updated in place); calls `on_change` with every version seen.
-/// `None`: no answer within `timeout`.
+/// A version for which `pending` is true (a "thinking…" placeholder) is never taken as the
+/// answer, however long it stays. `None`: no answer within `timeout`.
+#[allow(clippy::too_many_arguments)]
 pub async fn await_reply(
     http: &reqwest::Client,
     sim_url: &str,
@@ -69,6 +71,7 @@ pub async fn await_reply(
     sent_at_ms: i64,
     timeout: Duration,
     settle: Duration,
+    pending: impl Fn(&str) -> bool,
     mut on_change: impl FnMut(&str),
 ) -> Result<Option<String>, ReplyError> {
     let started = Instant::now();
@@ -77,7 +80,7 @@ pub async fn await_reply(
         if let Some(text) = current_reply(http, sim_url, message, sent_at_ms).await? {
             match &last {
                 Some((seen, since)) if *seen == text => {
-                    if since.elapsed() >= settle {
+                    if since.elapsed() >= settle && !pending(&text) {
                         return Ok(Some(text));
                     }
                 }

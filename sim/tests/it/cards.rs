@@ -613,3 +613,78 @@ async fn streaming_without_key_is_refused() {
     .await
     .assert_new_error(400, "Missingkey");
 }
+
+/// A card showing `text` as the answer to `message` (its `cardBizId` names the message).
+fn reply_card(message: &dingtalk_sim::client::RobotMessage, text: &str) -> Value {
+    let mut card = standard_send(&format!("acme:{}:reply", message.msg_id));
+    card["cardData"] = json!({"contents": [{"type": "markdown", "text": text}]})
+        .to_string()
+        .into();
+    card
+}
+
+#[tokio::test]
+async fn awaiting_a_reply_settles_on_the_answer_and_not_on_a_pending_placeholder() {
+    use dingtalk_sim::client::{await_reply, RobotMessage};
+    use std::time::Duration;
+
+    let t = TestSim::start().await;
+    let token = t.new_token().await;
+    let settle = Duration::from_millis(300);
+    let is_placeholder = |text: &str| text == "Thinking…";
+
+    // A placeholder that stays: taken as the answer when nothing marks it as pending.
+    let stays = RobotMessage::text(APP_KEY, "one", t.base.clone());
+    t.post_new(
+        Api::StandardCardSend.path(),
+        &token,
+        reply_card(&stays, "Thinking…"),
+    )
+    .await
+    .assert_ok();
+    let reply = await_reply(
+        &t.http,
+        &t.base,
+        &stays,
+        0,
+        Duration::from_secs(10),
+        settle,
+        |_| false,
+        |_| {},
+    );
+    assert_eq!(reply.await.unwrap().as_deref(), Some("Thinking…"));
+
+    // Marked as pending, it is waited out until the answer replaces it, well after `settle`.
+    let answered = RobotMessage::text(APP_KEY, "two", t.base.clone());
+    t.post_new(
+        Api::StandardCardSend.path(),
+        &token,
+        reply_card(&answered, "Thinking…"),
+    )
+    .await
+    .assert_ok();
+    let update = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let data = json!({"contents": [{"type": "markdown", "text": "echo: two"}]}).to_string();
+        let biz_id = format!("acme:{}:reply", answered.msg_id);
+        t.put_new(
+            Api::StandardCardUpdate.path(),
+            &token,
+            json!({"cardBizId": biz_id, "cardData": data}),
+        )
+        .await
+        .assert_ok();
+    };
+    let wait = await_reply(
+        &t.http,
+        &t.base,
+        &answered,
+        0,
+        Duration::from_secs(10),
+        settle,
+        is_placeholder,
+        |_| {},
+    );
+    let (reply, ()) = tokio::join!(wait, update);
+    assert_eq!(reply.unwrap().as_deref(), Some("echo: two"));
+}
