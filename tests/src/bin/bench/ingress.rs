@@ -1,6 +1,6 @@
 //! `bench ingress`: callbacks → JetStream, the ingress against this machine's raw limit.
 //!
-//! Four targets, measured the same way:
+//! Four targets (and two more on request), measured the same way:
 //!
 //! - **raw**: a bare axum handler (`bench raw-server`) that only publishes the request body to
 //!   JetStream and waits for the ack — the limit of one HTTP → JetStream hop here;
@@ -9,7 +9,10 @@
 //! - the release **ingress** with signed robot messages, then with encrypted event callbacks;
 //! - on request only (`--only raw-event,…`), **raw + `Nats-Msg-Id` with the robot message's
 //!   event as the body**: JetStream stores the very bytes it stores for the robot target (about
-//!   twice the callback's), so the two differ only in what the ingress does itself.
+//!   twice the callback's), so the two differ only in what the ingress does itself;
+//! - on request only (`--only raw-answer,…`), the same **answered as the ingress answers a robot
+//!   message** (200 with `{"ok":true,"id":…}` instead of an empty 200): what that answer costs
+//!   the handler and the load generator, which reads it.
 //!
 //! Every target gets its own `nats-server` (an empty stream and an empty de-duplication table: a
 //! target measured after another would otherwise inherit its stored messages and message ids)
@@ -45,6 +48,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
 use common::bus::streams;
 use common::config::StreamSettings;
 use common::crypto::{self, AesKey, CallbackCrypto};
@@ -68,8 +74,8 @@ const PREPARED_PER_SECOND: f64 = 45_000.0;
 pub struct Options {
     pub duration: Duration,
     pub concurrency: usize,
-    /// A comma-separated subset of `raw`, `raw-dedupe`, `raw-event` (only run when named), `robot`,
-    /// `encrypted`.
+    /// A comma-separated subset of `raw`, `raw-dedupe`, `raw-event` and `raw-answer` (these two
+    /// only run when named), `robot`, `encrypted`.
     pub only: Option<String>,
     pub rounds: usize,
     /// Each loop is cut into this many slices, run in turn for every target.
@@ -155,6 +161,9 @@ enum Mode {
     /// Opt-in (`--only`): raw + `Nats-Msg-Id` whose body is the very event the ingress publishes
     /// for a robot message, so that JetStream stores the same bytes as for the robot target.
     RawEvent,
+    /// Opt-in (`--only`): [`Mode::RawEvent`] answered with the JSON body the ingress answers a
+    /// robot message with.
+    RawAnswer,
     Robot,
     Encrypted,
 }
@@ -163,10 +172,11 @@ impl Mode {
     /// What runs without `--only`.
     const DEFAULT: [Mode; 4] = [Mode::Raw, Mode::RawDedupe, Mode::Robot, Mode::Encrypted];
     /// What `--only` may pick from.
-    const ALL: [Mode; 5] = [
+    const ALL: [Mode; 6] = [
         Mode::Raw,
         Mode::RawDedupe,
         Mode::RawEvent,
+        Mode::RawAnswer,
         Mode::Robot,
         Mode::Encrypted,
     ];
@@ -176,6 +186,7 @@ impl Mode {
             Mode::Raw => "raw",
             Mode::RawDedupe => "raw-dedupe",
             Mode::RawEvent => "raw-event",
+            Mode::RawAnswer => "raw-answer",
             Mode::Robot => "robot",
             Mode::Encrypted => "encrypted",
         }
@@ -186,13 +197,17 @@ impl Mode {
             Mode::Raw => "raw (axum → JetStream, baseline)",
             Mode::RawDedupe => "raw + Nats-Msg-Id (de-duplication only)",
             Mode::RawEvent => "raw + Nats-Msg-Id, body = the robot message's event",
+            Mode::RawAnswer => "raw + Nats-Msg-Id, the robot's event, answered like the ingress",
             Mode::Robot => "ingress, robot message (HMAC)",
             Mode::Encrypted => "ingress, encrypted event (SHA-1 + AES)",
         }
     }
 
     fn is_raw(self) -> bool {
-        matches!(self, Mode::Raw | Mode::RawDedupe | Mode::RawEvent)
+        matches!(
+            self,
+            Mode::Raw | Mode::RawDedupe | Mode::RawEvent | Mode::RawAnswer
+        )
     }
 
     /// Where this target's server at `addr` takes its requests.
@@ -655,7 +670,9 @@ async fn read_total(dir: &std::path::Path) -> u64 {
 
 /// The baseline: HTTP in, one JetStream publish with ack, 200 out. Nothing else — except that
 /// an `x-msg-id` request header becomes the message's `Nats-Msg-Id`, to show what JetStream's
-/// de-duplication (which the ingress needs) costs by itself. The bench provisions the stream.
+/// de-duplication (which the ingress needs) costs by itself, and that `x-answer: json` makes the
+/// answer the ingress's answer to a robot message (`{"ok":true,"id":…}`, the id being the
+/// message id), to show what answering with a body costs. The bench provisions the stream.
 pub async fn raw_server(nats: &str, addr: &str) {
     let js = async_nats::jetstream::new(async_nats::connect(nats).await.expect("nats"));
     let app = axum::Router::new().route(
@@ -665,15 +682,23 @@ pub async fn raw_server(nats: &str, addr: &str) {
                 let js = js.clone();
                 async move {
                     let mut headers = async_nats::HeaderMap::new();
-                    if let Some(id) = request.get("x-msg-id").and_then(|v| v.to_str().ok()) {
+                    let id = request.get("x-msg-id").and_then(|v| v.to_str().ok());
+                    if let Some(id) = id {
                         headers.insert(common::bus::MSG_ID_HEADER, id);
                     }
-                    match js.publish_with_headers(RAW_SUBJECT, headers, body).await {
-                        Ok(ack) => match ack.await {
-                            Ok(_) => axum::http::StatusCode::OK,
-                            Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                        },
-                        Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    let answer_json = request
+                        .get("x-answer")
+                        .is_some_and(|answer| answer == "json");
+                    let stored = match js.publish_with_headers(RAW_SUBJECT, headers, body).await {
+                        Ok(ack) => ack.await.is_ok(),
+                        Err(_) => false,
+                    };
+                    match (stored, id) {
+                        (false, _) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+                        (true, Some(id)) if answer_json => {
+                            Json(Accepted { ok: true, id }).into_response()
+                        }
+                        (true, _) => StatusCode::OK.into_response(),
                     }
                 }
             },
@@ -681,6 +706,13 @@ pub async fn raw_server(nats: &str, addr: &str) {
     );
     let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
     axum::serve(listener, app).await.expect("serve");
+}
+
+/// The ingress's answer to a robot message, as `raw-answer` answers.
+#[derive(serde::Serialize)]
+struct Accepted<'a> {
+    ok: bool,
+    id: &'a str,
 }
 
 /// One ready-to-send request.
@@ -735,14 +767,18 @@ impl Target {
                 headers: vec![("x-msg-id", format!("raw:{id}"))],
                 body: robot_body(id).to_string().into_bytes(),
             },
-            Mode::RawEvent => {
+            Mode::RawEvent | Mode::RawAnswer => {
                 let normalized = ingress::normalize::robot_message(&robot_body(id).to_string())
                     .expect("the bench's robot message normalizes");
                 let integration = IntegrationId::try_from("bench".to_owned()).expect("id");
                 let event = ingress::publish::event(&integration, normalized);
+                let mut headers = vec![("x-msg-id", event.id.clone())];
+                if self.mode == Mode::RawAnswer {
+                    headers.push(("x-answer", "json".to_owned()));
+                }
                 Prepared {
                     url: self.url.clone(),
-                    headers: vec![("x-msg-id", event.id.clone())],
+                    headers,
                     body: serde_json::to_vec(&event).expect("an event serializes"),
                 }
             }
