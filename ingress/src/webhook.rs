@@ -201,11 +201,14 @@ async fn handle(
     }
 }
 
-/// The answer to a robot message: the event's id.
+/// The answer to a robot message: the event's id. Public for the bench, whose `raw-answer`
+/// target answers the same way.
 #[derive(serde::Serialize)]
-struct Accepted {
-    ok: bool,
-    id: String,
+pub struct Accepted {
+    /// Always `true`: the event is stored.
+    pub ok: bool,
+    /// The event's id (`{integration_id}:{msgId}`).
+    pub id: String,
 }
 
 fn malformed(err: normalize::ShapeError) -> CallbackError {

@@ -206,7 +206,7 @@ async fn a_signed_robot_message_is_published_then_acknowledged() {
         .await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body["id"], "acme:msgABC");
+    assert_eq!(body, json!({"ok": true, "id": "acme:msgABC"}));
 
     let stored = app.stored().await;
     assert_eq!(stored.len(), 1);

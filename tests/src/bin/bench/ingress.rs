@@ -695,9 +695,11 @@ pub async fn raw_server(nats: &str, addr: &str) {
                     };
                     match (stored, id) {
                         (false, _) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
-                        (true, Some(id)) if answer_json => {
-                            Json(Accepted { ok: true, id }).into_response()
-                        }
+                        (true, Some(id)) if answer_json => Json(ingress::webhook::Accepted {
+                            ok: true,
+                            id: id.to_owned(),
+                        })
+                        .into_response(),
                         (true, _) => StatusCode::OK.into_response(),
                     }
                 }
@@ -706,13 +708,6 @@ pub async fn raw_server(nats: &str, addr: &str) {
     );
     let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
     axum::serve(listener, app).await.expect("serve");
-}
-
-/// The ingress's answer to a robot message, as `raw-answer` answers.
-#[derive(serde::Serialize)]
-struct Accepted<'a> {
-    ok: bool,
-    id: &'a str,
 }
 
 /// One ready-to-send request.
