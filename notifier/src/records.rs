@@ -128,6 +128,17 @@ pub struct SentRecord {
     pub recalled: bool,
 }
 
+/// What became of a command, as an update or recall of it sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finished {
+    /// A send that finished; what it delivered.
+    Sent(SentRecord),
+    /// Finished, but it is no send (or its record of what it delivered expired).
+    NotASend,
+    /// Not finished, or never seen.
+    NotYet,
+}
+
 /// The state of one step.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StepState {
@@ -420,17 +431,26 @@ impl Records {
         pipe.query_async::<()>(&mut self.conn()).await
     }
 
-    /// What the send `command_id` delivered, once it finished.
-    pub async fn sent(
-        &self,
-        integration: &str,
-        command_id: &str,
-    ) -> RedisResult<Option<SentRecord>> {
-        let json: Option<String> = redis::cmd("GET")
+    /// Whether command `command_id` finished and, for a send, what it delivered: both read in
+    /// one transaction, as [`Records::finish`] writes them in one. (Read one after the other, a
+    /// send finishing in between would look like a finished command that is not a send.)
+    pub async fn finished(&self, integration: &str, command_id: &str) -> RedisResult<Finished> {
+        let (sent, result): (Option<String>, bool) = redis::pipe()
+            .atomic()
+            .cmd("GET")
             .arg(sent_key(integration, command_id))
+            .cmd("HEXISTS")
+            .arg(command_key(integration, command_id))
+            .arg("result")
             .query_async(&mut self.conn())
             .await?;
-        Ok(json.and_then(|json| serde_json::from_str(&json).ok()))
+        Ok(
+            match sent.and_then(|json| serde_json::from_str(&json).ok()) {
+                Some(sent) => Finished::Sent(sent),
+                None if result => Finished::NotASend,
+                None => Finished::NotYet,
+            },
+        )
     }
 
     /// Replaces what a send delivered (after a degraded update or a recall).

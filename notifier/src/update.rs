@@ -22,7 +22,7 @@ use crate::engine::{Ctx, Engine, Executed, Later, TARGET_WAIT};
 use crate::outcome::{self, Subject};
 use crate::placeholders::{fill_message, Filler};
 use crate::plan::Resolved;
-use crate::records::{Delivered, SentRecord, StepRecord, TargetOutcome};
+use crate::records::{Delivered, Finished, SentRecord, StepRecord, TargetOutcome};
 use crate::send::{all, delivered, missing_variable, Outcomes};
 
 /// How soon a waiting update or recall looks again.
@@ -80,19 +80,17 @@ impl Engine {
 
     /// The target send's record, or why there is none.
     async fn target(&self, ctx: &Ctx<'_>, target: &str) -> Result<TargetState, Later> {
-        let records = &self.inner.records;
-        if let Some(sent) = records.sent(ctx.id, target).await? {
-            if !sent.ok {
-                return Ok(TargetState::Unreached(sent));
+        match self.inner.records.finished(ctx.id, target).await? {
+            Finished::Sent(sent) if sent.ok => return Ok(TargetState::Ready(sent)),
+            Finished::Sent(sent) => return Ok(TargetState::Unreached(sent)),
+            Finished::NotASend => {
+                return Ok(TargetState::Failed(ResultError {
+                    code: "not_a_send".to_owned(),
+                    message: format!("{target} is not a send that delivered anything; target the id of a send command"),
+                    retryable: false,
+                }))
             }
-            return Ok(TargetState::Ready(sent));
-        }
-        if records.result(ctx.id, target).await?.is_some() {
-            return Ok(TargetState::Failed(ResultError {
-                code: "not_a_send".to_owned(),
-                message: format!("{target} is not a send that delivered anything; target the id of a send command"),
-                retryable: false,
-            }));
+            Finished::NotYet => {}
         }
         let age = OffsetDateTime::now_utc() - ctx.published;
         if age < TARGET_WAIT {
