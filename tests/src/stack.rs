@@ -31,6 +31,12 @@ const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
 
 /// How long a service may take to become ready. Generous: the machine is shared.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Starts of one service on fresh addresses before giving up.
+const START_ATTEMPTS: usize = 5;
+/// The variables naming the addresses a service listens on.
+const LISTEN_VARS: [&str; 3] = ["METRICS_ADDR", "INGRESS_ADDR", "ADMIN_ADDR"];
+/// What the services log (the OS's text for `EADDRINUSE`) when an address is taken.
+const ADDRESS_IN_USE: &str = "Address already in use";
 
 /// Which service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,9 +119,32 @@ pub struct Service {
     child: Option<Child>,
 }
 
+/// Why a service did not become ready.
+enum StartFailure {
+    /// It exited because one of its addresses was taken (by another test process, or by an
+    /// outgoing connection's ephemeral port) between picking it and binding it.
+    AddressTaken,
+    /// Anything else: a bug to report.
+    Failed(String),
+}
+
 impl Service {
     /// Starts it and waits until `/readyz` answers 200.
     async fn start(&mut self) {
+        match self.try_start().await {
+            Ok(()) => {}
+            Err(StartFailure::AddressTaken) => panic!(
+                "{} cannot listen: an address was taken meanwhile:\n{}",
+                self.kind.name(),
+                self.log_tail()
+            ),
+            Err(StartFailure::Failed(why)) => panic!("{why}"),
+        }
+    }
+
+    /// [`Service::start`], telling a taken address apart from other failures.
+    async fn try_start(&mut self) -> Result<(), StartFailure> {
+        let logged_before = std::fs::metadata(&self.log).map_or(0, |m| m.len());
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -138,26 +167,64 @@ impl Service {
         loop {
             if let Ok(response) = http.get(&url).send().await {
                 if response.status().is_success() {
-                    return;
+                    return Ok(());
                 }
             }
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    panic!(
+                    self.child = None;
+                    let logged = std::fs::read(&self.log).unwrap_or_default();
+                    let this_run = logged.get(logged_before as usize..).unwrap_or_default();
+                    if String::from_utf8_lossy(this_run).contains(ADDRESS_IN_USE) {
+                        return Err(StartFailure::AddressTaken);
+                    }
+                    return Err(StartFailure::Failed(format!(
                         "{} exited during start-up ({status}):\n{}",
                         self.kind.name(),
                         self.log_tail()
-                    );
+                    )));
                 }
             }
             if started.elapsed() > READY_TIMEOUT {
-                panic!(
+                return Err(StartFailure::Failed(format!(
                     "{} was not ready within {READY_TIMEOUT:?}:\n{}",
                     self.kind.name(),
                     self.log_tail()
-                );
+                )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Its value of `key`.
+    fn var(&self, key: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Gives each of its listen addresses a new free port; returns (old, new) per address.
+    fn move_addresses(&mut self) -> Vec<(String, String)> {
+        let mut moved = Vec::new();
+        for (key, value) in &mut self.env {
+            if LISTEN_VARS.contains(&key.as_str()) {
+                let new = free_addr();
+                moved.push((std::mem::replace(value, new.clone()), new));
+            }
+        }
+        if let Some(metrics) = self.var("METRICS_ADDR") {
+            self.metrics_addr = metrics.to_owned();
+        }
+        moved
+    }
+
+    /// Sets `key` to `new` where it is `old`.
+    fn change(&mut self, key: &str, old: &str, new: &str) {
+        for (k, value) in &mut self.env {
+            if k == key && value == old {
+                new.clone_into(value);
+            }
         }
     }
 
@@ -237,6 +304,33 @@ fn free_addr() -> String {
     listener.local_addr().expect("bound").to_string()
 }
 
+/// Starts `services[index]`, moving it to fresh addresses while one of them turns out taken;
+/// the services' `PUBLIC_BASE_URL` follows the ingress's move (it starts first).
+async fn start_on_free_addresses(services: &mut [Service], index: usize) {
+    for _ in 1..START_ATTEMPTS {
+        match services[index].try_start().await {
+            Ok(()) => return,
+            Err(StartFailure::AddressTaken) => move_to_free_addresses(services, index),
+            Err(StartFailure::Failed(why)) => panic!("{why}"),
+        }
+    }
+    services[index].start().await;
+}
+
+/// Gives `services[index]` fresh listen addresses; every `PUBLIC_BASE_URL` naming one of its
+/// old addresses follows.
+fn move_to_free_addresses(services: &mut [Service], index: usize) {
+    for (old, new) in services[index].move_addresses() {
+        for service in services.iter_mut() {
+            service.change(
+                "PUBLIC_BASE_URL",
+                &format!("http://{old}"),
+                &format!("http://{new}"),
+            );
+        }
+    }
+}
+
 impl Stack {
     /// Starts everything and registers the integration (with a trigger binding to
     /// `trigger-expert`) through the admin API.
@@ -267,16 +361,13 @@ impl Stack {
             }
         };
         let ingress_addr = free_addr();
-        let admin_addr = free_addr();
-        let ingress_url = format!("http://{ingress_addr}");
-        let admin_url = format!("http://{admin_addr}");
         let mut common: Vec<(String, String)> = [
             ("NATS_URL", nats.url()),
             ("REDIS_URL", redis.url()),
             ("DINGTALK_API_URL", sim.base_url()),
             ("DINGTALK_OAPI_URL", sim.base_url()),
             ("EXPERT_API_URL", expert.url()),
-            ("PUBLIC_BASE_URL", ingress_url.clone()),
+            ("PUBLIC_BASE_URL", format!("http://{ingress_addr}")),
             ("RUST_LOG", "info".to_owned()),
             ("LOG_FORMAT", "json".to_owned()),
             ("SHUTDOWN_TIMEOUT", "5s".to_owned()),
@@ -314,7 +405,7 @@ impl Stack {
             0,
             vec![
                 ("INGRESS_ADDR".to_owned(), ingress_addr),
-                ("ADMIN_ADDR".to_owned(), admin_addr),
+                ("ADMIN_ADDR".to_owned(), free_addr()),
                 ("ADMIN_TOKEN".to_owned(), ADMIN_TOKEN.to_owned()),
             ],
         );
@@ -324,9 +415,12 @@ impl Stack {
         for replica in 0..options.notifiers {
             add(Kind::Notifier, replica, Vec::new());
         }
-        for service in &mut services {
-            service.start().await;
+        for index in 0..services.len() {
+            start_on_free_addresses(&mut services, index).await;
         }
+        let ingress = &services[0];
+        let ingress_url = format!("http://{}", ingress.var("INGRESS_ADDR").expect("set above"));
+        let admin_url = format!("http://{}", ingress.var("ADMIN_ADDR").expect("set above"));
         let stack = Stack {
             nats,
             redis,
@@ -478,5 +572,85 @@ where
             return None;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A service whose binary is a shell script printing `says` and exiting 1.
+    fn failing(dir: &Path, kind: Kind, says: &str) -> Service {
+        let script = dir.join(format!("{}.sh", kind.name()));
+        std::fs::write(&script, format!("#!/bin/sh\necho '{says}'\nexit 1\n")).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let metrics_addr = free_addr();
+        let ingress_addr = free_addr();
+        Service {
+            kind,
+            replica: 0,
+            binary: script,
+            env: vec![
+                (
+                    "PUBLIC_BASE_URL".to_owned(),
+                    format!("http://{ingress_addr}"),
+                ),
+                ("METRICS_ADDR".to_owned(), metrics_addr.clone()),
+                ("INGRESS_ADDR".to_owned(), ingress_addr),
+            ],
+            metrics_addr,
+            log: dir.join(format!("{}.log", kind.name())),
+            child: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_taken_address_is_told_apart_from_other_start_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut taken = failing(
+            dir.path(),
+            Kind::Ingress,
+            "cannot listen on INGRESS_ADDR=127.0.0.1:1: Address already in use (os error 98)",
+        );
+        assert!(matches!(
+            taken.try_start().await,
+            Err(StartFailure::AddressTaken)
+        ));
+        // Same log file, another failure: only what this start logged counts.
+        taken.binary = failing(dir.path(), Kind::Dispatcher, "NATS_URL is not a URL").binary;
+        match taken.try_start().await {
+            Err(StartFailure::Failed(why)) => assert!(why.contains("NATS_URL"), "{why}"),
+            _ => panic!("a bad configuration is no taken address"),
+        }
+    }
+
+    #[test]
+    fn moving_the_ingress_moves_every_services_public_base_url_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut services = vec![
+            failing(dir.path(), Kind::Ingress, "x"),
+            failing(dir.path(), Kind::Notifier, "x"),
+        ];
+        let before = services[0].var("INGRESS_ADDR").unwrap().to_owned();
+        let base_url = format!("http://{before}");
+        let notifier = &mut services[1];
+        let own = notifier.var("PUBLIC_BASE_URL").unwrap().to_owned();
+        notifier.change("PUBLIC_BASE_URL", &own, &base_url);
+        let metrics_before = services[0].metrics_addr.clone();
+        move_to_free_addresses(&mut services, 0);
+        assert_ne!(services[0].metrics_addr, metrics_before);
+        let ingress = services[0].var("INGRESS_ADDR").unwrap().to_owned();
+        assert_ne!(before, ingress);
+        assert_eq!(
+            services[0].metrics_addr,
+            services[0].var("METRICS_ADDR").unwrap()
+        );
+        for service in &services {
+            assert_eq!(
+                service.var("PUBLIC_BASE_URL"),
+                Some(format!("http://{ingress}").as_str())
+            );
+        }
     }
 }

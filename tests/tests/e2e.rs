@@ -55,7 +55,9 @@ async fn a_private_message_is_answered_in_dingtalk_and_the_next_continues_the_th
     assert_eq!(stack.send(&second).await.status, 200);
     assert_eq!(
         stack.reply(&second, REPLY).await.as_deref(),
-        Some("echo #2: and again")
+        Some("echo #2: and again"),
+        "{}",
+        stack.logs()
     );
     let one = runs_with(&stack, "hello gateway");
     let two = runs_with(&stack, "and again");
@@ -218,7 +220,9 @@ async fn conversation_binding_beats_trigger_binding_beats_fallback_and_new_start
     stack.send(&first).await;
     assert_eq!(
         stack.reply(&first, REPLY).await.as_deref(),
-        Some("echo #1: first")
+        Some("echo #1: first"),
+        "{}",
+        stack.logs()
     );
     assert_eq!(runs_with(&stack, "first")[0].0, "trigger-expert");
 
@@ -234,7 +238,9 @@ async fn conversation_binding_beats_trigger_binding_beats_fallback_and_new_start
     stack.send(&second).await;
     assert_eq!(
         stack.reply(&second, REPLY).await.as_deref(),
-        Some("echo #2: second")
+        Some("echo #2: second"),
+        "{}",
+        stack.logs()
     );
     let second_run = runs_with(&stack, "second");
     assert_eq!(
@@ -255,7 +261,9 @@ async fn conversation_binding_beats_trigger_binding_beats_fallback_and_new_start
     stack.send(&third).await;
     assert_eq!(
         stack.reply(&third, REPLY).await.as_deref(),
-        Some("echo #1: third")
+        Some("echo #1: third"),
+        "{}",
+        stack.logs()
     );
     let third_run = runs_with(&stack, "third");
     assert_eq!(third_run[0].0, "other-expert");
@@ -275,7 +283,9 @@ async fn conversation_binding_beats_trigger_binding_beats_fallback_and_new_start
     stack.send(&other).await;
     assert_eq!(
         stack.reply(&other, REPLY).await.as_deref(),
-        Some("echo #1: from user003")
+        Some("echo #1: from user003"),
+        "{}",
+        stack.logs()
     );
     assert_eq!(runs_with(&stack, "from user003")[0].0, "fallback-expert");
 }
