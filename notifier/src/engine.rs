@@ -43,7 +43,7 @@ use crate::dingtalk::{Api, ApiCall, DingTalk, DingTalkError, Target};
 use crate::metrics;
 use crate::outcome::{self, Subject};
 use crate::pacer::Pacer;
-use crate::records::{Records, SentRecord};
+use crate::records::{CommandLock, Records, SentRecord};
 
 /// How long an update or recall waits for its target's send before failing `unknown_target`.
 pub const TARGET_WAIT: Duration = Duration::from_secs(120);
@@ -266,13 +266,8 @@ impl Engine {
                 return Disposition::Later(REDIS_RETRY);
             }
         };
-        match inner.records.result(id, &command.id).await {
-            Ok(Some(result)) => {
-                tracing::info!("already executed; publishing its result again");
-                return Disposition::Finished(Box::new(result));
-            }
-            Ok(None) => {}
-            Err(err) => return Disposition::Later(Later::from(err).0),
+        if let Some(finished) = self.executed_before(id, &command.id).await {
+            return finished;
         }
         let ctx = Ctx {
             integration: &integration,
@@ -312,11 +307,18 @@ impl Engine {
         }
         match inner
             .records
-            .lock(id, &command.id, &inner.owner, inner.config.lease)
+            .lock_command(id, &command.id, &inner.owner, inner.config.lease)
             .await
         {
-            Ok(true) => {}
-            Ok(false) => return Disposition::Later(inner.config.lease / 4),
+            Ok(CommandLock::Taken) => {}
+            Ok(CommandLock::Held) => return Disposition::Later(inner.config.lease / 4),
+            // Finished by another execution since the look above.
+            Ok(CommandLock::Finished) => {
+                return self
+                    .executed_before(id, &command.id)
+                    .await
+                    .unwrap_or(Disposition::Later(Duration::ZERO))
+            }
             Err(err) => return Disposition::Later(Later::from(err).0),
         }
         let keeper = self.keep_lease(id, &command.id);
@@ -341,6 +343,18 @@ impl Engine {
             tracing::warn!(%err, "cannot release the command lease; it expires by itself");
         }
         disposition
+    }
+
+    /// The result of a command executed before, to be published again; `None`: not executed.
+    async fn executed_before(&self, id: &str, command_id: &str) -> Option<Disposition> {
+        match self.inner.records.result(id, command_id).await {
+            Ok(Some(result)) => {
+                tracing::info!("already executed; publishing its result again");
+                Some(Disposition::Finished(Box::new(result)))
+            }
+            Ok(None) => None,
+            Err(err) => Some(Disposition::Later(Later::from(err).0)),
+        }
     }
 
     /// Extends the command's lease while it runs (until the guard is dropped).

@@ -128,6 +128,17 @@ pub struct SentRecord {
     pub recalled: bool,
 }
 
+/// The answer to [`Records::lock_command`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandLock {
+    /// The lease is ours: execute.
+    Taken,
+    /// Another execution holds it.
+    Held,
+    /// The command has a result: publish that instead.
+    Finished,
+}
+
 /// What became of a command, as an update or recall of it sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Finished {
@@ -190,6 +201,13 @@ fn ttl_ms(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Takes a command's lease unless the command has finished: 0 finished, 1 taken, 2 held by
+/// another execution.
+const LOCK_UNFINISHED: &str = r"
+if redis.call('HEXISTS', KEYS[1], 'result') == 1 then return 0 end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 2";
+
 /// Deletes a lock only when it is still ours.
 const UNLOCK: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -242,7 +260,8 @@ impl Records {
         Ok(json.and_then(|json| serde_json::from_str(&json).ok()))
     }
 
-    /// Takes the command's lease for `lease`; `false` when another execution holds it.
+    /// Takes the lease `command_id` (a command's, or any other name) for `lease`; `false` when
+    /// another execution holds it.
     pub async fn lock(
         &self,
         integration: &str,
@@ -259,6 +278,31 @@ impl Records {
             .query_async(&mut self.conn())
             .await?;
         Ok(set.is_some())
+    }
+
+    /// Takes command `command_id`'s lease for `lease` unless it has finished, in one step: an
+    /// execution that saw no result, then took the lease only after another execution had
+    /// finished and let it go, would run the command a second time (a finished send keeps no
+    /// steps to tell it what was delivered).
+    pub async fn lock_command(
+        &self,
+        integration: &str,
+        command_id: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> RedisResult<CommandLock> {
+        let answer: i64 = redis::Script::new(LOCK_UNFINISHED)
+            .key(command_key(integration, command_id))
+            .key(lock_key(integration, command_id))
+            .arg(owner)
+            .arg(ttl_ms(lease))
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(match answer {
+            0 => CommandLock::Finished,
+            1 => CommandLock::Taken,
+            _ => CommandLock::Held,
+        })
     }
 
     /// Extends the lease while the command runs.

@@ -2,7 +2,7 @@
 
 use common::bus::command::{Mentions, Recipient, RecipientType};
 use common::bus::result::CommandResult;
-use notifier::records::{Delivered, Finished, Records, SentRecord};
+use notifier::records::{CommandLock, Delivered, Finished, Records, SentRecord};
 use test_harness::RedisServer;
 
 fn result(command_id: &str) -> CommandResult {
@@ -101,4 +101,47 @@ async fn a_send_finishing_while_it_is_polled_is_never_seen_half_written() {
         }
         writer.await.unwrap().unwrap();
     }
+}
+
+/// A redelivered command whose first execution finished between the redelivery's look for a
+/// result and its taking the lease must not run again: the lease is refused as finished.
+#[tokio::test]
+async fn the_lease_of_a_finished_command_is_refused_as_finished() {
+    let redis = RedisServer::start().await;
+    let records = records(&redis).await;
+    let lease = std::time::Duration::from_secs(30);
+    assert_eq!(
+        records
+            .lock_command("acme", "c1", "one", lease)
+            .await
+            .unwrap(),
+        CommandLock::Taken
+    );
+    assert_eq!(
+        records
+            .lock_command("acme", "c1", "two", lease)
+            .await
+            .unwrap(),
+        CommandLock::Held
+    );
+    records
+        .finish("acme", &result("c1"), Some(&sent()))
+        .await
+        .unwrap();
+    records.unlock("acme", "c1", "one").await.unwrap();
+    assert_eq!(
+        records
+            .lock_command("acme", "c1", "two", lease)
+            .await
+            .unwrap(),
+        CommandLock::Finished
+    );
+    assert_eq!(
+        records
+            .lock_command("acme", "c2", "two", lease)
+            .await
+            .unwrap(),
+        CommandLock::Taken,
+        "another command"
+    );
 }
