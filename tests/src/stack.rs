@@ -50,6 +50,18 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// What it logs (at `info`, as JSON) once it listens on each of its addresses.
+    fn listening_lines(self) -> &'static [&'static str] {
+        match self {
+            Kind::Ingress => &[
+                "\"foundation ready\"",
+                "\"accepting DingTalk callbacks\"",
+                "\"admin API listening\"",
+            ],
+            Kind::Dispatcher | Kind::Notifier => &["\"foundation ready\""],
+        }
+    }
+
     /// The subcommand of `gateway-service`.
     pub fn name(self) -> &'static str {
         match self {
@@ -69,7 +81,8 @@ pub struct Options {
     pub dispatchers: usize,
     /// Notifier replicas.
     pub notifiers: usize,
-    /// Extra or overriding variables for every service.
+    /// Extra or overriding variables for every service. The stack tells its services started
+    /// by their `info` log lines (JSON): keep `RUST_LOG` and `LOG_FORMAT` as they are.
     pub env: Vec<(String, String)>,
     /// Redis with its append-only file, so that it can be killed without losing writes.
     pub durable_redis: bool,
@@ -165,17 +178,14 @@ impl Service {
         let http = reqwest::Client::new();
         let started = Instant::now();
         loop {
-            if let Ok(response) = http.get(&url).send().await {
-                if response.status().is_success() {
-                    return Ok(());
-                }
-            }
+            let logged = std::fs::read(&self.log).unwrap_or_default();
+            let this_run =
+                String::from_utf8_lossy(logged.get(logged_before as usize..).unwrap_or_default())
+                    .into_owned();
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     self.child = None;
-                    let logged = std::fs::read(&self.log).unwrap_or_default();
-                    let this_run = logged.get(logged_before as usize..).unwrap_or_default();
-                    if String::from_utf8_lossy(this_run).contains(ADDRESS_IN_USE) {
+                    if this_run.contains(ADDRESS_IN_USE) {
                         return Err(StartFailure::AddressTaken);
                     }
                     return Err(StartFailure::Failed(format!(
@@ -183,6 +193,20 @@ impl Service {
                         self.kind.name(),
                         self.log_tail()
                     )));
+                }
+            }
+            // Only once it logged that it listens is `/readyz` known to be its own: another
+            // process could hold the address it failed to bind.
+            if self
+                .kind
+                .listening_lines()
+                .iter()
+                .all(|line| this_run.contains(line))
+            {
+                if let Ok(response) = http.get(&url).send().await {
+                    if response.status().is_success() {
+                        return Ok(());
+                    }
                 }
             }
             if started.elapsed() > READY_TIMEOUT {
@@ -623,6 +647,43 @@ mod tests {
             Err(StartFailure::Failed(why)) => assert!(why.contains("NATS_URL"), "{why}"),
             _ => panic!("a bad configuration is no taken address"),
         }
+    }
+
+    /// The address it could not bind answers `/readyz` all the same (another test's service
+    /// holds it): that is no start.
+    #[tokio::test]
+    async fn a_stranger_answering_on_its_metrics_address_is_not_taken_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let stranger = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let taken = stranger.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut conn, _)) = stranger.accept().await {
+                let mut request = [0u8; 1024];
+                let _ = conn.read(&mut request).await;
+                let _ = conn
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        let mut service = failing(
+            dir.path(),
+            Kind::Notifier,
+            &format!("cannot listen on METRICS_ADDR={taken}: Address already in use"),
+        );
+        // It fails a moment after starting, as a service does once NATS and Redis answered.
+        let script = std::fs::read_to_string(&service.binary).unwrap();
+        std::fs::write(
+            &service.binary,
+            script.replacen("#!/bin/sh\n", "#!/bin/sh\nsleep 0.5\n", 1),
+        )
+        .unwrap();
+        service.change("METRICS_ADDR", &service.metrics_addr.clone(), &taken);
+        service.metrics_addr = taken;
+        assert!(matches!(
+            service.try_start().await,
+            Err(StartFailure::AddressTaken)
+        ));
     }
 
     #[test]
