@@ -109,38 +109,25 @@ async fn a_send_finishing_while_it_is_polled_is_never_seen_half_written() {
 async fn the_lease_of_a_finished_command_is_refused_as_finished() {
     let redis = RedisServer::start().await;
     let records = records(&redis).await;
-    let lease = std::time::Duration::from_secs(30);
-    assert_eq!(
-        records
-            .lock_command("acme", "c1", "one", lease)
-            .await
-            .unwrap(),
-        CommandLock::Taken
-    );
-    assert_eq!(
-        records
-            .lock_command("acme", "c1", "two", lease)
-            .await
-            .unwrap(),
-        CommandLock::Held
-    );
+    let lock = |command: &'static str, owner: &'static str| {
+        let records = records.clone();
+        async move {
+            records
+                .lock_command("acme", command, owner, std::time::Duration::from_secs(30))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(lock("c1", "one").await, CommandLock::Taken);
+    assert_eq!(lock("c1", "two").await, CommandLock::Held);
     records
         .finish("acme", &result("c1"), Some(&sent()))
         .await
         .unwrap();
     records.unlock("acme", "c1", "one").await.unwrap();
+    assert_eq!(lock("c1", "two").await, CommandLock::Finished);
     assert_eq!(
-        records
-            .lock_command("acme", "c1", "two", lease)
-            .await
-            .unwrap(),
-        CommandLock::Finished
-    );
-    assert_eq!(
-        records
-            .lock_command("acme", "c2", "two", lease)
-            .await
-            .unwrap(),
+        lock("c2", "two").await,
         CommandLock::Taken,
         "another command"
     );
