@@ -142,7 +142,8 @@ enum StartFailure {
 }
 
 impl Service {
-    /// Starts it and waits until `/readyz` answers 200.
+    /// Starts it and waits until it logged that it listens on its addresses and `/readyz`
+    /// answers 200.
     async fn start(&mut self) {
         match self.try_start().await {
             Ok(()) => {}
@@ -604,10 +605,11 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    /// A service whose binary is a shell script printing `says` and exiting 1.
-    fn failing(dir: &Path, kind: Kind, says: &str) -> Service {
+    /// A service whose binary is a shell script printing `says` after `seconds` and exiting 1.
+    fn failing(dir: &Path, kind: Kind, seconds: f32, says: &str) -> Service {
         let script = dir.join(format!("{}.sh", kind.name()));
-        std::fs::write(&script, format!("#!/bin/sh\necho '{says}'\nexit 1\n")).unwrap();
+        let text = format!("#!/bin/sh\nsleep {seconds}\necho '{says}'\nexit 1\n");
+        std::fs::write(&script, text).unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         let metrics_addr = free_addr();
         let ingress_addr = free_addr();
@@ -635,6 +637,7 @@ mod tests {
         let mut taken = failing(
             dir.path(),
             Kind::Ingress,
+            0.0,
             "cannot listen on INGRESS_ADDR=127.0.0.1:1: Address already in use (os error 98)",
         );
         assert!(matches!(
@@ -642,7 +645,7 @@ mod tests {
             Err(StartFailure::AddressTaken)
         ));
         // Same log file, another failure: only what this start logged counts.
-        taken.binary = failing(dir.path(), Kind::Dispatcher, "NATS_URL is not a URL").binary;
+        taken.binary = failing(dir.path(), Kind::Dispatcher, 0.0, "NATS_URL is not a URL").binary;
         match taken.try_start().await {
             Err(StartFailure::Failed(why)) => assert!(why.contains("NATS_URL"), "{why}"),
             _ => panic!("a bad configuration is no taken address"),
@@ -666,18 +669,13 @@ mod tests {
                     .await;
             }
         });
+        // It fails a moment after starting, as a service does once NATS and Redis answered.
         let mut service = failing(
             dir.path(),
             Kind::Notifier,
+            0.5,
             &format!("cannot listen on METRICS_ADDR={taken}: Address already in use"),
         );
-        // It fails a moment after starting, as a service does once NATS and Redis answered.
-        let script = std::fs::read_to_string(&service.binary).unwrap();
-        std::fs::write(
-            &service.binary,
-            script.replacen("#!/bin/sh\n", "#!/bin/sh\nsleep 0.5\n", 1),
-        )
-        .unwrap();
         service.change("METRICS_ADDR", &service.metrics_addr.clone(), &taken);
         service.metrics_addr = taken;
         assert!(matches!(
@@ -690,8 +688,8 @@ mod tests {
     fn moving_the_ingress_moves_every_services_public_base_url_with_it() {
         let dir = tempfile::tempdir().unwrap();
         let mut services = vec![
-            failing(dir.path(), Kind::Ingress, "x"),
-            failing(dir.path(), Kind::Notifier, "x"),
+            failing(dir.path(), Kind::Ingress, 0.0, "x"),
+            failing(dir.path(), Kind::Notifier, 0.0, "x"),
         ];
         let before = services[0].var("INGRESS_ADDR").unwrap().to_owned();
         let base_url = format!("http://{before}");
