@@ -675,7 +675,8 @@ redis.call('DEL', KEYS[1])
 return 'forgotten'";
 
 impl Records {
-    /// What a replay may do with command `command_id` (read-only).
+    /// What a replay may do with command `command_id` (read-only; its records read in one
+    /// transaction).
     pub async fn replay_state(&self, integration: &str, command_id: &str) -> RedisResult<Forget> {
         Ok(self.replay_snapshot(integration, command_id).await?.0)
     }
@@ -687,6 +688,7 @@ impl Records {
     ) -> RedisResult<(Forget, std::collections::HashMap<String, String>)> {
         let (fields, sent, locked): (std::collections::HashMap<String, String>, bool, bool) =
             redis::pipe()
+                .atomic()
                 .cmd("HGETALL")
                 .arg(command_key(integration, command_id))
                 .cmd("EXISTS")
