@@ -260,17 +260,17 @@ impl Records {
         Ok(json.and_then(|json| serde_json::from_str(&json).ok()))
     }
 
-    /// Takes the lease `command_id` (a command's, or any other name) for `lease`; `false` when
-    /// another execution holds it.
+    /// Takes the lease `name` for `lease` (not a command's: [`Records::lock_command`] takes
+    /// those); `false` when another execution holds it.
     pub async fn lock(
         &self,
         integration: &str,
-        command_id: &str,
+        name: &str,
         owner: &str,
         lease: Duration,
     ) -> RedisResult<bool> {
         let set: Option<String> = redis::cmd("SET")
-            .arg(lock_key(integration, command_id))
+            .arg(lock_key(integration, name))
             .arg(owner)
             .arg("NX")
             .arg("PX")

@@ -126,8 +126,6 @@ pub struct Service {
     pub replica: usize,
     binary: PathBuf,
     env: Vec<(String, String)>,
-    /// `METRICS_ADDR`.
-    pub metrics_addr: String,
     log: PathBuf,
     child: Option<Child>,
 }
@@ -175,14 +173,11 @@ impl Service {
             .spawn()
             .unwrap_or_else(|err| panic!("cannot run {}: {err}", self.binary.display()));
         self.child = Some(child);
-        let url = format!("http://{}/readyz", self.metrics_addr);
+        let url = format!("http://{}/readyz", self.metrics_addr());
         let http = reqwest::Client::new();
         let started = Instant::now();
         loop {
-            let logged = std::fs::read(&self.log).unwrap_or_default();
-            let this_run =
-                String::from_utf8_lossy(logged.get(logged_before as usize..).unwrap_or_default())
-                    .into_owned();
+            let this_run = self.logged_since(logged_before);
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     self.child = None;
@@ -221,6 +216,24 @@ impl Service {
         }
     }
 
+    /// Where it serves `/readyz` and `/metrics` (`METRICS_ADDR`).
+    pub fn metrics_addr(&self) -> &str {
+        self.var("METRICS_ADDR")
+            .expect("every service has a METRICS_ADDR")
+    }
+
+    /// What it logged from byte `offset` of its log on.
+    fn logged_since(&self, offset: u64) -> String {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut text = Vec::new();
+        if let Ok(mut log) = std::fs::File::open(&self.log) {
+            if log.seek(SeekFrom::Start(offset)).is_ok() {
+                let _ = log.read_to_end(&mut text);
+            }
+        }
+        String::from_utf8_lossy(&text).into_owned()
+    }
+
     /// Its value of `key`.
     fn var(&self, key: &str) -> Option<&str> {
         self.env
@@ -237,9 +250,6 @@ impl Service {
                 let new = free_addr();
                 moved.push((std::mem::replace(value, new.clone()), new));
             }
-        }
-        if let Some(metrics) = self.var("METRICS_ADDR") {
-            self.metrics_addr = metrics.to_owned();
         }
         moved
     }
@@ -411,16 +421,14 @@ impl Stack {
         }
         let mut services = Vec::new();
         let mut add = |kind: Kind, replica: usize, extra: Vec<(String, String)>| {
-            let metrics_addr = free_addr();
             let mut env = common.clone();
-            env.push(("METRICS_ADDR".to_owned(), metrics_addr.clone()));
+            env.push(("METRICS_ADDR".to_owned(), free_addr()));
             env.extend(extra);
             services.push(Service {
                 kind,
                 replica,
                 binary: options.binary.clone(),
                 env,
-                metrics_addr,
                 log: log_dir.join(format!("{}-{replica}.log", kind.name())),
                 child: None,
             });
@@ -611,7 +619,6 @@ mod tests {
         let text = format!("#!/bin/sh\nsleep {seconds}\necho '{says}'\nexit 1\n");
         std::fs::write(&script, text).unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let metrics_addr = free_addr();
         let ingress_addr = free_addr();
         Service {
             kind,
@@ -622,10 +629,9 @@ mod tests {
                     "PUBLIC_BASE_URL".to_owned(),
                     format!("http://{ingress_addr}"),
                 ),
-                ("METRICS_ADDR".to_owned(), metrics_addr.clone()),
+                ("METRICS_ADDR".to_owned(), free_addr()),
                 ("INGRESS_ADDR".to_owned(), ingress_addr),
             ],
-            metrics_addr,
             log: dir.join(format!("{}.log", kind.name())),
             child: None,
         }
@@ -676,8 +682,8 @@ mod tests {
             0.5,
             &format!("cannot listen on METRICS_ADDR={taken}: Address already in use"),
         );
-        service.change("METRICS_ADDR", &service.metrics_addr.clone(), &taken);
-        service.metrics_addr = taken;
+        let own = service.metrics_addr().to_owned();
+        service.change("METRICS_ADDR", &own, &taken);
         assert!(matches!(
             service.try_start().await,
             Err(StartFailure::AddressTaken)
@@ -696,15 +702,11 @@ mod tests {
         let notifier = &mut services[1];
         let own = notifier.var("PUBLIC_BASE_URL").unwrap().to_owned();
         notifier.change("PUBLIC_BASE_URL", &own, &base_url);
-        let metrics_before = services[0].metrics_addr.clone();
+        let metrics_before = services[0].metrics_addr().to_owned();
         move_to_free_addresses(&mut services, 0);
-        assert_ne!(services[0].metrics_addr, metrics_before);
+        assert_ne!(services[0].metrics_addr(), metrics_before);
         let ingress = services[0].var("INGRESS_ADDR").unwrap().to_owned();
         assert_ne!(before, ingress);
-        assert_eq!(
-            services[0].metrics_addr,
-            services[0].var("METRICS_ADDR").unwrap()
-        );
         for service in &services {
             assert_eq!(
                 service.var("PUBLIC_BASE_URL"),

@@ -459,7 +459,7 @@ async fn every_service_reports_how_full_redis_is() {
         .unwrap();
     let http = reqwest::Client::new();
     for service in &stack.services {
-        let url = format!("http://{}/metrics", service.metrics_addr);
+        let url = format!("http://{}/metrics", service.metrics_addr());
         // Sampled every 15 s: the limit set above shows by the second sample.
         let found = eventually(Duration::from_secs(20), || {
             let (http, url) = (http.clone(), url.clone());
