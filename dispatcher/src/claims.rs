@@ -1,12 +1,15 @@
 //! Exactly one expert run per event: a claim per event id in Redis.
 //!
-//! `dtg:dispatch:claim:{event_id}` holds `run:{replica}` while a replica works on the event — a
-//! lease of `DISPATCHER_CLAIM_LEASE`, renewed (with JetStream's `AckProgress`) as long as the run
-//! lives — and `done` for `DISPATCHER_DONE_RETENTION` (24 h) once the event is answered, so a
-//! callback replayed after JetStream's duplicate window gets no second answer. A replica that
-//! dies stops renewing; after the lease the redelivered event can be claimed by another replica,
-//! which first looks for the dead replica's run on the expert (see `dispatch`), so the expert
-//! never sees the message twice.
+//! `dtg:dispatch:claim:{event_id}` holds `run:{replica}` while a replica works on the event (from
+//! its turn in the conversation on, the wait for an expert slot included) — a lease of
+//! `DISPATCHER_CLAIM_LEASE`, renewed (with JetStream's `AckProgress`) as long as the run lives —
+//! and `done` for `DISPATCHER_DONE_RETENTION` (24 h) once the event is answered, so a callback
+//! replayed after JetStream's duplicate window gets no second answer. An event whose expert
+//! failed for good holds `failed:{reason}` from the apology on until its dead letter is stored,
+//! then `done`: a redelivery in between only parks it in the DLQ, never runs it again. A replica
+//! that dies stops renewing; after the lease the redelivered event can be claimed by another
+//! replica, which first looks for the dead replica's run on the expert (see `dispatch`), so the
+//! expert never sees the message twice.
 
 use std::time::Duration;
 
@@ -21,10 +24,13 @@ pub enum Claim {
     Done,
     /// Another live replica holds the lease.
     Held,
+    /// The expert failed for good and the user was told; the event still has to be parked in
+    /// the DLQ, for this reason.
+    Failed(String),
 }
 
 /// Where an event stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimState {
     /// Nobody works on it (not yet, or a lease ran out).
     Free,
@@ -32,7 +38,12 @@ pub enum ClaimState {
     Running,
     /// Answered.
     Done,
+    /// Apologized for; its dead letter, for this reason, is not stored yet.
+    Failed(String),
 }
+
+/// The value of a failed event's claim: this prefix, then the dead letter's reason.
+const FAILED: &str = "failed:";
 
 /// Claims in Redis (cheap to clone).
 #[derive(Clone)]
@@ -51,15 +62,16 @@ impl std::fmt::Debug for Claims {
     }
 }
 
-/// Take the lease unless the event is done or held, even by this replica: a second delivery to
-/// the replica still working on the event waits for the first instead of joining it.
+/// Take the lease unless the event is done, failed or held, even by this replica: a second
+/// delivery to the replica still working on the event waits for the first instead of joining
+/// it. Answers 'acquired', 'held', or the claim's value when done or failed.
 const ACQUIRE: &str = r#"
 local v = redis.call('GET', KEYS[1])
-if v == 'done' then return 'done' end
 if v == false then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 'acquired'
 end
+if v == 'done' or string.sub(v, 1, string.len(ARGV[3])) == ARGV[3] then return v end
 return 'held'
 "#;
 
@@ -109,12 +121,16 @@ impl Claims {
             .key(key(event_id))
             .arg(&self.owner)
             .arg(millis(self.lease))
+            .arg(FAILED)
             .invoke_async(&mut self.redis.clone())
             .await?;
         Ok(match found.as_str() {
             "done" => Claim::Done,
             "acquired" => Claim::Acquired,
-            _ => Claim::Held,
+            other => match other.strip_prefix(FAILED) {
+                Some(reason) => Claim::Failed(reason.to_owned()),
+                None => Claim::Held,
+            },
         })
     }
 
@@ -127,7 +143,10 @@ impl Claims {
         Ok(match value.as_deref() {
             None => ClaimState::Free,
             Some("done") => ClaimState::Done,
-            Some(_) => ClaimState::Running,
+            Some(other) => match other.strip_prefix(FAILED) {
+                Some(reason) => ClaimState::Failed(reason.to_owned()),
+                None => ClaimState::Running,
+            },
         })
     }
 
@@ -144,9 +163,19 @@ impl Claims {
 
     /// Marks `event_id` answered for the retention period.
     pub async fn finish(&self, event_id: &str) -> Result<(), redis::RedisError> {
+        self.settle(event_id, "done").await
+    }
+
+    /// Marks `event_id` apologized for, its dead letter (for `reason`) still to be stored; no
+    /// delivery of it runs the expert again.
+    pub async fn fail(&self, event_id: &str, reason: &str) -> Result<(), redis::RedisError> {
+        self.settle(event_id, &format!("{FAILED}{reason}")).await
+    }
+
+    async fn settle(&self, event_id: &str, value: &str) -> Result<(), redis::RedisError> {
         redis::cmd("SET")
             .arg(key(event_id))
-            .arg("done")
+            .arg(value)
             .arg("PX")
             .arg(millis(self.retention))
             .query_async::<()>(&mut self.redis.clone())

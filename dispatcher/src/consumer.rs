@@ -27,7 +27,9 @@ use tracing::Instrument;
 
 use crate::claims::{Claim, ClaimState, Claims};
 use crate::dispatch::{Dispatcher, Outcome};
-use crate::ordering::{queue_key, ChatSeen, FetchLock, Interrupted, Ordering, Registration};
+use crate::ordering::{
+    queue_key, ChatSeen, FetchLock, Interrupted, Ordering, PullEnd, Registration,
+};
 use crate::routing::{decide, Decision, Work};
 
 /// Most messages pulled at once.
@@ -176,7 +178,8 @@ impl Consumer {
                     &mut handled,
                 )
                 .await;
-            if let Err(err) = self.ordering.unlock_fetch(handled).await {
+            let end = pulled.as_ref().map_or(PullEnd::Cut, |end| *end);
+            if let Err(err) = self.ordering.unlock_fetch(handled, end).await {
                 tracing::warn!(%err, "cannot release the fetch lock; it expires by itself");
             }
             if let Err(err) = pulled {
@@ -242,7 +245,8 @@ impl Consumer {
 
     /// One pull under the fetch lock: every message is registered in its conversation's queue
     /// before the lock is released, then handed to its task. `handled` ends as the highest
-    /// stream sequence received.
+    /// stream sequence received. A pull stopped by `shutdown` (or an error) before its batch
+    /// ended is [`PullEnd::Cut`]: messages JetStream delivered to it may be unread.
     async fn pull(
         &self,
         consumer: &PullConsumer,
@@ -251,7 +255,7 @@ impl Consumer {
         tasks: &mut JoinSet<()>,
         shutdown: &Shutdown,
         handled: &mut u64,
-    ) -> Result<(), async_nats::Error> {
+    ) -> Result<PullEnd, async_nats::Error> {
         let mut batch = consumer
             .batch()
             .max_messages(permits.num_permits())
@@ -260,11 +264,11 @@ impl Consumer {
             .await?;
         loop {
             let next = tokio::select! {
-                () = shutdown.wait() => return Ok(()),
+                () = shutdown.wait() => return Ok(PullEnd::Cut),
                 next = batch.next() => next,
             };
             let Some(message) = next else {
-                return Ok(());
+                return Ok(PullEnd::Complete);
             };
             let message = message?;
             let received = Instant::now();
@@ -379,6 +383,9 @@ impl Consumer {
                 self.settle_done(&message, &queue, event_id).await;
                 return;
             }
+            Ok(ClaimState::Failed(reason)) => {
+                return self.park_failed(&message, &event, &queue, &reason).await;
+            }
             Ok(_) => {}
             Err(err) => return self.redeliver(&message, &err.to_string()).await,
         }
@@ -390,10 +397,10 @@ impl Consumer {
         }
         crate::metrics::order_wait(waited.elapsed());
 
-        let slot = self.keep_alive(&message, None, slots.acquire_owned()).await;
-        let Ok(_slot) = slot else { return };
-
-        // Someone else held the claim: their run may exist even on a first delivery.
+        // Claimed before waiting for an expert slot: a head that waits for a slot is held, not
+        // free, so the stall guard of the messages queued behind it (`wait_turn`) never takes
+        // it for lost while every slot is busy with long runs. Someone else held the claim:
+        // their run may exist even on a first delivery.
         let mut contested = false;
         loop {
             match self.claims.acquire(event_id).await {
@@ -402,6 +409,9 @@ impl Consumer {
                     crate::metrics::event("duplicate");
                     self.settle_done(&message, &queue, event_id).await;
                     return;
+                }
+                Ok(Claim::Failed(reason)) => {
+                    return self.park_failed(&message, &event, &queue, &reason).await;
                 }
                 Ok(Claim::Held) => {
                     // Another replica works on this very event (it was redelivered while alive).
@@ -412,6 +422,14 @@ impl Consumer {
                 Err(err) => return self.redeliver(&message, &err.to_string()).await,
             }
         }
+        let slot = self
+            .keep_alive(&message, Some(event_id), slots.acquire_owned())
+            .await;
+        let Ok(_slot) = slot else {
+            // The slots are never closed; were they, the next delivery would claim the event.
+            let _ = self.claims.release(event_id).await;
+            return;
+        };
 
         let handled = self
             .dispatcher
@@ -422,11 +440,17 @@ impl Consumer {
                 let parked = match &outcome {
                     Outcome::Failed(err) => {
                         crate::metrics::event("failed");
+                        let detail = err.to_string();
+                        // The user has the apology: from now on a delivery only parks it.
+                        let reason = format!("{}: {detail}", err.code());
+                        if let Err(redis) = self.claims.fail(event_id, &reason).await {
+                            tracing::warn!(err = %redis, "cannot mark the event failed; a redelivery could run it again");
+                        }
                         self.dead_letter(
                             &message,
                             event.integration_id.as_str(),
                             err.code(),
-                            &err.to_string(),
+                            &detail,
                         )
                         .await
                     }
@@ -444,7 +468,8 @@ impl Consumer {
                     }
                 };
                 if !parked {
-                    // Left for redelivery by dead_letter; let the next delivery claim it.
+                    // Left for redelivery by dead_letter. A failed event's claim says so (the
+                    // release leaves it); any other is let go for the next delivery to claim.
                     let _ = self.claims.release(event_id).await;
                     return;
                 }
@@ -495,7 +520,8 @@ impl Consumer {
                     continue;
                 }
                 ClaimState::Running => blocked_by = None,
-                ClaimState::Free => match &blocked_by {
+                // A failed head is parked by its next delivery, within seconds.
+                ClaimState::Free | ClaimState::Failed(_) => match &blocked_by {
                     Some((id, since)) if *id == head && since.elapsed() > stall_limit => {
                         tracing::warn!(stalled = %head, "dropping a queue entry no replica holds");
                         self.ordering.leave(queue, &head).await?;
@@ -540,6 +566,22 @@ impl Consumer {
         }
     }
 
+    /// A delivery of an event whose expert failed for good (the user has the apology): parks
+    /// it in the DLQ for the recorded `reason` (`{code}: {detail}`) and settles it, without
+    /// running the expert again.
+    async fn park_failed(&self, message: &Message, event: &Event, queue: &str, reason: &str) {
+        let (code, detail) = reason.split_once(": ").unwrap_or((reason, ""));
+        if self
+            .dead_letter(message, event.integration_id.as_str(), code, detail)
+            .await
+        {
+            if let Err(err) = self.claims.finish(&event.id).await {
+                tracing::warn!(%err, "cannot mark the dead-lettered event done");
+            }
+            self.settle_done(message, queue, &event.id).await;
+        }
+    }
+
     /// The event is settled: leave the queue, then ack. If leaving fails the message is
     /// redelivered, finds its claim done and tries again, so no queue entry blocks for ever.
     async fn settle_done(&self, message: &Message, queue: &str, event_id: &str) {
@@ -563,7 +605,7 @@ impl Consumer {
         &self,
         message: &Message,
         integration: &str,
-        code: &'static str,
+        code: &str,
         detail: &str,
     ) -> bool {
         let attempts = message.info().map(|i| i.delivered).unwrap_or(1);

@@ -57,8 +57,8 @@ pub fn order_wait(elapsed: Duration) {
 }
 
 /// A message parked in the DLQ, by reason code.
-pub fn dead_letter(reason: &'static str) {
-    ::metrics::counter!("dingtalk_gateway_dispatcher_dead_letters_total", "reason" => reason)
+pub fn dead_letter(reason: &str) {
+    ::metrics::counter!("dingtalk_gateway_dispatcher_dead_letters_total", "reason" => reason.to_owned())
         .increment(1);
 }
 

@@ -17,7 +17,8 @@
 //!   would leave those messages to a redelivery after `DISPATCHER_ACK_WAIT`, behind later
 //!   messages of their conversation. So taking the lock also marks a pull as open
 //!   (`dtg:dispatch:fetch-open`), and releasing it records the highest stream sequence the pull
-//!   handled (`dtg:dispatch:fetch-cursor`) and closes the mark, both atomically. The next
+//!   handled (`dtg:dispatch:fetch-cursor`) and closes the mark, both atomically; a pull cut
+//!   short (shutdown, a broken batch) keeps its mark, as if its replica had died. The next
 //!   replica to take the lock and find a pull still open reads the stream from the cursor up to
 //!   the consumer's last delivered sequence and registers what it finds ([`Interrupted`]),
 //!   before it pulls anything itself. Registration is idempotent (`ZADD NX`), so a recovery
@@ -56,14 +57,14 @@ redis.call('SET', KEYS[2], ARGV[1])
 return {1, open, redis.call('GET', KEYS[3]) or '0'}
 "#;
 
-/// Close our pull: move the cursor (KEYS[3]) up to ARGV[2], clear the open mark (KEYS[2]) and
-/// the lock (KEYS[1]) if they are ours.
+/// End our pull: move the cursor (KEYS[3]) up to ARGV[2], clear the open mark (KEYS[2]) if it
+/// is ours and the pull was complete (ARGV[3] = '1'), and release the lock (KEYS[1]) if ours.
 const UNLOCK: &str = r#"
 local handled = tonumber(ARGV[2])
 if handled > tonumber(redis.call('GET', KEYS[3]) or '0') then
   redis.call('SET', KEYS[3], ARGV[2])
 end
-if redis.call('GET', KEYS[2]) == ARGV[1] then
+if ARGV[3] == '1' and redis.call('GET', KEYS[2]) == ARGV[1] then
   redis.call('DEL', KEYS[2])
 end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -82,6 +83,17 @@ pub enum FetchLock {
     /// Ours, but the previous pull never closed: its holder may have received messages it did
     /// not register.
     Interrupted(Interrupted),
+}
+
+/// How a pull under the fetch lock ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullEnd {
+    /// Its batch was read to the end: every message it received was registered.
+    Complete,
+    /// It stopped early (shutdown, a broken batch): JetStream may have delivered messages it
+    /// never read. The pull stays open, so the next holder of the lock registers them
+    /// ([`FetchLock::Interrupted`]) before pulling anything itself.
+    Cut,
 }
 
 /// An open pull found when taking the fetch lock.
@@ -177,15 +189,17 @@ impl Ordering {
         })
     }
 
-    /// Closes this replica's pull, which handled stream sequences up to `handled` (0: none),
-    /// and releases the fetch lock if this replica still holds it.
-    pub async fn unlock_fetch(&self, handled: u64) -> Result<(), redis::RedisError> {
+    /// Ends this replica's pull, which handled stream sequences up to `handled` (0: none):
+    /// closes it if it was complete, and releases the fetch lock if this replica still holds
+    /// it.
+    pub async fn unlock_fetch(&self, handled: u64, end: PullEnd) -> Result<(), redis::RedisError> {
         redis::Script::new(UNLOCK)
             .key(FETCH_LOCK_KEY)
             .key(FETCH_OPEN_KEY)
             .key(FETCH_CURSOR_KEY)
             .arg(&self.owner)
             .arg(handled)
+            .arg(u8::from(end == PullEnd::Complete))
             .invoke_async::<u8>(&mut self.redis.clone())
             .await
             .map(drop)

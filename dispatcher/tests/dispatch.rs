@@ -317,6 +317,60 @@ async fn a_client_error_is_not_retried() {
 }
 
 #[tokio::test]
+async fn an_apology_whose_dead_letter_fails_is_parked_later_and_never_run_again() {
+    use common::bus::streams;
+    use common::config::StreamSettings;
+
+    let world = World::start().await;
+    world.integration("acme", Some("x"), None).await;
+    world.expert.script(Behavior::status(422));
+    let _d = world.dispatcher(&[]).await;
+    // No DLQ stream (the dispatcher provisions it on start): the first dead letter finds no
+    // responder.
+    world.js.delete_stream(streams::DLQ).await.unwrap();
+
+    world
+        .publish(&private("acme", "m1", "u1", "hi"), None)
+        .await;
+    assert_eq!(
+        world.answer("acme:m1").await,
+        "抱歉，专家暂时无法回答，请稍后再试。"
+    );
+    // The dead letter failed right after the apology; the DLQ comes back before the event's
+    // redelivery (2 s after the failure), which only parks it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let told = of_event(&world.commands().await, "acme:m1").len();
+    streams::provision(&world.js, &StreamSettings::default())
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    let letters = loop {
+        let letters = world.dead_letters().await;
+        if !letters.is_empty() {
+            break letters;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "no dead letter");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(letters.len(), 1);
+    let reason = letters[0].1.get(dlq_headers::REASON).unwrap().as_str();
+    assert!(reason.starts_with("expert_4xx: "), "{reason}");
+    assert_eq!(
+        letters[0].1.get(dlq_headers::ATTEMPTS).unwrap().as_str(),
+        "2"
+    );
+    // A run again would have reached the default behaviour (an echo) and answered.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(world.expert.runs().is_empty());
+    let commands = world.commands().await;
+    assert_eq!(
+        final_text(&commands, "acme:m1").unwrap(),
+        "抱歉，专家暂时无法回答，请稍后再试。"
+    );
+    assert_eq!(of_event(&commands, "acme:m1").len(), told, "{commands:#?}");
+}
+
+#[tokio::test]
 async fn a_thread_the_expert_forgot_is_created_again_once() {
     let world = World::start().await;
     world.integration("acme", Some("x"), None).await;
@@ -592,6 +646,79 @@ async fn order_within_a_conversation_holds_across_two_replicas() {
 }
 
 #[tokio::test]
+async fn a_head_waiting_for_an_expert_slot_keeps_its_place_in_the_conversation() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), None).await;
+    // One slot per replica, and a stall guard of ack wait × (max deliveries + 1) = 2 s.
+    let overrides = [
+        ("DISPATCHER_CONCURRENCY", "1"),
+        ("DISPATCHER_ACK_WAIT", "1s"),
+        ("DISPATCHER_MAX_DELIVER", "1"),
+    ];
+    // u1's queue starts with an entry nobody will ever answer: u1's first message waits for its
+    // turn (holding no slot) until the stall guard drops that entry after 2 s.
+    let key = ConversationKey::new("acme".parse().unwrap(), "cid-u1", "u1").unwrap();
+    let queue = dispatcher::ordering::queue_key(&key);
+    let mut redis = redis::Client::open(world.redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("ZADD")
+        .arg(&queue)
+        .arg(0)
+        .arg("acme:lost")
+        .query_async::<()>(&mut redis)
+        .await
+        .unwrap();
+    let _a = world.dispatcher(&overrides).await;
+    world
+        .publish(&private("acme", "h1", "u1", "first"), None)
+        .await;
+    let start = std::time::Instant::now();
+    while redis::cmd("ZSCORE")
+        .arg(&queue)
+        .arg("acme:h1")
+        .query_async::<Option<f64>>(&mut redis)
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "h1 never queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Meanwhile another conversation takes replica A's only slot for 6 s, so once its turn
+    // comes, h1 waits for that slot.
+    world.expert.script(Behavior {
+        delay: Duration::from_secs(6),
+        ..Behavior::not_streaming()
+    });
+    world
+        .publish(&private("acme", "s1", "u9", "slow"), None)
+        .await;
+    world.run_started().await;
+    // u1's second message goes to replica B: A pulls nothing while its slot is busy, once the
+    // pull it may have started before s1 took the slot has expired (500 ms). B sees h1 at the
+    // head for longer than its stall guard, but h1 is waiting, not lost.
+    let _b = world.dispatcher(&overrides).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    world
+        .publish(&private("acme", "h2", "u1", "second"), None)
+        .await;
+
+    assert_eq!(world.answer("acme:h1").await, "echo #1: first");
+    assert_eq!(world.answer("acme:h2").await, "echo #2: second");
+    let inputs: Vec<String> = world
+        .expert
+        .runs()
+        .into_iter()
+        .filter(|r| r.metadata["dingtalk_conversation_id"] == "cid-u1")
+        .map(|r| r.input)
+        .collect();
+    assert_eq!(inputs, ["first", "second"]);
+}
+
+#[tokio::test]
 async fn a_replica_dying_between_pulling_and_registering_does_not_break_the_order() {
     use dispatcher::consumer::{durable, ConsumerSettings};
     use dispatcher::ordering::{FetchLock, Ordering};
@@ -642,6 +769,34 @@ async fn a_replica_dying_between_pulling_and_registering_does_not_break_the_orde
     assert_eq!(world.answer("acme:m2").await, "echo #2: second");
     let inputs: Vec<String> = world.expert.runs().into_iter().map(|r| r.input).collect();
     assert_eq!(inputs, ["first", "second"]);
+}
+
+#[tokio::test]
+async fn a_pull_cut_short_stays_open_until_the_next_holder_recovers_it() {
+    use dispatcher::ordering::{FetchLock, Interrupted, Ordering, PullEnd};
+
+    let redis = test_harness::RedisServer::start().await;
+    let connection = || async {
+        let client = redis::Client::open(redis.url()).unwrap();
+        redis::aio::ConnectionManager::new(client).await.unwrap()
+    };
+    let stopping = Ordering::new(connection().await, "stopping");
+    let next = Ordering::new(connection().await, "next");
+    let ttl = Duration::from_secs(5);
+
+    assert_eq!(stopping.lock_fetch(ttl).await.unwrap(), FetchLock::Taken);
+    // Shut down while its batch was being read: what JetStream delivered after sequence 7 may
+    // never have been registered.
+    stopping.unlock_fetch(7, PullEnd::Cut).await.unwrap();
+    assert_eq!(
+        next.lock_fetch(ttl).await.unwrap(),
+        FetchLock::Interrupted(Interrupted {
+            holder: "stopping".to_owned(),
+            cursor: 7,
+        })
+    );
+    next.unlock_fetch(9, PullEnd::Complete).await.unwrap();
+    assert_eq!(stopping.lock_fetch(ttl).await.unwrap(), FetchLock::Taken);
 }
 
 #[tokio::test]
