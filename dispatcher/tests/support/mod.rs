@@ -143,6 +143,19 @@ impl World {
         self.stream_messages(DLQ).await
     }
 
+    /// Waits (at most `limit`) until a dead letter is stored; returns every one.
+    pub async fn wait_dead_letters(&self, limit: Duration) -> Vec<(String, HeaderMap, Vec<u8>)> {
+        let start = Instant::now();
+        loop {
+            let letters = self.dead_letters().await;
+            if !letters.is_empty() {
+                return letters;
+            }
+            assert!(start.elapsed() < limit, "no dead letter in {limit:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn stream_messages(&self, name: &str) -> Vec<(String, HeaderMap, Vec<u8>)> {
         let mut stream = self.js.get_stream(name).await.unwrap();
         let state = stream.info().await.unwrap().state.clone();
