@@ -25,16 +25,36 @@ const SECRET: &str = "streamAppSecret123";
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn sim() -> RunningSim {
+    sim_with(StreamSettings::default()).await
+}
+
+async fn sim_with(stream: StreamSettings) -> RunningSim {
     let mut config = SimConfig::local().with_app(AppCredentials::new(APP_KEY, SECRET));
     config.stream = StreamSettings {
         ping_interval: Duration::from_millis(300),
         redelivery_timeout: Duration::from_secs(2),
         disconnect_grace: Duration::from_secs(3),
-        ..StreamSettings::default()
+        ..stream
     };
     Simulator::start(config)
         .await
         .expect("the simulator starts")
+}
+
+/// The connection's id once it has stayed the only one for `quiet`.
+async fn steady_connection(sim: &RunningSim, quiet: Duration) -> String {
+    let first = connections(sim, 1).await.remove(0);
+    tokio::time::sleep(quiet).await;
+    assert_eq!(connections(sim, 1).await.remove(0), first, "replaced");
+    first
+}
+
+async fn redis(app: &TestApp) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(app.redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
 }
 
 async fn ingress(sim: &RunningSim, extra: &[(&str, &str)]) -> TestApp {
@@ -290,6 +310,202 @@ async fn a_disconnect_loses_no_message_pushed_during_the_switch() {
         let id = format!("acme:msgSwitch{n}");
         assert_eq!(events.iter().filter(|e| e.id == id).count(), 1, "{id}");
     }
+}
+
+#[tokio::test]
+async fn a_replaced_connection_counts_once_in_the_connections_gauge() {
+    let sim = sim().await;
+    let app = ingress(&sim, &[]).await;
+    let gauge = async || {
+        let metrics = app
+            .anonymous(Method::GET, "/metrics")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("dingtalk_gateway_ingress_stream_connections "))
+            .map(|v| v.trim().to_owned())
+    };
+    // The first scrape installs the process-wide recorder.
+    gauge().await;
+    put(&app, "acme", "stream", SECRET).await;
+    let old = connections(&sim, 1).await.remove(0);
+    assert_eq!(gauge().await.as_deref(), Some("1"));
+    assert!(sim
+        .state()
+        .stream_control(&old, ConnectionControl::Disconnect));
+    eventually("the replacement up, the old one gone", async || {
+        let open = sim.state().stream_connections();
+        (open.len() == 1 && open[0].id != old).then_some(())
+    })
+    .await;
+    assert_eq!(gauge().await.as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn a_connection_closed_while_its_replacement_cannot_open_shows_as_connecting() {
+    let sim = sim().await;
+    let app = ingress(&sim, &[]).await;
+    put(&app, "acme", "stream", SECRET).await;
+    let old = connections(&sim, 1).await.remove(0);
+    // The app's secret changes at DingTalk: the serving socket lives on, new ones are refused.
+    sim.state()
+        .register_app(AppCredentials::new(APP_KEY, "rotated-secret-0"))
+        .unwrap();
+    assert!(sim
+        .state()
+        .stream_control(&old, ConnectionControl::Disconnect));
+    // DingTalk closes the old socket after its grace period (3 s); no replacement came up.
+    eventually("the slot no longer says connected", async || {
+        let status: Value = app
+            .admin(Method::GET, "/api/dingtalk/integrations/acme/stream")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (sim.state().stream_connections().is_empty()
+            && status["connections"][0]["state"] == "connecting")
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_peer_closing_every_socket_at_once_is_asked_with_a_growing_pause() {
+    // Tickets that expire at once: every handshake succeeds, then the simulator closes the
+    // socket (policy violation), as a peer refusing the ticket or a proxy would.
+    let sim = sim_with(StreamSettings {
+        ticket_ttl: Duration::ZERO,
+        ..StreamSettings::default()
+    })
+    .await;
+    let app = ingress(&sim, &[]).await;
+    put(&app, "acme", "stream", SECRET).await;
+    eventually("a first open", async || {
+        (!sim.state().stream_opens().is_empty()).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    // Pauses of about 1, 2 and 4 s: four opens in 8 s, not one a second.
+    let opens = sim.state().stream_opens().len();
+    assert!(opens <= 5, "{opens} opens in 8 s");
+}
+
+#[tokio::test]
+async fn saving_an_integration_without_new_credentials_leaves_its_connection_alone() {
+    let sim = sim().await;
+    let app = ingress(&sim, &[]).await;
+    put(&app, "acme", "stream", SECRET).await;
+    let serving = connections(&sim, 1).await.remove(0);
+    let answer = app
+        .admin(Method::PUT, "/api/dingtalk/integrations/acme")
+        .json(
+            &json!({"name": "Acme renamed", "client_id": APP_KEY, "client_secret": SECRET,
+            "connection_mode": "stream", "xpert_id": "x-1", "preferred_language": "en"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success());
+    assert_eq!(
+        steady_connection(&sim, Duration::from_secs(2)).await,
+        serving
+    );
+}
+
+#[tokio::test]
+async fn a_redis_that_forgets_the_leases_does_not_drop_a_serving_connection() {
+    let sim = sim().await;
+    let app = ingress(&sim, &[]).await;
+    put(&app, "acme", "stream", SECRET).await;
+    let serving = connections(&sim, 1).await.remove(0);
+    // Redis restarted without persistence: the lease and the replica set are gone.
+    let mut redis = redis(&app).await;
+    redis::cmd("DEL")
+        .arg("dtg:stream:lease:acme:0")
+        .arg("dtg:stream:replicas")
+        .query_async::<()>(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(
+        steady_connection(&sim, Duration::from_secs(2)).await,
+        serving
+    );
+    let holder: Option<String> = redis::cmd("GET")
+        .arg("dtg:stream:lease:acme:0")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(holder.is_some(), "the lease was taken again");
+}
+
+#[tokio::test]
+async fn replicas_keep_their_connections_when_redis_forgets_every_lease_and_replica() {
+    let sim = sim().await;
+    let url = sim.base_url();
+    let env = |name: &'static str| {
+        [
+            ("DINGTALK_API_URL", url.as_str()),
+            ("STREAM_IDLE_TIMEOUT", "2s"),
+            ("STREAM_LEASE_TTL", "1500ms"),
+            ("STREAM_CONNECTIONS_PER_APP", "2"),
+            ("STREAM_REPLICA_ID", name),
+        ]
+    };
+    let first = support::spawn_app_with(&env("one")).await;
+    let _second = support::spawn_replica(&first.nats.url(), &first.redis.url(), &env("two")).await;
+    for n in 0..4 {
+        put(&first, &format!("app{n}"), "stream", SECRET).await;
+    }
+    let mut before = connections(&sim, 8).await;
+    // Both replicas renew only slots they hold; wait until the leases settled on both.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    before.sort();
+    let mut redis = redis(&first).await;
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg("dtg:stream:lease:*")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 8);
+    keys.push("dtg:stream:replicas".to_owned());
+    redis::cmd("DEL")
+        .arg(&keys)
+        .query_async::<()>(&mut redis)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut after = connections(&sim, 8).await;
+    after.sort();
+    assert_eq!(after, before, "connections were replaced");
+}
+
+#[tokio::test]
+async fn a_failing_lease_renewal_keeps_the_connection() {
+    let sim = sim().await;
+    let app = ingress(&sim, &[]).await;
+    put(&app, "acme", "stream", SECRET).await;
+    let serving = connections(&sim, 1).await.remove(0);
+    // Renewals (Lua scripts) fail while everything else works.
+    let mut redis = redis(&app).await;
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("-eval")
+        .arg("-evalsha")
+        .query_async::<()>(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(
+        steady_connection(&sim, Duration::from_secs(3)).await,
+        serving
+    );
 }
 
 #[tokio::test]

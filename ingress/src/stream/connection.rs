@@ -37,6 +37,8 @@ const AUTH_RETRY: Duration = Duration::from_secs(60);
 /// First and longest pause between failed connection attempts.
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// A socket that served this long proves the slot healthy: its end resets the backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
 /// How long a closing socket may take to finish the frames it is publishing.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
@@ -173,11 +175,14 @@ pub(crate) async fn hold(
     let mut current: Option<oneshot::Sender<()>> = None;
     let mut tasks = tokio::task::JoinSet::new();
     let mut backoff = BACKOFF_MIN;
+    // When the current socket was opened: one that lived STABLE_AFTER resets the backoff.
+    let mut opened = Instant::now();
     loop {
         if current.is_none() {
             match connect_or_stop(&shared, &integration, &status, &stop, &mut backoff).await {
                 Some(socket) => {
                     generation += 1;
+                    opened = Instant::now();
                     current = Some(spawn(
                         &mut tasks,
                         socket,
@@ -200,12 +205,34 @@ pub(crate) async fn hold(
             continue;
         }
         crate::metrics::stream_replaced(report.reason.as_str());
+        if opened.elapsed() >= STABLE_AFTER {
+            backoff = BACKOFF_MIN;
+        }
         if report.alive {
             tracing::info!(integration = %id, slot, reason = report.reason.as_str(),
                 "replacing stream connection; the old one serves until the new one is up");
-            match connect_or_stop(&shared, &integration, &status, &stop, &mut backoff).await {
+            let replacement = connect_or_stop(&shared, &integration, &status, &stop, &mut backoff);
+            tokio::pin!(replacement);
+            // The old socket may die while its replacement cannot be opened (DingTalk closes it
+            // after the disconnect's grace period): the slot then says so meanwhile.
+            let replacement = loop {
+                tokio::select! {
+                    socket = &mut replacement => break socket,
+                    Some(late) = reports.recv() => {
+                        if late.generation == generation && !late.alive {
+                            tracing::warn!(integration = %id, slot, "stream connection lost before its replacement was up");
+                            status
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .disconnected("connection closed while its replacement was being opened");
+                        }
+                    }
+                }
+            };
+            match replacement {
                 Some(socket) => {
                     generation += 1;
+                    opened = Instant::now();
                     let old = current.replace(spawn(
                         &mut tasks,
                         socket,
@@ -295,10 +322,9 @@ async fn connect_or_stop(
             attempt = open(shared, integration) => attempt,
         };
         let pause = match attempt {
-            Ok(socket) => {
-                *backoff = BACKOFF_MIN;
-                return Some(socket);
-            }
+            // The backoff is not reset here: a peer that accepts sockets and closes them at
+            // once (a refused ticket, a proxy) would otherwise be asked every second for ever.
+            Ok(socket) => return Some(socket),
             Err(err) => {
                 let auth = matches!(err, OpenError::AuthFailed(_));
                 let why = err.describe();

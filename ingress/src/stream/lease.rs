@@ -41,8 +41,13 @@ pub fn status_key(id: &IntegrationId, slot: usize) -> String {
 /// Where Redis calls of the connector stop waiting.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
-const RENEW: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
+/// Extend the lease if it is ours; take it again if nobody holds it (Redis lost it: restarted
+/// without persistence, or flushed), so a serving connection outlives Redis's memory; `0` when
+/// another replica holds it.
+const RENEW: &str = r"local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if holder == false then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
+return 0";
 const RELEASE: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1]) else return 0 end";
 
@@ -70,6 +75,18 @@ pub(crate) struct Leases {
     redis: ConnectionManager,
     replica: String,
     ttl: Duration,
+    /// Whether a heartbeat of this replica has been stored before.
+    announced: bool,
+}
+
+/// What a heartbeat found.
+pub(crate) struct Heartbeat {
+    /// The live replicas, sorted.
+    pub(crate) replicas: Vec<String>,
+    /// This replica, announced before, was missing from the set: Redis lost the set (restarted
+    /// without persistence, or flushed), or this replica could not announce itself for a TTL.
+    /// The other live replicas may not have announced themselves again yet.
+    pub(crate) rejoined: bool,
 }
 
 async fn bounded<T>(
@@ -91,6 +108,7 @@ impl Leases {
             redis,
             replica,
             ttl,
+            announced: false,
         }
     }
 
@@ -99,7 +117,7 @@ impl Leases {
     }
 
     /// Announces this replica for another TTL and returns the live replicas, sorted.
-    pub(crate) async fn heartbeat(&mut self) -> Result<Vec<String>, String> {
+    pub(crate) async fn heartbeat(&mut self) -> Result<Heartbeat, String> {
         let now = common::bus::Timestamp::now().unix_millis();
         let expires = now + i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX / 2);
         let mut pipe = redis::pipe();
@@ -107,7 +125,6 @@ impl Leases {
             .arg(REPLICAS_KEY)
             .arg(expires)
             .arg(&self.replica)
-            .ignore()
             .cmd("ZREMRANGEBYSCORE")
             .arg(REPLICAS_KEY)
             .arg("-inf")
@@ -117,9 +134,12 @@ impl Leases {
             .arg(REPLICAS_KEY)
             .arg(0)
             .arg(-1);
-        let (mut replicas,): (Vec<String>,) = bounded(pipe.query_async(&mut self.redis)).await?;
+        let (added, mut replicas): (u8, Vec<String>) =
+            bounded(pipe.query_async(&mut self.redis)).await?;
         replicas.sort();
-        Ok(replicas)
+        let rejoined = added == 1 && self.announced;
+        self.announced = true;
+        Ok(Heartbeat { replicas, rejoined })
     }
 
     /// Leaves the replica set (shutdown).
@@ -152,7 +172,8 @@ impl Leases {
         Ok(set.is_some())
     }
 
-    /// Extends the slot's lease; `false` if this replica no longer holds it.
+    /// Extends the slot's lease (taking it again if nobody holds it); `false` if another
+    /// replica holds it.
     pub(crate) async fn renew(&mut self, id: &IntegrationId, slot: usize) -> Result<bool, String> {
         let renewed: i64 = bounded(
             redis::Script::new(RENEW)

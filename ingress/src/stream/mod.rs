@@ -79,10 +79,14 @@ pub struct SlotStatus {
 }
 
 impl SlotStatus {
+    /// A socket of the slot is up (its first, or the replacement of a serving one: the slot
+    /// counts once in the connections gauge either way).
     pub(crate) fn connected(&mut self) {
+        if self.connected_at.is_none() {
+            crate::metrics::stream_connected(1.0);
+        }
         self.connected_at = Some(Timestamp::now());
         self.connected_since = Some(Instant::now());
-        crate::metrics::stream_connected(1.0);
     }
 
     pub(crate) fn disconnected(&mut self, why: &str) {
@@ -121,8 +125,17 @@ impl SlotStatus {
     }
 }
 
+/// Whether a connection opened for `held` serves `current` as well: only the credentials go
+/// into a connection, so other changes to the integration (its name, expert, language) leave
+/// its sockets alone.
+fn same_credentials(current: &Integration, held: &Integration) -> bool {
+    current.client_id() == held.client_id()
+        && current.client_secret().expose() == held.client_secret().expose()
+}
+
 struct Held {
-    updated_at: time::OffsetDateTime,
+    /// The integration as the connection was opened for it.
+    integration: Integration,
     stop: Shutdown,
     task: JoinHandle<()>,
     status: Arc<Mutex<SlotStatus>>,
@@ -134,6 +147,16 @@ impl Drop for Held {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Who a supervisor pass deals with.
+struct Roster<'a> {
+    /// The live replicas, sorted.
+    replicas: &'a [String],
+    /// This replica.
+    replica: &'a str,
+    /// Whether it may take free slots now.
+    take: bool,
 }
 
 /// A slot this replica holds and another replica is now preferred for.
@@ -187,6 +210,8 @@ impl Connector {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut integrations: HashMap<IntegrationId, Integration> = HashMap::new();
         let mut last_scan: Option<Instant> = None;
+        // Before this, the supervisor renews what it holds and takes nothing new.
+        let mut take_after = Instant::now();
         tracing::info!(%replica, per_app = self.config.connections_per_app, "stream connector running");
         loop {
             let mut changed = false;
@@ -216,7 +241,18 @@ impl Connector {
                 }
             }
             let replicas = match leases.heartbeat().await {
-                Ok(replicas) => replicas,
+                Ok(beat) => {
+                    if beat.rejoined {
+                        // Taking slots now would take every other replica's too (their leases
+                        // may be gone with the set): wait until they have announced themselves.
+                        tracing::warn!(
+                            "stream connector: this replica was missing from the replica set (Redis lost it, or this replica was cut off); renewing its slots, taking none for {} ms",
+                            self.config.lease_ttl.as_millis()
+                        );
+                        take_after = Instant::now() + self.config.lease_ttl;
+                    }
+                    beat.replicas
+                }
                 Err(error) => {
                     // Without Redis nothing can be taken over safely; keep what is held.
                     tracing::warn!(%error, "stream connector: lease heartbeat failed");
@@ -228,8 +264,11 @@ impl Connector {
                 &mut leases,
                 &mut held,
                 &integrations,
-                &replicas,
-                &replica,
+                Roster {
+                    replicas: &replicas,
+                    replica: &replica,
+                    take: Instant::now() >= take_after,
+                },
             )
             .await;
         }
@@ -304,9 +343,13 @@ impl Connector {
         leases: &mut lease::Leases,
         held: &mut HashMap<(IntegrationId, usize), Held>,
         integrations: &HashMap<IntegrationId, Integration>,
-        replicas: &[String],
-        replica: &str,
+        roster: Roster<'_>,
     ) {
+        let Roster {
+            replicas,
+            replica,
+            take,
+        } = roster;
         let per_app = self.config.connections_per_app;
         let wanted = |id: &IntegrationId, slot: usize| {
             slot < per_app && lease::owner(id, slot, replicas).is_some_and(|o| o == replica)
@@ -315,7 +358,7 @@ impl Connector {
         for key in keys {
             let (id, slot) = &key;
             let current = integrations.get(id);
-            let healthy = current.is_some_and(|i| i.updated_at() == held[&key].updated_at)
+            let healthy = current.is_some_and(|i| same_credentials(i, &held[&key].integration))
                 && *slot < per_app
                 && !held[&key].task.is_finished();
             let keep = healthy
@@ -332,7 +375,16 @@ impl Connector {
                         },
                     )
                     .await);
-            let renewed = keep && matches!(leases.renew(id, *slot).await, Ok(true));
+            let renewed = keep
+                && match leases.renew(id, *slot).await {
+                    Ok(renewed) => renewed,
+                    Err(error) => {
+                        // Redis failed, not the lease: the connection serves on, and the next
+                        // pass renews again or learns that the slot went elsewhere.
+                        tracing::warn!(integration = %id, slot, %error, "stream lease not renewed; keeping the connection");
+                        continue;
+                    }
+                };
             if renewed {
                 let status = held[&key]
                     .status
@@ -353,6 +405,9 @@ impl Connector {
             if let Err(error) = leases.release(id, *slot).await {
                 tracing::warn!(integration = %id, slot, %error, "stream lease not released; it expires by itself");
             }
+        }
+        if !take {
+            return;
         }
         for (id, integration) in integrations {
             for slot in 0..per_app {
@@ -381,7 +436,7 @@ impl Connector {
                 held.insert(
                     key,
                     Held {
-                        updated_at: integration.updated_at(),
+                        integration: integration.clone(),
                         stop,
                         task,
                         status,
