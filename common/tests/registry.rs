@@ -143,6 +143,39 @@ async fn integration_put_get_list_delete_round_trip() {
 }
 
 #[tokio::test]
+async fn a_record_that_cannot_be_read_fails_the_listing_but_not_the_readable_ones() {
+    let redis = RedisServer::start().await;
+    let old = connect(&redis, encrypted_with(&KEY_A, None)).await;
+    old.put_integration(spec("sealed-old")).await.unwrap();
+    let current = connect(&redis, encrypted_with(&KEY_B, None)).await;
+    current.put_integration(spec("alpha")).await.unwrap();
+    current.put_integration(spec("zulu")).await.unwrap();
+    let mut conn = raw(&redis).await;
+    redis::cmd("SET")
+        .arg("dtg:integration:zulu")
+        .arg("not json")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+
+    let err = current.list_integrations().await.unwrap_err();
+    assert!(matches!(err, RegistryError::Secrets { .. }), "{err}");
+    let listing = current.readable_integrations().await.unwrap();
+    let read: Vec<&str> = listing
+        .integrations
+        .iter()
+        .map(|i| i.id().as_str())
+        .collect();
+    assert_eq!(read, ["alpha"]);
+    let unreadable: Vec<(&str, bool)> = listing
+        .unreadable
+        .iter()
+        .map(|(id, err)| (id.as_str(), matches!(err, RegistryError::Corrupt { .. })))
+        .collect();
+    assert_eq!(unreadable, [("sealed-old", false), ("zulu", true)]);
+}
+
+#[tokio::test]
 async fn invalid_spec_is_rejected_with_every_field_and_nothing_is_written() {
     let redis = RedisServer::start().await;
     let registry = connect(&redis, encrypted_with(&KEY_A, None)).await;

@@ -487,6 +487,37 @@ async fn replicas_keep_their_connections_when_redis_forgets_every_lease_and_repl
 }
 
 #[tokio::test]
+async fn an_unreadable_integration_record_costs_only_its_own_app() {
+    let sim = sim().await;
+    let mut first = ingress(&sim, &[]).await;
+    put(&first, "broken", "stream", SECRET).await;
+    put(&first, "acme", "stream", SECRET).await;
+    connections(&sim, 2).await;
+    first.stop().await;
+    connections(&sim, 0).await;
+    let mut redis = redis(&first).await;
+    redis::cmd("SET")
+        .arg("dtg:integration:broken")
+        .arg("{\"id\": \"broken\", \"not\": \"a record\"}")
+        .query_async::<()>(&mut redis)
+        .await
+        .unwrap();
+    // A replica starting now reads the registry with one record it cannot decode.
+    let url = sim.base_url();
+    let _second = support::spawn_replica(
+        &first.nats.url(),
+        &first.redis.url(),
+        &[
+            ("DINGTALK_API_URL", url.as_str()),
+            ("STREAM_LEASE_TTL", "1500ms"),
+            ("STREAM_CONNECTIONS_PER_APP", "1"),
+        ],
+    )
+    .await;
+    connections(&sim, 1).await;
+}
+
+#[tokio::test]
 async fn a_failing_lease_renewal_keeps_the_connection() {
     let sim = sim().await;
     let app = ingress(&sim, &[]).await;

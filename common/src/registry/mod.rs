@@ -78,6 +78,15 @@ use cache::{Cached, TtlCache};
 use invalidation::Subscriber;
 use store::Store;
 
+/// What [`Registry::readable_integrations`] found.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// The integrations read, sorted by id.
+    pub integrations: Vec<Integration>,
+    /// The ids whose record could not be read, with why.
+    pub unreadable: Vec<(IntegrationId, RegistryError)>,
+}
+
 /// Everything that can go wrong in the registry. Messages name keys, fields and key ids but
 /// never secret values.
 #[derive(Debug, thiserror::Error)]
@@ -441,9 +450,21 @@ impl Registry {
 
     /// Every integration, sorted by id, straight from Redis (an admin operation, not cached).
     pub async fn list_integrations(&self) -> Result<Vec<Integration>, RegistryError> {
+        let listing = self.readable_integrations().await?;
+        match listing.unreadable.into_iter().next() {
+            Some((_, error)) => Err(error),
+            None => Ok(listing.integrations),
+        }
+    }
+
+    /// Every integration whose record can be read, and why each other one cannot (a corrupt
+    /// record, a secret sealed with a key no longer configured): for readers that must serve
+    /// the good ones whatever happened to one of them.
+    pub async fn readable_integrations(&self) -> Result<Listing, RegistryError> {
         let ids = self.integration_ids().await?;
+        let mut listing = Listing::default();
         if ids.is_empty() {
-            return Ok(Vec::new());
+            return Ok(listing);
         }
         let keys: Vec<String> = ids.iter().map(store::integration_key).collect();
         let values: Vec<Option<String>> = self
@@ -451,15 +472,15 @@ impl Registry {
             .store
             .query("MGET", redis::cmd("MGET").arg(&keys).clone())
             .await?;
-        let mut integrations = Vec::with_capacity(ids.len());
-        for (id, json) in ids.iter().zip(values) {
+        for (id, json) in ids.into_iter().zip(values) {
             // An id whose record is gone was deleted between the two reads.
-            if let Some(json) = json {
-                integrations
-                    .push(store::decode_integration(id, &json, &self.inner.secrets)?.integration);
+            let Some(json) = json else { continue };
+            match store::decode_integration(&id, &json, &self.inner.secrets) {
+                Ok(decoded) => listing.integrations.push(decoded.integration),
+                Err(error) => listing.unreadable.push((id, error)),
             }
         }
-        Ok(integrations)
+        Ok(listing)
     }
 
     /// Ids in the `dtg:integrations` set, parsed and sorted.

@@ -226,13 +226,23 @@ impl Connector {
                 }
             }
             if changed || last_scan.is_none_or(|t| t.elapsed() >= FULL_SCAN) {
-                match self.registry.list_integrations().await {
-                    Ok(list) => {
-                        integrations = list
+                match self.registry.readable_integrations().await {
+                    Ok(listing) => {
+                        let mut read: HashMap<IntegrationId, Integration> = listing
+                            .integrations
                             .into_iter()
                             .filter(|i| i.connection_mode() == ConnectionMode::Stream)
                             .map(|i| (i.id().clone(), i))
                             .collect();
+                        // One unreadable record (corrupt, or sealed with a retired key) costs
+                        // only its own app: as it was last read, or not at all.
+                        for (id, error) in listing.unreadable {
+                            tracing::warn!(integration = %id, %error, "stream connector: integration unreadable; keeping it as last read");
+                            if let Some(known) = integrations.remove(&id) {
+                                read.insert(id, known);
+                            }
+                        }
+                        integrations = read;
                         last_scan = Some(Instant::now());
                     }
                     Err(error) => {
@@ -272,6 +282,9 @@ impl Connector {
             )
             .await;
         }
+        // Out of the replica set first: the other replicas count this one out at once, and take
+        // each slot as soon as its lease is released below.
+        let _ = leases.leave().await;
         for held in held.values() {
             held.stop.trigger();
         }
@@ -279,7 +292,6 @@ impl Connector {
             let _ = (&mut held.task).await;
             let _ = leases.release(&id, slot).await;
         }
-        let _ = leases.leave().await;
         tracing::info!("stream connector stopped");
     }
 
