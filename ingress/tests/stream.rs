@@ -487,6 +487,29 @@ async fn replicas_keep_their_connections_when_redis_forgets_every_lease_and_repl
 }
 
 #[tokio::test]
+async fn a_stopped_replica_leaves_no_status_claiming_its_connections() {
+    let sim = sim().await;
+    let mut app = ingress(&sim, &[]).await;
+    put(&app, "acme", "stream", SECRET).await;
+    connections(&sim, 1).await;
+    let mut redis = redis(&app).await;
+    let statuses = async |redis: &mut redis::aio::MultiplexedConnection| -> Vec<String> {
+        redis::cmd("KEYS")
+            .arg("dtg:stream:slot:*")
+            .query_async(redis)
+            .await
+            .unwrap()
+    };
+    eventually("the slot's status written", async || {
+        (!statuses(&mut redis).await.is_empty()).then_some(())
+    })
+    .await;
+    app.stop().await;
+    // The admin API shows the slot unassigned, not connected to a replica that is gone.
+    assert_eq!(statuses(&mut redis).await, Vec::<String>::new());
+}
+
+#[tokio::test]
 async fn an_unreadable_integration_record_costs_only_its_own_app() {
     let sim = sim().await;
     let mut first = ingress(&sim, &[]).await;

@@ -48,8 +48,10 @@ const RENEW: &str = r"local holder = redis.call('GET', KEYS[1])
 if holder == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 if holder == false then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
 return 0";
+/// Drop the lease (KEYS[1]) and the slot's status (KEYS[2]) if the lease is ours: the admin API
+/// then shows the slot unassigned until its next holder reports, not connected here.
 const RELEASE: &str = r"if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1]) else return 0 end";
+  redis.call('DEL', KEYS[2]) return redis.call('DEL', KEYS[1]) else return 0 end";
 
 /// The preferred holder of `slot` of `id` among `replicas`.
 pub fn owner<'a>(id: &IntegrationId, slot: usize, replicas: &'a [String]) -> Option<&'a String> {
@@ -186,11 +188,12 @@ impl Leases {
         Ok(renewed == 1)
     }
 
-    /// Gives the slot up (only if this replica holds it).
+    /// Gives the slot up, and its status with it (only if this replica holds it).
     pub(crate) async fn release(&mut self, id: &IntegrationId, slot: usize) -> Result<(), String> {
         bounded(
             redis::Script::new(RELEASE)
                 .key(lease_key(id, slot))
+                .key(status_key(id, slot))
                 .arg(&self.replica)
                 .invoke_async::<i64>(&mut self.redis),
         )
