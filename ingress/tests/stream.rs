@@ -49,6 +49,28 @@ async fn steady_connection(sim: &RunningSim, quiet: Duration) -> String {
     first
 }
 
+/// `GET /api/dingtalk/integrations/{id}/stream`.
+async fn stream_status(app: &TestApp, id: &str) -> Value {
+    app.admin(
+        Method::GET,
+        &format!("/api/dingtalk/integrations/{id}/stream"),
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap()
+}
+
+/// An ingress serving integration `acme` in Stream mode, and its connection's id.
+async fn serving(sim: &RunningSim) -> (TestApp, String) {
+    let app = ingress(sim, &[]).await;
+    put(&app, "acme", "stream", SECRET).await;
+    let connection = connections(sim, 1).await.remove(0);
+    (app, connection)
+}
+
 async fn redis(app: &TestApp) -> redis::aio::MultiplexedConnection {
     redis::Client::open(app.redis.url())
         .unwrap()
@@ -285,9 +307,7 @@ async fn system_pings_are_answered_with_their_data() {
 #[tokio::test]
 async fn a_disconnect_loses_no_message_pushed_during_the_switch() {
     let sim = sim().await;
-    let app = ingress(&sim, &[]).await;
-    put(&app, "acme", "stream", SECRET).await;
-    let old = connections(&sim, 1).await.remove(0);
+    let (app, old) = serving(&sim).await;
     assert!(sim
         .state()
         .stream_control(&old, ConnectionControl::Disconnect));
@@ -349,9 +369,7 @@ async fn a_replaced_connection_counts_once_in_the_connections_gauge() {
 #[tokio::test]
 async fn a_connection_closed_while_its_replacement_cannot_open_shows_as_connecting() {
     let sim = sim().await;
-    let app = ingress(&sim, &[]).await;
-    put(&app, "acme", "stream", SECRET).await;
-    let old = connections(&sim, 1).await.remove(0);
+    let (app, old) = serving(&sim).await;
     // The app's secret changes at DingTalk: the serving socket lives on, new ones are refused.
     sim.state()
         .register_app(AppCredentials::new(APP_KEY, "rotated-secret-0"))
@@ -361,14 +379,7 @@ async fn a_connection_closed_while_its_replacement_cannot_open_shows_as_connecti
         .stream_control(&old, ConnectionControl::Disconnect));
     // DingTalk closes the old socket after its grace period (3 s); no replacement came up.
     eventually("the slot no longer says connected", async || {
-        let status: Value = app
-            .admin(Method::GET, "/api/dingtalk/integrations/acme/stream")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let status = stream_status(&app, "acme").await;
         (sim.state().stream_connections().is_empty()
             && status["connections"][0]["state"] == "connecting")
             .then_some(())
@@ -400,9 +411,7 @@ async fn a_peer_closing_every_socket_at_once_is_asked_with_a_growing_pause() {
 #[tokio::test]
 async fn saving_an_integration_without_new_credentials_leaves_its_connection_alone() {
     let sim = sim().await;
-    let app = ingress(&sim, &[]).await;
-    put(&app, "acme", "stream", SECRET).await;
-    let serving = connections(&sim, 1).await.remove(0);
+    let (app, serving) = serving(&sim).await;
     let answer = app
         .admin(Method::PUT, "/api/dingtalk/integrations/acme")
         .json(
@@ -422,9 +431,7 @@ async fn saving_an_integration_without_new_credentials_leaves_its_connection_alo
 #[tokio::test]
 async fn a_redis_that_forgets_the_leases_does_not_drop_a_serving_connection() {
     let sim = sim().await;
-    let app = ingress(&sim, &[]).await;
-    put(&app, "acme", "stream", SECRET).await;
-    let serving = connections(&sim, 1).await.remove(0);
+    let (app, serving) = serving(&sim).await;
     // Redis restarted without persistence: the lease and the replica set are gone.
     let mut redis = redis(&app).await;
     redis::cmd("DEL")
@@ -543,9 +550,7 @@ async fn an_unreadable_integration_record_costs_only_its_own_app() {
 #[tokio::test]
 async fn a_failing_lease_renewal_keeps_the_connection() {
     let sim = sim().await;
-    let app = ingress(&sim, &[]).await;
-    put(&app, "acme", "stream", SECRET).await;
-    let serving = connections(&sim, 1).await.remove(0);
+    let (app, serving) = serving(&sim).await;
     // Renewals (Lua scripts) fail while everything else works.
     let mut redis = redis(&app).await;
     redis::cmd("ACL")
@@ -565,9 +570,7 @@ async fn a_failing_lease_renewal_keeps_the_connection() {
 #[tokio::test]
 async fn a_silent_connection_is_replaced_and_its_message_published_once() {
     let sim = sim().await;
-    let app = ingress(&sim, &[]).await;
-    put(&app, "acme", "stream", SECRET).await;
-    let silent = connections(&sim, 1).await.remove(0);
+    let (app, silent) = serving(&sim).await;
     sim.state()
         .stream_control(&silent, ConnectionControl::Silence);
     let origin = push_robot(&sim, "msgIntoTheVoid");
@@ -668,14 +671,7 @@ async fn bad_credentials_back_off_and_show_in_the_status() {
         .filter(|o| !o.accepted)
         .count();
     assert!(refused <= 2, "{refused} opens in 5 s: the connector spins");
-    let status: Value = app
-        .admin(Method::GET, "/api/dingtalk/integrations/acme/stream")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = stream_status(&app, "acme").await;
     assert_eq!(status["connection_mode"], "stream");
     assert_eq!(status["connections"][0]["state"], "connecting", "{status}");
     let error = status["last_error"]["message"].as_str().unwrap_or_default();
@@ -747,17 +743,7 @@ async fn two_replicas_share_the_leases_and_a_killed_one_is_replaced() {
     }
     connections(&sim, 8).await;
     let holders = async |app: &TestApp, id: &str| -> Vec<String> {
-        let status: Value = app
-            .admin(
-                Method::GET,
-                &format!("/api/dingtalk/integrations/{id}/stream"),
-            )
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let status = stream_status(app, id).await;
         status["connections"]
             .as_array()
             .unwrap()
