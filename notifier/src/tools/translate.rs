@@ -501,14 +501,17 @@ fn recipients(
     Ok(ids.into_iter().map(|id| Recipient { kind, id }).collect())
 }
 
-/// The dispatcher's `dingtalk_recipient_type`: any bus recipient type (a conversation with an
-/// external contact is answered through its `session_webhook`).
+/// The dispatcher's `dingtalk_recipient_type`: a recipient type the dispatcher writes (a
+/// conversation with an external contact is answered through its `session_webhook`). Never
+/// `webhook`: a custom robot's access token from a run's state would let a caller post to any
+/// robot it knows the token of.
 fn state_recipient_type(name: &str) -> Result<RecipientType, ToolError> {
-    serde_json::from_value(Value::String(name.to_owned())).map_err(|_| {
-        ToolError::invalid(format!(
+    match serde_json::from_value(Value::String(name.to_owned())) {
+        Ok(RecipientType::Webhook) | Err(_) => Err(ToolError::invalid(format!(
             "state.{STATE_RECIPIENT_TYPE} is {name:?}; expected user_id, union_id, open_id, chat_id or session_webhook"
-        ))
-    })
+        ))),
+        Ok(kind) => Ok(kind),
+    }
 }
 
 fn state_string(state: Option<&Map<String, Value>>, key: &str) -> Option<String> {
@@ -776,6 +779,15 @@ mod tests {
         );
         assert_eq!(send.message, OutboundMessage::Text { text: "hi".into() });
         assert!(!send.updatable);
+    }
+
+    #[test]
+    fn a_state_cannot_name_a_custom_robot_webhook_as_the_recipient() {
+        let state = json!({"dingtalk_integration_id": "acme", "dingtalkRecipientId": "robot-token",
+            "dingtalk_recipient_type": "webhook"});
+        let err = planned(ToolName::SendText, json!({"content": "x", "state": state})).unwrap_err();
+        assert_eq!(err.error.code, "invalid_arguments");
+        assert!(err.error.message.contains("expected user_id"), "{err:?}");
     }
 
     #[test]
