@@ -482,18 +482,14 @@ impl Consumer {
                 let _ = self.claims.release(event_id).await;
                 if delivered >= self.settings.max_deliver {
                     crate::metrics::event("dead_lettered");
-                    let parked = self
-                        .dead_letter(
-                            &message,
-                            event.integration_id.as_str(),
-                            "dispatcher_unavailable",
-                            &err.to_string(),
-                        )
-                        .await;
-                    if parked {
-                        let _ = self.claims.finish(event_id).await;
-                        self.settle_done(&message, &queue, event_id).await;
-                    }
+                    self.park(
+                        &message,
+                        &event,
+                        &queue,
+                        "dispatcher_unavailable",
+                        &err.to_string(),
+                    )
+                    .await;
                 } else {
                     self.redeliver(&message, &err.to_string()).await;
                 }
@@ -571,6 +567,12 @@ impl Consumer {
     /// running the expert again.
     async fn park_failed(&self, message: &Message, event: &Event, queue: &str, reason: &str) {
         let (code, detail) = reason.split_once(": ").unwrap_or((reason, ""));
+        self.park(message, event, queue, code, detail).await;
+    }
+
+    /// Dead-letters the event, then marks it done and settles it; left for redelivery (by
+    /// `dead_letter`) if the DLQ could not take it.
+    async fn park(&self, message: &Message, event: &Event, queue: &str, code: &str, detail: &str) {
         if self
             .dead_letter(message, event.integration_id.as_str(), code, detail)
             .await
