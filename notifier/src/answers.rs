@@ -143,6 +143,9 @@ pub fn result_error(error: &DingTalkError) -> ResultError {
             format!("no usable answer from DingTalk ({detail}); the outcome is unknown")
         }
         DingTalkError::Throttled { detail, .. } => format!("DingTalk kept throttling: {detail}"),
+        DingTalkError::Unavailable { detail, .. } => {
+            format!("nothing was sent: {detail}; it is safe to try again")
+        }
         DingTalkError::TokenInvalid { detail } => format!(
             "DingTalk refused the access token even after a refresh ({detail}); check the app's credentials"
         ),

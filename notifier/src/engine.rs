@@ -266,7 +266,7 @@ impl Engine {
                 return Disposition::Later(REDIS_RETRY);
             }
         };
-        if let Some(finished) = self.executed_before(id, &command.id).await {
+        if let Some(finished) = self.executed_before(subject).await {
             return finished;
         }
         let ctx = Ctx {
@@ -315,7 +315,7 @@ impl Engine {
             // Finished by another execution since the look above.
             Ok(CommandLock::Finished) => {
                 return self
-                    .executed_before(id, &command.id)
+                    .executed_before(subject)
                     .await
                     .unwrap_or(Disposition::Later(Duration::ZERO))
             }
@@ -346,11 +346,27 @@ impl Engine {
     }
 
     /// The result of a command executed before, to be published again; `None`: not executed.
-    async fn executed_before(&self, id: &str, command_id: &str) -> Option<Disposition> {
-        match self.inner.records.result(id, command_id).await {
-            Ok(Some(result)) => {
+    /// A stored result that cannot be read still means "executed": the command is answered
+    /// `result_unreadable` rather than run again (or offered again without end).
+    async fn executed_before(&self, subject: &Subject) -> Option<Disposition> {
+        let id = subject.integration_id.as_str();
+        match self.inner.records.result(id, &subject.command_id).await {
+            Ok(Some(Ok(result))) => {
                 tracing::info!("already executed; publishing its result again");
                 Some(Disposition::Finished(Box::new(result)))
+            }
+            Ok(Some(Err(err))) => {
+                tracing::error!(%err, "already executed, but its stored result cannot be read");
+                Some(Disposition::Finished(Box::new(outcome::failed(
+                    subject,
+                    ResultError {
+                        code: "result_unreadable".to_owned(),
+                        message: format!(
+                            "this command was executed before, but the notifier cannot read its stored result ({err}); it was not executed again — check what it delivered before publishing it again with a new id"
+                        ),
+                        retryable: false,
+                    },
+                ))))
             }
             Ok(None) => None,
             Err(err) => Some(Disposition::Later(Later::from(err).0)),
@@ -416,8 +432,9 @@ impl Engine {
         }
     }
 
-    /// One DingTalk call; a throttle that outlived the client's own waiting becomes [`Later`]
-    /// (DingTalk refused, so nothing was sent), every other failure a [`ResultError`].
+    /// One DingTalk call; a throttle that outlived the client's own waiting, or a call that
+    /// could not be sent for want of a token or the limiter, becomes [`Later`] (nothing was
+    /// sent), every other failure a [`ResultError`].
     pub(crate) async fn call(
         &self,
         target: &Target,
@@ -425,11 +442,17 @@ impl Engine {
     ) -> Result<Result<serde_json::Value, CallError>, Later> {
         match self.inner.dingtalk.call(target, call).await {
             Ok(answer) => Ok(Ok(answer)),
-            Err(DingTalkError::Throttled {
-                retry_after,
-                detail,
-            }) => {
-                tracing::info!(%detail, retry_after_ms = retry_after.as_millis() as u64, "throttled; deferring the command");
+            Err(
+                DingTalkError::Throttled {
+                    retry_after,
+                    detail,
+                }
+                | DingTalkError::Unavailable {
+                    retry_after,
+                    detail,
+                },
+            ) => {
+                tracing::info!(%detail, retry_after_ms = retry_after.as_millis() as u64, "not sent now; deferring the command");
                 Err(Later(
                     retry_after.max(Duration::from_millis(100)) + jitter(),
                 ))

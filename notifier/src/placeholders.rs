@@ -14,12 +14,51 @@ const OPEN: &str = "{{";
 /// The end of a placeholder.
 const CLOSE: &str = "}}";
 
-/// Why the placeholders of a command could not be filled; lists every problem at once.
+/// At most this many bytes may placeholders add to a command, all its strings together: a
+/// short text repeating a placeholder of a large state value would otherwise grow without bound.
+pub const MAX_FILLED_BYTES: usize = 1024 * 1024;
+/// At most this many problems are listed one by one (the rest are counted), so that the error
+/// stays small whatever the command holds.
+const MAX_LISTED_PROBLEMS: usize = 10;
+
+/// Why the placeholders of a command could not be filled; lists every problem at once (up to
+/// [`MAX_LISTED_PROBLEMS`], then counts them).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}", .problems.join("; "))]
+#[error("{}{}", .problems.join("; "), more(*.unlisted))]
 pub struct FillError {
     /// One line per problem, naming the placeholder and where it was.
     pub problems: Vec<String>,
+    /// How many more problems there were.
+    pub unlisted: usize,
+    /// Whether filling stopped at [`MAX_FILLED_BYTES`].
+    pub too_large: bool,
+}
+
+/// `text` cut to at most `max` characters, marked with `…` where it was cut.
+fn shorten(text: String, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+fn more(unlisted: usize) -> String {
+    if unlisted == 0 {
+        String::new()
+    } else {
+        format!("; and {unlisted} more")
+    }
+}
+
+impl FillError {
+    /// The error code of a command whose placeholders could not be filled.
+    pub fn code(&self) -> &'static str {
+        if self.too_large {
+            "message_too_large"
+        } else {
+            "missing_variable"
+        }
+    }
 }
 
 /// Fills placeholders in strings, collecting every problem instead of stopping at the first.
@@ -27,29 +66,45 @@ pub struct FillError {
 pub struct Filler<'a> {
     state: Option<&'a Map<String, Value>>,
     problems: Vec<String>,
+    unlisted: usize,
+    /// Bytes the placeholders may still add.
+    budget: usize,
+    too_large: bool,
 }
 
 impl<'a> Filler<'a> {
     /// A filler reading from `state` (absent state: every placeholder is missing).
     pub fn new(state: Option<&'a Map<String, Value>>) -> Self {
+        Self::with_limit(state, MAX_FILLED_BYTES)
+    }
+
+    /// A filler whose placeholders may add at most `limit` bytes in all.
+    pub fn with_limit(state: Option<&'a Map<String, Value>>, limit: usize) -> Self {
         Self {
             state,
             problems: Vec::new(),
+            unlisted: 0,
+            budget: limit,
+            too_large: false,
         }
     }
 
     /// `text` with its placeholders filled; problems are remembered with `field` for context and
-    /// the text is returned unchanged where a placeholder failed.
+    /// the text is returned unchanged where a placeholder failed (or entirely, once the filled
+    /// text would pass the limit).
     pub fn text(&mut self, field: &str, text: &str) -> String {
+        if self.too_large {
+            return text.to_owned();
+        }
         let mut out = String::with_capacity(text.len());
         let mut rest = text;
         while let Some(start) = rest.find(OPEN) {
             let after_open = &rest[start + OPEN.len()..];
             let Some(end) = after_open.find(CLOSE) else {
                 if after_open.trim_start().starts_with("state.") {
-                    self.problems.push(format!(
-                        "{field}: placeholder {:?} is not closed with }}}}",
-                        &rest[start..]
+                    let shown = shorten(rest[start..].to_owned(), 40);
+                    self.problem(format!(
+                        "{field}: placeholder {shown:?} is not closed with }}}}"
                     ));
                 }
                 break;
@@ -59,9 +114,19 @@ impl<'a> Filler<'a> {
             out.push_str(&rest[..start]);
             match inner.strip_prefix("state.") {
                 Some(path) => match self.lookup(path) {
-                    Some(value) => out.push_str(&value),
+                    Some(value) if value.len() > self.budget => {
+                        self.too_large = true;
+                        self.problem(format!(
+                            "{field}: filling the placeholders would make the message larger than the {MAX_FILLED_BYTES} bytes they may add; send less data in state"
+                        ));
+                        return text.to_owned();
+                    }
+                    Some(value) => {
+                        self.budget -= value.len();
+                        out.push_str(&value);
+                    }
                     None => {
-                        self.problems.push(format!(
+                        self.problem(format!(
                             "{field}: {whole} has no value in state (missing or null)"
                         ));
                         out.push_str(whole);
@@ -73,6 +138,15 @@ impl<'a> Filler<'a> {
         }
         out.push_str(rest);
         out
+    }
+
+    fn problem(&mut self, problem: String) {
+        if self.problems.len() < MAX_LISTED_PROBLEMS {
+            // Field names come from the command (card keys): keep each line short.
+            self.problems.push(shorten(problem, 300));
+        } else {
+            self.unlisted += 1;
+        }
     }
 
     /// Every string inside `value` (object values and array items, recursively) filled.
@@ -105,6 +179,8 @@ impl<'a> Filler<'a> {
         } else {
             Err(FillError {
                 problems: self.problems,
+                unlisted: self.unlisted,
+                too_large: self.too_large,
             })
         }
     }
@@ -278,5 +354,34 @@ mod tests {
         assert_eq!(filled["contents"][0]["text"], "3 items");
         assert_eq!(filled["n"], 1);
         assert!(filler.finish().is_ok());
+    }
+
+    #[test]
+    fn placeholders_may_add_only_so_much_then_filling_stops() {
+        let state = state(json!({"blob": "z".repeat(1000)}));
+        let mut filler = Filler::with_limit(Some(&state), 2500);
+        assert_eq!(filler.text("a", "{{state.blob}}{{state.blob}}").len(), 2000);
+        let text = "{{state.blob}}".repeat(100);
+        assert_eq!(filler.text("b", &text), text, "left as it was");
+        assert_eq!(
+            filler.text("c", "{{state.blob}}"),
+            "{{state.blob}}",
+            "stopped"
+        );
+        let err = filler.finish().unwrap_err();
+        assert!(err.too_large);
+        assert_eq!(err.code(), "message_too_large");
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert!(err.problems[0].starts_with("b: "), "{err}");
+    }
+
+    #[test]
+    fn many_problems_are_counted_not_listed() {
+        let mut filler = Filler::new(None);
+        filler.text("t", &"{{state.gone}} ".repeat(25));
+        let err = filler.finish().unwrap_err();
+        assert_eq!(err.code(), "missing_variable");
+        assert_eq!(err.problems.len(), 10);
+        assert!(err.to_string().ends_with("; and 15 more"), "{err}");
     }
 }

@@ -13,6 +13,8 @@
 //! cannot reach (a card to a webhook, a file to a session webhook…) fails alone, with a message
 //! saying which combination is unsupported.
 
+use std::collections::HashMap;
+
 use common::bus::command::{Mentions, RecipientType};
 use common::bus::result::ResultError;
 use serde_json::{Map, Value};
@@ -275,20 +277,25 @@ pub fn plan_send(
 /// Distinct ids in first-seen order, each with every recipient index that named it (an id
 /// listed twice is sent once and both recipients share its outcome).
 #[derive(Default)]
-struct Unique {
+pub(crate) struct Unique {
     ids: Vec<(String, Vec<usize>)>,
+    /// Where each id is in `ids` (a command may list many thousands of recipients).
+    positions: HashMap<String, usize>,
 }
 
 impl Unique {
-    fn add(&mut self, index: usize, id: &str) {
-        match self.ids.iter_mut().find(|(known, _)| known == id) {
-            Some((_, targets)) => targets.push(index),
-            None => self.ids.push((id.to_owned(), vec![index])),
+    pub(crate) fn add(&mut self, index: usize, id: &str) {
+        match self.positions.get(id) {
+            Some(&position) => self.ids[position].1.push(index),
+            None => {
+                self.positions.insert(id.to_owned(), self.ids.len());
+                self.ids.push((id.to_owned(), vec![index]));
+            }
         }
     }
 
     /// Chunks of at most [`MAX_USER_IDS`] distinct ids: (recipient indices, ids).
-    fn chunks(&self) -> Vec<(Vec<usize>, Vec<String>)> {
+    pub(crate) fn chunks(&self) -> Vec<(Vec<usize>, Vec<String>)> {
         self.ids
             .chunks(MAX_USER_IDS)
             .map(|chunk| {

@@ -2,7 +2,7 @@
 //!
 //! | key | type | what |
 //! |---|---|---|
-//! | `dtg:ntf:cmd:{integration}:{command_id}` | hash | `result` (the final result JSON), `step:{key}` (`pending` before a DingTalk call, its outcome after), `media` (an uploaded media id) |
+//! | `dtg:ntf:cmd:{integration}:{command_id}` | hash | `result` (the final result JSON), `step:{key}` (`pending` before a DingTalk call, its outcome after), `media` (an uploaded media id), `resolved` (the recipients as resolved by the first execution) |
 //! | `dtg:ntf:lock:{integration}:{command_id}` | string | the replica executing the command (a lease) |
 //! | `dtg:ntf:lock:{integration}:order:{target}` | string | the replica applying an update to `target` (a lease) |
 //! | `dtg:ntf:sent:{integration}:{command_id}` | string | what a send delivered, for later updates and recalls ([`SentRecord`]) |
@@ -246,18 +246,19 @@ impl Records {
         self.redis.clone()
     }
 
-    /// The final result of a command already executed.
+    /// The final result of a command already executed: `None` when it was not, `Some(Err)` with
+    /// the parse error when its stored result cannot be read.
     pub async fn result(
         &self,
         integration: &str,
         command_id: &str,
-    ) -> RedisResult<Option<CommandResult>> {
+    ) -> RedisResult<Option<Result<CommandResult, serde_json::Error>>> {
         let json: Option<String> = redis::cmd("HGET")
             .arg(command_key(integration, command_id))
             .arg("result")
             .query_async(&mut self.conn())
             .await?;
-        Ok(json.and_then(|json| serde_json::from_str(&json).ok()))
+        Ok(json.map(|json| serde_json::from_str(&json)))
     }
 
     /// Takes the lease `name` for `lease` (not a command's: [`Records::lock_command`] takes

@@ -10,6 +10,7 @@ use common::bus::command::{
 };
 use common::bus::result::ResultError;
 use common::secret::Secret;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::answers::{self, BatchAnswer};
@@ -19,7 +20,7 @@ use crate::dingtalk::{Api, Target};
 use crate::engine::{Ctx, Engine, Executed, Later};
 use crate::outcome::{self, Subject};
 use crate::placeholders::{fill_mentions, fill_message, fill_recipients, Filler};
-use crate::plan::{plan_send, Action, CardReceiver, Resolved, Space, Step, MAX_USER_IDS};
+use crate::plan::{plan_send, Action, CardReceiver, Resolved, Space, Step, Unique};
 use crate::records::{Delivered, SentRecord, StepRecord, StepState, TargetOutcome};
 use crate::{media, session_webhook};
 
@@ -27,14 +28,30 @@ use crate::{media, session_webhook};
 /// before each (1 s, 2 s, 4 s; PROTOCOL §6.4 backoff).
 const FLOW_CONTROL_ROUNDS: u32 = 3;
 
+/// The command-record field holding a command's [`Resolution`].
+const RESOLUTION_FIELD: &str = "resolved";
+
+/// The recipients of a command as resolved once: per index its kind and id (unionIds resolved),
+/// or `None` with the index's error in `failed`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Resolution {
+    resolved: Vec<Option<Resolved>>,
+    failed: Vec<(usize, ResultError)>,
+}
+
 /// Per recipient index: reached (how) or failed (why).
 pub(crate) type Outcomes = BTreeMap<usize, Result<Delivered, ResultError>>;
 
-/// A command whose placeholders could not all be filled.
+/// A command whose placeholders could not all be filled (or would make it too large).
 pub(crate) fn missing_variable(err: &crate::placeholders::FillError) -> ResultError {
+    let message = if err.too_large {
+        err.to_string()
+    } else {
+        format!("{err}; add the variables to the command's state")
+    };
     ResultError {
-        code: "missing_variable".to_owned(),
-        message: format!("{err}; add the variables to the command's state"),
+        code: err.code().to_owned(),
+        message,
         retryable: false,
     }
 }
@@ -120,19 +137,55 @@ impl Engine {
 
     /// Resolves what needs resolving before planning: unionIds (cached in Redis) and the
     /// session webhook host check. Failures are recorded per recipient.
+    ///
+    /// Once per command: the first complete resolution is stored with the command's records and
+    /// every later execution plans from it. Step keys and card ids follow the positions of the
+    /// resolved recipients, so a unionId that failed to resolve on one delivery and resolved on
+    /// the next would otherwise give finished steps new keys and send them again.
     pub(crate) async fn resolve(
         &self,
         ctx: &Ctx<'_>,
         recipients: &[Recipient],
         outcomes: &mut Outcomes,
     ) -> Result<Vec<Option<Resolved>>, Later> {
-        let mut resolved = Vec::with_capacity(recipients.len());
+        let records = &self.inner.records;
+        let stored = records
+            .command_field(ctx.id, ctx.command_id, RESOLUTION_FIELD)
+            .await?;
+        let resolution = match stored.map(|json| serde_json::from_str::<Resolution>(&json)) {
+            Some(Ok(resolution)) if resolution.resolved.len() == recipients.len() => resolution,
+            stored => {
+                if stored.is_some() {
+                    tracing::warn!(
+                        "the stored resolution of this command is unreadable; resolving again"
+                    );
+                }
+                let resolution = self.resolve_now(ctx, recipients).await?;
+                let json = serde_json::to_string(&resolution).expect("resolutions serialize");
+                records
+                    .set_command_field(ctx.id, ctx.command_id, RESOLUTION_FIELD, &json)
+                    .await?;
+                resolution
+            }
+        };
+        for (index, error) in resolution.failed {
+            outcomes.insert(index, Err(error));
+        }
+        Ok(resolution.resolved)
+    }
+
+    async fn resolve_now(
+        &self,
+        ctx: &Ctx<'_>,
+        recipients: &[Recipient],
+    ) -> Result<Resolution, Later> {
+        let mut resolution = Resolution::default();
         for (index, recipient) in recipients.iter().enumerate() {
             let entry = match recipient.kind {
                 RecipientType::UnionId => match self.union_to_user(ctx, &recipient.id).await? {
                     Ok(user_id) => Some((RecipientType::UserId, user_id)),
                     Err(error) => {
-                        outcomes.insert(index, Err(error));
+                        resolution.failed.push((index, error));
                         None
                     }
                 },
@@ -140,16 +193,16 @@ impl Engine {
                     match session_webhook::check(&recipient.id, &self.inner.config.oapi_url) {
                         Ok(()) => Some((recipient.kind, recipient.id.clone())),
                         Err(error) => {
-                            outcomes.insert(index, Err(error));
+                            resolution.failed.push((index, error));
                             None
                         }
                     }
                 }
                 kind => Some((kind, recipient.id.clone())),
             };
-            resolved.push(entry);
+            resolution.resolved.push(entry);
         }
-        Ok(resolved)
+        Ok(resolution)
     }
 
     /// unionId → userId: from the Redis cache, else `getbyunionid`.
@@ -682,22 +735,15 @@ impl Engine {
             if pending.is_empty() {
                 break;
             }
-            let mut by_id: Vec<(String, Vec<usize>)> = Vec::new();
+            let mut by_id = Unique::default();
             for target in &pending {
-                let Some((_, id)) = &resolved[*target] else {
-                    continue;
-                };
-                match by_id.iter_mut().find(|(known, _)| known == id) {
-                    Some((_, targets)) => targets.push(*target),
-                    None => by_id.push((id.clone(), vec![*target])),
+                if let Some((_, id)) = &resolved[*target] {
+                    by_id.add(*target, id);
                 }
             }
             pending = Vec::new();
             let mut slept = false;
-            for chunk in by_id.chunks(MAX_USER_IDS) {
-                let targets: Vec<usize> =
-                    chunk.iter().flat_map(|(_, t)| t.iter().copied()).collect();
-                let ids: Vec<String> = chunk.iter().map(|(id, _)| id.clone()).collect();
+            for (targets, ids) in by_id.chunks() {
                 let key = format!("{prefix}batch:{}:r{round}", targets[0]);
                 if !slept
                     && self

@@ -762,7 +762,7 @@ async fn api_usage_is_counted_per_integration_per_day_and_month() {
 }
 
 #[tokio::test]
-async fn an_unreachable_dingtalk_is_a_retryable_server_error() {
+async fn an_unreachable_dingtalk_issues_no_token_so_the_call_is_not_sent_and_may_be_retried() {
     let redis = RedisServer::start().await;
     let conn = common::redis::connect(&redis.url()).await.unwrap();
     // A port nothing listens on.
@@ -780,7 +780,10 @@ async fn an_unreachable_dingtalk_is_a_retryable_server_error() {
     );
     let err = client.call(&app(20), group_send("x")).await.unwrap_err();
     assert!(err.retryable(), "{err:?}");
-    assert!(matches!(err, DingTalkError::Server { .. }), "{err:?}");
+    assert!(
+        matches!(&err, DingTalkError::Unavailable { detail, .. } if detail.contains("access token")),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]

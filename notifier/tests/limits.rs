@@ -6,7 +6,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use common::bus::result::Status;
-use dingtalk_sim::{Api, CallFilter, Fault, FaultKind};
+use dingtalk_sim::{Api, CallFilter, Fault, FaultCount, FaultKind};
 use serde_json::json;
 use support::{send, text, Bed};
 
@@ -39,6 +39,49 @@ async fn a_token_that_expires_mid_run_is_refreshed_and_the_command_succeeds_once
         2,
         "one refresh"
     );
+}
+
+#[tokio::test]
+async fn a_send_waits_while_dingtalk_issues_no_token_and_is_delivered_once_it_does() {
+    let bed = Bed::start().await;
+    bed.sim
+        .state()
+        .add_fault(
+            Fault::once(FaultKind::Http500)
+                .on(Api::NewToken)
+                .times(FaultCount::Always),
+        )
+        .unwrap();
+    bed.publish(&send(
+        "c-no-token",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}]),
+        text("after the outage"),
+    ))
+    .await;
+    let refused = || {
+        bed.sim
+            .state()
+            .rejected(&CallFilter::api(Api::NewToken))
+            .len()
+    };
+    let started = Instant::now();
+    // Two rounds of token fetches (each one retried by the client): the command was offered
+    // again after the first, not failed.
+    while refused() < 5 {
+        let results = bed.results_of("c-no-token");
+        assert!(results.is_empty(), "failed during the outage: {results:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no second round"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(bed.dead_letters_of("c-no-token").is_empty());
+    bed.sim.state().clear_faults();
+    let result = bed.result("c-no-token").await;
+    assert_eq!(result.status, Status::Ok, "{result:?}");
+    assert_eq!(delivered(&bed, "after the outage"), 1);
 }
 
 #[tokio::test]

@@ -152,3 +152,33 @@ async fn a_missing_template_variable_fails_the_command_and_sends_nothing() {
     assert_eq!(bed.dead_letters_of("c-missing").len(), 1);
     assert!(bed.sim.state().calls(&CallFilter::all()).is_empty());
 }
+
+#[tokio::test]
+async fn a_command_whose_stored_result_is_unreadable_is_answered_and_not_run_again() {
+    let bed = Bed::start().await;
+    let client = redis::Client::open(bed.redis.url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("HSET")
+        .arg("dtg:ntf:cmd:acme:c-garbled")
+        .arg("result")
+        .arg("{\"v\": 1, \"status\": ")
+        .query_async::<()>(&mut redis)
+        .await
+        .unwrap();
+    bed.publish(&send(
+        "c-garbled",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}]),
+        text("hi"),
+    ))
+    .await;
+    let result = bed.result("c-garbled").await;
+    assert_eq!(result.status, Status::Failed);
+    let error = result.error.unwrap();
+    assert_eq!(error.code, "result_unreadable", "{}", error.message);
+    assert!(!error.retryable);
+    bed.settle().await;
+    let (ack_pending, redelivered, pending) = bed.consumer_state().await;
+    assert_eq!((ack_pending, redelivered, pending), (0, 0, 0), "acked once");
+    assert!(bed.sim.state().calls(&CallFilter::all()).is_empty());
+}

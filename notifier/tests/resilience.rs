@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::bus::result::Status;
-use dingtalk_sim::{Api, CallFilter};
+use dingtalk_sim::{Api, CallFilter, Fault, FaultCount, FaultKind};
 use serde_json::json;
 use support::{send, text, Bed, Options};
 
@@ -136,4 +136,77 @@ async fn tenant_b_is_not_starved_by_tenant_as_burst() {
     eprintln!("tenant B waited {waited:?} behind {BURST} commands of A ({a_done} of A done)");
     assert!(a_done < BURST / 2, "A's burst is still running");
     assert!(waited < Duration::from_millis(1500), "B waited {waited:?}");
+}
+
+/// A unionId that fails to resolve on the first execution and resolves on the next must not move
+/// the other recipients to new step keys: the first execution's sends are finished steps.
+#[tokio::test]
+async fn a_union_id_resolving_only_after_a_crash_sends_nothing_twice() {
+    let mut bed = Bed::with(Options {
+        ack_wait: Duration::from_secs(2),
+        ..Options::default()
+    })
+    .await;
+    bed.sim
+        .state()
+        .add_fault(
+            Fault::once(FaultKind::SystemError)
+                .on(Api::UserGetByUnionId)
+                .times(FaultCount::Always),
+        )
+        .unwrap();
+    // user003 is held back, so the execution sleeps before its retry round: the crash lands
+    // there, after user001's batchSend was recorded.
+    bed.sim
+        .state()
+        .add_fault(
+            Fault::once(FaultKind::FlowControl {
+                user_ids: vec!["user003".into()],
+            })
+            .on(Api::RobotBatchSend),
+        )
+        .unwrap();
+    bed.publish(&send(
+        "c-union-crash",
+        "acme",
+        json!([
+            {"type": "union_id", "id": "union-user002"},
+            {"type": "user_id", "id": "user001"},
+            {"type": "user_id", "id": "user003"}
+        ]),
+        text("once only"),
+    ))
+    .await;
+    let started = Instant::now();
+    while bed
+        .sim
+        .state()
+        .calls(&CallFilter::api(Api::RobotBatchSend))
+        .is_empty()
+    {
+        assert!(started.elapsed() < Duration::from_secs(20), "no batchSend");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    bed.kill_notifier().await;
+    bed.sim.state().clear_faults();
+    bed.start_notifier().await;
+    let result = bed
+        .result_within("c-union-crash", Duration::from_secs(30))
+        .await;
+    let mut reached: HashMap<String, usize> = HashMap::new();
+    for message in bed.sim.state().messages() {
+        if let dingtalk_sim::Recipient::OneToOne { user_ids } = message.recipient {
+            for user in user_ids {
+                *reached.entry(user).or_default() += 1;
+            }
+        }
+    }
+    assert!(
+        reached.values().all(|n| *n == 1),
+        "a recipient reached twice: {reached:?}"
+    );
+    assert_eq!(reached.len(), 2, "user001, then user003: {reached:?}");
+    assert_eq!(result.status, Status::Ok);
+    let oks: Vec<bool> = result.targets.iter().map(|t| t.ok).collect();
+    assert_eq!(oks, [false, true, true], "{result:?}");
 }

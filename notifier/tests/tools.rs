@@ -601,3 +601,88 @@ async fn files_go_as_image_or_file_messages_and_throttled_sends_are_retried() {
         .count();
     assert_eq!(delivered, 2);
 }
+
+#[tokio::test]
+async fn a_body_over_one_mebibyte_is_refused_on_both_surfaces_in_the_answer_shape() {
+    let t = ToolsBed::start().await;
+    let http = reqwest::Client::new();
+    let big = acme(json!({"content": "x".repeat(1024 * 1024), "recipient_id": "user001"}));
+    for path in ["/api/tools/dingtalk_send_text_notification", "/mcp"] {
+        let response = http
+            .post(format!("{}{path}", t.base))
+            .bearer_auth(TOKEN)
+            .header("accept", "application/json, text/event-stream")
+            .json(&big)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 413, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "message_too_large", "{path}: {body}");
+        assert_eq!(body["error"]["retryable"], false, "{path}");
+    }
+    // Just under the limit is read (and then sent).
+    let (status, answer) = t
+        .post(
+            "dingtalk_send_text_notification",
+            acme(json!({"content": "y".repeat(1000), "recipient_id": "user001"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(t.bed.sim.state().messages().len(), 1);
+}
+
+#[tokio::test]
+async fn placeholders_cannot_grow_a_call_without_bound_nor_list_every_recipient() {
+    let t = ToolsBed::start().await;
+    // 40,000 placeholders of a 100 KB value would fill 4 GB.
+    let (status, answer) = t
+        .post(
+            "dingtalk_send_text_notification",
+            acme(json!({
+                "content": "{{state.blob}}".repeat(40_000),
+                "recipient_id": "user001",
+                "state": {"blob": "z".repeat(100_000)}
+            })),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["code"], "message_too_large");
+    assert!(
+        answer.to_string().len() < 4_000,
+        "the error quotes no filled text: {} bytes",
+        answer.to_string().len()
+    );
+    // An integration id made of placeholders is refused without quoting the filled value.
+    let (status, answer) = t
+        .post(
+            "dingtalk_send_text_notification",
+            json!({
+                "integration_id": "{{state.blob}}{{state.blob}}",
+                "content": "hi",
+                "recipient_id": "user001",
+                "state": {"blob": "z".repeat(100_000)}
+            }),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["code"], "message_too_large");
+    assert!(answer.to_string().len() < 4_000);
+    let ids: Vec<String> = (0..201).map(|n| format!("user{n:03}")).collect();
+    let (status, answer) = t
+        .post(
+            "dingtalk_send_text_notification",
+            acme(json!({"content": "hi", "recipient_ids": ids})),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["code"], "invalid_arguments");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 200"),
+        "{answer}"
+    );
+    assert!(t.bed.sim.state().messages().is_empty(), "nothing was sent");
+}

@@ -247,7 +247,11 @@ impl Service {
         let mut moved = Vec::new();
         for (key, value) in &mut self.env {
             if LISTEN_VARS.contains(&key.as_str()) {
-                let new = free_addr();
+                // The kernel may hand the port just given up out again: a move away from a
+                // taken address must not land on it.
+                let new = std::iter::repeat_with(free_addr)
+                    .find(|new| new != value)
+                    .expect("an endless supply of addresses");
                 moved.push((std::mem::replace(value, new.clone()), new));
             }
         }

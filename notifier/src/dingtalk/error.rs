@@ -16,6 +16,16 @@ pub enum DingTalkError {
         /// What throttled us.
         detail: String,
     },
+    /// The call was not sent: something it needs is unavailable right now (an access token
+    /// DingTalk would not issue, the Redis behind the token cache or the rate limiter). Sending
+    /// it later is safe and may succeed.
+    #[error("not sent; retry after {retry_after:?}: {detail}")]
+    Unavailable {
+        /// When to try again.
+        retry_after: Duration,
+        /// What was missing.
+        detail: String,
+    },
     /// The token was refused again after the one refresh and retry (wrong secret, app
     /// disabled).
     #[error("access token refused after a refresh: {detail}")]
@@ -66,10 +76,11 @@ pub enum DingTalkError {
 
 impl DingTalkError {
     /// A short machine-readable code: DingTalk's own code where there is one, else the
-    /// variant (`throttled`, `token_invalid`, `unknown`, `quota_exhausted`).
+    /// variant (`throttled`, `unavailable`, `token_invalid`, `unknown`, `quota_exhausted`).
     pub fn code(&self) -> String {
         match self {
             DingTalkError::Throttled { .. } => "throttled".to_owned(),
+            DingTalkError::Unavailable { .. } => "unavailable".to_owned(),
             DingTalkError::TokenInvalid { .. } => "token_invalid".to_owned(),
             DingTalkError::Permission { code, .. }
             | DingTalkError::Rejected { code, .. }
@@ -80,12 +91,14 @@ impl DingTalkError {
     }
 
     /// Whether sending the same call again later is both safe and may succeed: throttling
-    /// passes, a server error on an idempotent call may heal. Not for an unknown outcome
+    /// passes, a missing token may be issued, a server error on an idempotent call may heal. Not for an unknown outcome
     /// (duplicates), nor for anything a human must fix.
     pub fn retryable(&self) -> bool {
         matches!(
             self,
-            DingTalkError::Throttled { .. } | DingTalkError::Server { .. }
+            DingTalkError::Throttled { .. }
+                | DingTalkError::Unavailable { .. }
+                | DingTalkError::Server { .. }
         )
     }
 
@@ -93,6 +106,7 @@ impl DingTalkError {
     pub fn outcome(&self) -> &'static str {
         match self {
             DingTalkError::Throttled { .. } => "throttled",
+            DingTalkError::Unavailable { .. } => "unavailable",
             DingTalkError::TokenInvalid { .. } => "token_invalid",
             DingTalkError::Permission { .. } => "permission",
             DingTalkError::Rejected { .. } => "rejected",

@@ -367,7 +367,7 @@ impl DingTalk {
                 }
                 Ok(Err(wait)) => wait,
                 Err(err) => {
-                    return Err(DingTalkError::Throttled {
+                    return Err(DingTalkError::Unavailable {
                         retry_after: LIMITER_DOWN_RETRY,
                         detail: format!("rate limiter unavailable: {err}"),
                     })
@@ -443,6 +443,17 @@ impl DingTalk {
                         kind.as_str()
                     ),
                 },
+                // DingTalk's token endpoint failing says nothing about the call that needed
+                // the token: that call was not sent.
+                DingTalkError::Server { .. } | DingTalkError::Unknown { .. } => {
+                    DingTalkError::Unavailable {
+                        retry_after: token::TOKEN_RETRY,
+                        detail: format!(
+                            "DingTalk did not issue a {} access token: {err}",
+                            kind.as_str()
+                        ),
+                    }
+                }
                 other => other,
             })?;
         parse_token_answer(kind, &body).map_err(|message| DingTalkError::Rejected {

@@ -43,6 +43,8 @@ use super::error::DingTalkError;
 /// Lifetime assumed when DingTalk's answer has none or a non-positive one (PROTOCOL §3.3: a
 /// zero caused a tight refetch loop elsewhere).
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(7200);
+/// When a call that found no token is tried again.
+pub const TOKEN_RETRY: Duration = Duration::from_secs(5);
 /// How often a waiting replica looks for the token another one is fetching.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -335,9 +337,9 @@ fn redis_error(err: redis::RedisError) -> DingTalkError {
 
 /// Nothing was sent to DingTalk; trying again later is safe.
 fn unavailable(detail: &str) -> DingTalkError {
-    DingTalkError::Server {
-        code: "token_unavailable".to_owned(),
-        message: detail.to_owned(),
+    DingTalkError::Unavailable {
+        retry_after: TOKEN_RETRY,
+        detail: format!("no access token: {detail}"),
     }
 }
 

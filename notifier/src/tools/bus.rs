@@ -56,34 +56,48 @@ impl ToolBus {
         headers.insert(MSG_ID_HEADER, command.id.as_str());
         let subject = subjects::command(&command.integration_id, op);
         let published = async {
-            self.jetstream
+            let ack = self
+                .jetstream
                 .publish_with_headers(subject.clone(), headers, body.into())
                 .await
-                .map_err(|err| err.to_string())?
-                .await
-                .map_err(|err| err.to_string())
+                .map_err(Unstored::NotSent)?;
+            ack.await.map_err(Unstored::Unconfirmed)
         };
         match tokio::time::timeout_at(deadline, published).await {
             Ok(Ok(_ack)) => {}
-            Ok(Err(err)) => {
+            Ok(Err(Unstored::NotSent(err)))
+                if err.kind() == jetstream::context::PublishErrorKind::MaxPayloadExceeded =>
+            {
+                return Err(ToolError::new(
+                    "message_too_large",
+                    format!(
+                        "the command is larger than the bus accepts ({err}); send a shorter message or less state"
+                    ),
+                ))
+            }
+            Ok(Err(Unstored::NotSent(err))) => {
                 return Err(unavailable(format!(
-                    "the command {} could not be stored on {subject}: {err}",
+                    "the command {} could not be published on {subject}: {err}",
                     command.id
                 ))
                 .with_command(&command.id))
             }
+            Ok(Err(Unstored::Unconfirmed(err))) if refused(&err) => {
+                return Err(unavailable(format!(
+                    "JetStream refused to store the command {} on {subject}: {err}",
+                    command.id
+                ))
+                .with_command(&command.id))
+            }
+            // Sent, but whether it was stored is unknown: a call again (a new command) could
+            // send the message twice.
+            Ok(Err(Unstored::Unconfirmed(err))) => return Err(in_doubt(command, &results_subject, &format!("the bus did not confirm it ({err})"))),
             Err(_) => {
-                return Err(ToolError {
-                    code: "timeout".to_owned(),
-                    message: format!(
-                        "the bus did not confirm command {} within {} ms; it may still be executed: look up command_id {} on {results_subject}",
-                        command.id,
-                        timeout.as_millis(),
-                        command.id
-                    ),
-                    command_id: Some(command.id.clone()),
-                    retryable: false,
-                })
+                return Err(in_doubt(
+                    command,
+                    &results_subject,
+                    &format!("the bus did not confirm it within {} ms", timeout.as_millis()),
+                ))
             }
         }
         let wait = async {
@@ -101,22 +115,17 @@ impl ToolBus {
         let _ = results.unsubscribe().await;
         match outcome {
             Ok(Some(result)) => Ok(result),
-            Ok(None) => Err(unavailable(format!(
-                "the connection to the bus closed while waiting for the result of command {}",
-                command.id
-            ))
-            .with_command(&command.id)),
-            Err(_) => Err(ToolError {
-                code: "timeout".to_owned(),
-                message: format!(
-                    "no result for command {} within {} ms; it is queued and may still be executed: look up command_id {} on {results_subject} (do not call again blindly, or the message may be sent twice)",
-                    command.id,
-                    timeout.as_millis(),
-                    command.id
-                ),
-                command_id: Some(command.id.clone()),
-                retryable: false,
-            }),
+            // The command is stored and will be executed: this is no reason to call again.
+            Ok(None) => Err(in_doubt(
+                command,
+                &results_subject,
+                "the connection to the bus closed while waiting for its result",
+            )),
+            Err(_) => Err(in_doubt(
+                command,
+                &results_subject,
+                &format!("no result within {} ms; it is queued", timeout.as_millis()),
+            )),
         }
     }
 
@@ -177,6 +186,40 @@ impl ToolBus {
                 format!("the answer to {subject} could not be read: {err}"),
             )
         })
+    }
+}
+
+/// Why a command was not (known to be) stored.
+enum Unstored {
+    /// It never reached the server.
+    NotSent(jetstream::context::PublishError),
+    /// It was sent; JetStream's confirmation failed or did not come.
+    Unconfirmed(jetstream::context::PublishError),
+}
+
+/// Whether JetStream answered the publish with a refusal (so nothing was stored), as opposed
+/// to no usable answer.
+fn refused(err: &jetstream::context::PublishError) -> bool {
+    use jetstream::context::PublishErrorKind as Kind;
+    match err.kind() {
+        Kind::StreamNotFound | Kind::WrongLastMessageId | Kind::WrongLastSequence => true,
+        Kind::Other => {
+            std::error::Error::source(err).is_some_and(|source| source.is::<jetstream::Error>())
+        }
+        _ => false,
+    }
+}
+
+/// A command that may have been stored, so may still be executed: not to be called again.
+fn in_doubt(command: &Command, results_subject: &str, why: &str) -> ToolError {
+    ToolError {
+        code: "timeout".to_owned(),
+        message: format!(
+            "command {id}: {why}; it may still be executed: look up command_id {id} on {results_subject} (do not call again blindly, or the message may be sent twice)",
+            id = command.id
+        ),
+        command_id: Some(command.id.clone()),
+        retryable: false,
     }
 }
 

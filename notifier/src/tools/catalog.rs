@@ -225,8 +225,10 @@ pub struct TargetArgs {
     /// Defaults to state.dingtalkRecipientId, then to the connection's recipient_id.
     #[serde(default)]
     pub recipient_id: Option<String>,
-    /// Several recipients of the same type; the result has one entry per recipient.
+    /// Several recipients of the same type (at most 200); the result has one entry per
+    /// recipient.
     #[serde(default)]
+    #[schemars(length(max = 200))]
     pub recipient_ids: Option<Vec<String>>,
 }
 

@@ -8,18 +8,23 @@
 //! or registry unavailable or too many calls, 504 no result in time (`error.commandId` names the
 //! command to look up).
 
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, Uri};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{middleware, Json, Router};
+use axum::{Json, Router};
 use common::secret::Secret;
 use serde_json::{json, Value};
 
 use super::catalog::ToolName;
 use super::translate::{ConnectionDefaults, ToolError, ToolResult};
 use super::{auth, mcp, Tools};
+
+/// The largest request body the listener reads (both surfaces): a call becomes one bus
+/// command, and the bus takes messages of at most 1 MiB.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// The whole tools listener.
 pub fn router(tools: Tools, token: Secret) -> Router {
@@ -28,7 +33,40 @@ pub fn router(tools: Tools, token: Secret) -> Router {
         .route("/api/tools/{tool_name}", post(call))
         .with_state(tools.clone())
         .nest_service("/mcp", mcp::service(tools))
+        // Here rather than `DefaultBodyLimit`, which only extractors obey: the MCP service
+        // reads its bodies itself. Inside the token check, so strangers upload nothing.
+        .layer(middleware::from_fn(limit_body))
         .layer(middleware::from_fn_with_state(token, auth::require_token))
+}
+
+/// Reads the body up to [`MAX_BODY_BYTES`]; a longer one is answered 413 in the answer shape.
+async fn limit_body(request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(err) => {
+            let too_large = std::error::Error::source(&err)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            let (status, error) = if too_large {
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    ToolError::new(
+                        "message_too_large",
+                        format!("the request body is larger than {MAX_BODY_BYTES} bytes (1 MiB), the most a call may carry"),
+                    ),
+                )
+            } else {
+                (
+                    StatusCode::BAD_REQUEST,
+                    ToolError::invalid(format!("the request body could not be read: {err}")),
+                )
+            };
+            (status, Json(ToolResult::failed("", "", error))).into_response()
+        }
+    }
 }
 
 /// `GET /api/tools`: every tool's name, description and argument schema.
@@ -91,7 +129,7 @@ pub fn status_of(answer: &ToolResult) -> StatusCode {
         return StatusCode::OK;
     };
     match error.code.as_str() {
-        "invalid_arguments" | "missing_variable" => StatusCode::BAD_REQUEST,
+        "invalid_arguments" | "missing_variable" | "message_too_large" => StatusCode::BAD_REQUEST,
         "unknown_tool" | "unknown_integration" => StatusCode::NOT_FOUND,
         "timeout" => StatusCode::GATEWAY_TIMEOUT,
         "unavailable" | "overloaded" => StatusCode::SERVICE_UNAVAILABLE,

@@ -25,6 +25,10 @@ use crate::placeholders::Filler;
 
 /// The `state` key holding the run's integration (the dispatcher's run facts).
 pub const STATE_INTEGRATION: &str = "dingtalk_integration_id";
+/// The most recipients one tool call may list in `recipient_ids`.
+pub const MAX_RECIPIENT_IDS: usize = 200;
+/// The most an integration id's placeholders may add, and the most of a bad one quoted back.
+const MAX_INTEGRATION_ID_BYTES: usize = IntegrationId::MAX_LEN;
 /// The `state` key holding the conversation's recipient id.
 pub const STATE_RECIPIENT_ID: &str = "dingtalkRecipientId";
 /// The `state` key saying how to read [`STATE_RECIPIENT_ID`].
@@ -437,15 +441,18 @@ fn common_parts(
                 "no integration: pass integration_id, or state.{STATE_INTEGRATION}, or configure the connection with ?integration_id="
             ))
         })?;
-    let mut filler = Filler::new(state);
+    // An integration id is short: its placeholders may add little, and a value that is no id
+    // is not quoted back whole.
+    let mut filler = Filler::with_limit(state, MAX_INTEGRATION_ID_BYTES);
     let filled = filler.text("integration_id", &raw);
     filler
         .finish()
-        .map_err(|err| ToolError::new("missing_variable", err.to_string()))?;
+        .map_err(|err| ToolError::new(err.code(), err.to_string()))?;
     let integration = filled.parse::<IntegrationId>().map_err(|err| {
+        let shown: String = filled.chars().take(MAX_INTEGRATION_ID_BYTES).collect();
         ToolError::new(
             "unknown_integration",
-            format!("{filled:?} is not an integration id: {err}"),
+            format!("{shown:?} is not an integration id: {err}"),
         )
     })?;
     Ok((integration, Duration::from_millis(timeout_ms)))
@@ -458,13 +465,21 @@ fn recipients(
     state: Option<&Map<String, Value>>,
     defaults: &ConnectionDefaults,
 ) -> Result<Vec<Recipient>, ToolError> {
+    let listed = target.recipient_ids.as_ref().map_or(0, Vec::len);
+    if listed > MAX_RECIPIENT_IDS {
+        return Err(ToolError::invalid(format!(
+            "recipient_ids lists {listed} recipients; one call reaches at most {MAX_RECIPIENT_IDS} (publish a send command on the bus for more)"
+        )));
+    }
     let mut explicit: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     if let Some(id) = non_empty(target.recipient_id.as_deref()) {
+        seen.insert(id.clone());
         explicit.push(id);
     }
     for id in target.recipient_ids.iter().flatten() {
         match non_empty(Some(id)) {
-            Some(id) if !explicit.contains(&id) => explicit.push(id),
+            Some(id) if seen.insert(id.clone()) => explicit.push(id),
             Some(_) => {}
             None => {
                 return Err(ToolError::invalid(
