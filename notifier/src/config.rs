@@ -28,6 +28,10 @@ pub struct Config {
     /// execution holds a command's lease (both extended while it runs). Not read from the
     /// environment (30 s); tests shorten it to exercise crashes.
     pub ack_wait: Duration,
+    /// How long an update or recall waits, from its first delivery, for a target send that is
+    /// neither finished nor on its way before failing `unknown_target`. Not read from the
+    /// environment ([`crate::engine::TARGET_WAIT`]); tests shorten it.
+    pub target_wait: Duration,
     /// `TOOLS_ADDR` / `TOOLS_TOKEN`: the notify tools for experts; `None` (off) without a token.
     pub tools: Option<crate::tools::ToolsConfig>,
     /// `NOTIFIER_RECORD_RETENTION`: how long a command's record (its result), what a send
@@ -54,6 +58,7 @@ impl Config {
             },
             limiter_margin: limiter_margin(env)?,
             ack_wait: Duration::from_secs(30),
+            target_wait: crate::engine::TARGET_WAIT,
             tools: crate::tools::ToolsConfig::from_env(env)?,
         })
     }

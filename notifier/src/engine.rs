@@ -45,7 +45,8 @@ use crate::outcome::{self, Subject};
 use crate::pacer::Pacer;
 use crate::records::{CommandLock, Records, SentRecord};
 
-/// How long an update or recall waits for its target's send before failing `unknown_target`.
+/// How long an update or recall waits, from its first delivery, for a target send that is
+/// neither finished nor on its way (executing or deferred) before failing `unknown_target`.
 pub const TARGET_WAIT: Duration = Duration::from_secs(120);
 /// Delay before retrying after Redis failed.
 const REDIS_RETRY: Duration = Duration::from_secs(1);
@@ -63,6 +64,9 @@ pub struct EngineConfig {
     /// runs. The consumer's ack wait: a crashed execution's lease has expired by the time
     /// JetStream redelivers its command.
     pub lease: Duration,
+    /// How long an update or recall waits for a target that is not on its way
+    /// ([`TARGET_WAIT`] unless a test shortens it).
+    pub target_wait: Duration,
 }
 
 /// One delivery of a command message, as the engine needs it.
@@ -224,6 +228,17 @@ impl Engine {
             .execute(&command, &subject, incoming)
             .instrument(span)
             .await;
+        // Updates and recalls of a send wait for it while it is on its way.
+        if let (Disposition::Later(_), Operation::Send(_)) = (&disposition, &command.op) {
+            let marked = self
+                .inner
+                .records
+                .mark_deferred(command.integration_id.as_str(), &command.id)
+                .await;
+            if let Err(err) = marked {
+                tracing::debug!(%err, "cannot note the deferred send");
+            }
+        }
         if let Disposition::Finished(result) = &disposition {
             metrics::command_finished(
                 command.op_kind(),
@@ -321,7 +336,7 @@ impl Engine {
             }
             Err(err) => return Disposition::Later(Later::from(err).0),
         }
-        let keeper = self.keep_lease(id, &command.id);
+        let keeper = self.keep_lease(id, &command.id, &inner.owner);
         let executed = match &command.op {
             Operation::Send(send) => self.execute_send(&ctx, subject, send).await,
             Operation::Update(update) => self.execute_update(&ctx, subject, update).await,
@@ -373,20 +388,17 @@ impl Engine {
         }
     }
 
-    /// Extends the command's lease while it runs (until the guard is dropped).
-    fn keep_lease(&self, id: &str, command_id: &str) -> AbortOnDrop {
+    /// Extends the lease `name` (a command id, or `order:{target}`) held by `holder` while the
+    /// work it guards runs (until the guard is dropped).
+    pub(crate) fn keep_lease(&self, id: &str, name: &str, holder: &str) -> AbortOnDrop {
         let inner = Arc::clone(&self.inner);
-        let (id, command_id) = (id.to_owned(), command_id.to_owned());
+        let (id, name, holder) = (id.to_owned(), name.to_owned(), holder.to_owned());
         AbortOnDrop(tokio::spawn(async move {
             let lease = inner.config.lease;
             loop {
                 tokio::time::sleep(lease / 3).await;
-                if let Err(err) = inner
-                    .records
-                    .extend_lock(&id, &command_id, &inner.owner, lease)
-                    .await
-                {
-                    tracing::warn!(%err, "cannot extend the command lease");
+                if let Err(err) = inner.records.extend_lock(&id, &name, &holder, lease).await {
+                    tracing::warn!(%err, lease = %name, "cannot extend a lease");
                 }
             }
         }))

@@ -85,6 +85,7 @@ pub async fn start(config: &Config, shutdown: &Shutdown) -> Result<Running, Star
             media_url_allowlist: config.media_url_allowlist.clone(),
             public_base_url: config.public_base_url.clone(),
             lease: config.ack_wait,
+            target_wait: config.target_wait,
         },
     );
     if config.public_base_url.is_none() {

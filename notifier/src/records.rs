@@ -2,9 +2,10 @@
 //!
 //! | key | type | what |
 //! |---|---|---|
-//! | `dtg:ntf:cmd:{integration}:{command_id}` | hash | `result` (the final result JSON), `step:{key}` (`pending` before a DingTalk call, its outcome after), `media` (an uploaded media id), `resolved` (the recipients as resolved by the first execution) |
+//! | `dtg:ntf:cmd:{integration}:{command_id}` | hash | `result` (the final result JSON), `step:{key}` (`pending` before a DingTalk call, its outcome after), `media` (an uploaded media id), `resolved` (the recipients as resolved by the first execution), `waiting_since` (an update or recall: when it first waited for its target, ms) |
 //! | `dtg:ntf:lock:{integration}:{command_id}` | string | the replica executing the command (a lease) |
-//! | `dtg:ntf:lock:{integration}:order:{target}` | string | the replica applying an update to `target` (a lease) |
+//! | `dtg:ntf:lock:{integration}:order:{target}` | string | the execution (replica and command id) applying an update or recall to `target` (a lease) |
+//! | `dtg:ntf:deferred:{integration}:{command_id}` | string | a send that was offered again for later and has not finished (10 minutes after its last deferral at most); updates and recalls of it wait |
 //! | `dtg:ntf:sent:{integration}:{command_id}` | string | what a send delivered, for later updates and recalls ([`SentRecord`]) |
 //! | `dtg:ntf:order:{integration}:{target}` | string | the stream sequence of the newest update of a target |
 //! | `dtg:ntf:union:{integration}:{union_id}` | string | the userId of a unionId (24 h) |
@@ -36,6 +37,9 @@ pub const UNION_TTL: Duration = Duration::from_secs(24 * 3600);
 /// The marker of a step whose DingTalk call started but whose outcome was not recorded.
 const PENDING: &str = "pending";
 
+/// How long a deferred send counts as on its way after its last deferral (its next delivery
+/// renews it, and deferrals are far shorter).
+pub const DEFERRED_MARK: Duration = Duration::from_secs(600);
 /// A Redis failure; the command is retried later (nothing is decided without Redis).
 pub type RedisResult<T> = Result<T, redis::RedisError>;
 
@@ -176,6 +180,10 @@ fn lock_key(integration: &str, command_id: &str) -> String {
     format!("dtg:ntf:lock:{integration}:{command_id}")
 }
 
+fn deferred_key(integration: &str, command_id: &str) -> String {
+    format!("dtg:ntf:deferred:{integration}:{command_id}")
+}
+
 fn sent_key(integration: &str, command_id: &str) -> String {
     format!("dtg:ntf:sent:{integration}:{command_id}")
 }
@@ -306,7 +314,52 @@ impl Records {
         })
     }
 
-    /// Extends the lease while the command runs.
+    /// Notes that send `command_id` was deferred (offered again later) and has not finished.
+    pub async fn mark_deferred(&self, integration: &str, command_id: &str) -> RedisResult<()> {
+        redis::cmd("SET")
+            .arg(deferred_key(integration, command_id))
+            .arg(1)
+            .arg("PX")
+            .arg(ttl_ms(DEFERRED_MARK))
+            .query_async::<()>(&mut self.conn())
+            .await
+    }
+
+    /// For command `command_id`, waiting for send `target` to finish: whether the target is on
+    /// its way (executing under its lease, or deferred) and since when, in ms since the epoch,
+    /// `command_id` waits (`now_ms` the first time it asks).
+    pub async fn target_wait(
+        &self,
+        integration: &str,
+        target: &str,
+        command_id: &str,
+        now_ms: i64,
+    ) -> RedisResult<(bool, i64)> {
+        let key = command_key(integration, command_id);
+        let (executing, deferred, since): (bool, bool, i64) = redis::pipe()
+            .atomic()
+            .cmd("EXISTS")
+            .arg(lock_key(integration, target))
+            .cmd("EXISTS")
+            .arg(deferred_key(integration, target))
+            .cmd("HSETNX")
+            .arg(&key)
+            .arg("waiting_since")
+            .arg(now_ms)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(ttl_ms(self.retention))
+            .ignore()
+            .cmd("HGET")
+            .arg(&key)
+            .arg("waiting_since")
+            .query_async(&mut self.conn())
+            .await?;
+        Ok((executing || deferred, since))
+    }
+
+    /// Extends a lease (a command's, or `order:{target}`) while its holder works.
     pub async fn extend_lock(
         &self,
         integration: &str,
@@ -456,7 +509,10 @@ impl Records {
         if never_replayed(result) {
             pipe.cmd("DEL").arg(&key).ignore();
         }
-        pipe.cmd("HSET")
+        pipe.cmd("DEL")
+            .arg(deferred_key(integration, &result.command_id))
+            .ignore()
+            .cmd("HSET")
             .arg(&key)
             .arg("result")
             .arg(json)

@@ -7,18 +7,22 @@
 //! (nak with a short delay) until the target's send has finished, then applies under a
 //! per-target lease after checking once more that it is still the newest. Streaming answers that
 //! produce many updates therefore cost one card update per burst, not one per token.
+//!
+//! **The order lease** (`order:{target}`) belongs to one execution and is extended while it
+//! runs, so a slow DingTalk call cannot be overtaken by a newer update. Recalls take it too, and
+//! both read what the target delivered only once they hold it: a recall and a degraded resend
+//! never act on each other's stale copy.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::bus::command::{Degrade, Mentions, OutboundMessage, Recall, Update};
 use common::bus::result::ResultError;
-use time::OffsetDateTime;
 
 use crate::answers;
 use crate::calls;
 use crate::content::Content;
-use crate::engine::{Ctx, Engine, Executed, Later, TARGET_WAIT};
+use crate::engine::{Ctx, Engine, Executed, Later};
 use crate::outcome::{self, Subject};
 use crate::placeholders::{fill_message, Filler};
 use crate::plan::Resolved;
@@ -92,15 +96,24 @@ impl Engine {
             }
             Finished::NotYet => {}
         }
-        let age = OffsetDateTime::now_utc() - ctx.published;
-        if age < TARGET_WAIT {
+        // A send on its way (executing, or deferred by throttling) is waited for as long as it
+        // takes; one the notifier has not seen, for TARGET_WAIT from this command's first wait
+        // (not from its publication: after a backlog both may be old).
+        let now = common::bus::Timestamp::now().unix_millis();
+        let (on_its_way, since) = self
+            .inner
+            .records
+            .target_wait(ctx.id, target, ctx.command_id, now)
+            .await?;
+        let waited = Duration::from_millis(u64::try_from(now - since).unwrap_or_default());
+        if on_its_way || waited < self.inner.config.target_wait {
             return Ok(TargetState::Pending);
         }
         Ok(TargetState::Failed(ResultError {
             code: "unknown_target".to_owned(),
             message: format!(
-                "no send {target} finished within {} s of this command; target the id of an earlier send of the same integration",
-                TARGET_WAIT.as_secs()
+                "no send {target} finished or was on its way in the {} s this command waited for it; target the id of an earlier send of the same integration",
+                self.inner.config.target_wait.as_secs()
             ),
             retryable: false,
         }))
@@ -112,10 +125,36 @@ impl Engine {
         subject: &Subject,
         update: &Update,
     ) -> Result<Executed, Later> {
-        let records = &self.inner.records;
-        let seq = ctx.stream_sequence;
-        let newest = records.note_update(ctx.id, &update.target, seq).await?;
-        if newest > seq {
+        let newest = self
+            .inner
+            .records
+            .note_update(ctx.id, &update.target, ctx.stream_sequence)
+            .await?;
+        if newest > ctx.stream_sequence {
+            return Ok(superseded(subject, newest));
+        }
+        self.holding_order(
+            ctx,
+            &update.target,
+            self.update_target(ctx, subject, update),
+        )
+        .await
+    }
+
+    /// An update, under its target's order lease: what the target delivered is read here, so a
+    /// recall or degraded resend finished meanwhile is seen.
+    async fn update_target(
+        &self,
+        ctx: &Ctx<'_>,
+        subject: &Subject,
+        update: &Update,
+    ) -> Result<Executed, Later> {
+        let newest = self
+            .inner
+            .records
+            .note_update(ctx.id, &update.target, ctx.stream_sequence)
+            .await?;
+        if newest > ctx.stream_sequence {
             return Ok(superseded(subject, newest));
         }
         let resend = update.degrade == Some(Degrade::Resend);
@@ -156,37 +195,42 @@ impl Engine {
                 retryable: false,
             }));
         }
-        // One applier per target at a time, and only while it is still the newest.
-        let order_lock = format!("order:{}", update.target);
+        if sent.ok {
+            self.apply_update(ctx, subject, &update.target, sent, &message)
+                .await
+        } else {
+            self.deliver_instead(ctx, subject, &update.target, sent, &message)
+                .await
+        }
+    }
+
+    /// Runs `work` holding the order lease of `target`: one update or recall of a target at a
+    /// time across replicas, so none lands on content a newer one already replaced. The lease
+    /// is this execution's own and is extended while `work` runs; a slow DingTalk therefore
+    /// cannot let a newer update overtake it mid-call. [`Later`] while another execution holds
+    /// it.
+    async fn holding_order<T>(
+        &self,
+        ctx: &Ctx<'_>,
+        target: &str,
+        work: impl std::future::Future<Output = Result<T, Later>>,
+    ) -> Result<T, Later> {
+        let records = &self.inner.records;
+        let lease = format!("order:{target}");
+        let holder = format!("{}:{}", self.inner.owner, ctx.command_id);
         if !records
-            .lock(
-                ctx.id,
-                &order_lock,
-                &self.inner.owner,
-                self.inner.config.lease,
-            )
+            .lock(ctx.id, &lease, &holder, self.inner.config.lease)
             .await?
         {
             return Err(Later(WAIT_POLL));
         }
-        let applied = async {
-            let newest = records.note_update(ctx.id, &update.target, seq).await?;
-            if newest > seq {
-                return Ok(superseded(subject, newest));
-            }
-            if sent.ok {
-                self.apply_update(ctx, subject, &update.target, sent, &message)
-                    .await
-            } else {
-                self.deliver_instead(ctx, subject, &update.target, sent, &message)
-                    .await
-            }
+        let keeper = self.keep_lease(ctx.id, &lease, &holder);
+        let done = work.await;
+        drop(keeper);
+        if let Err(err) = records.unlock(ctx.id, &lease, &holder).await {
+            tracing::warn!(%err, "cannot release the order lease; it expires by itself");
         }
-        .await;
-        records
-            .unlock(ctx.id, &order_lock, &self.inner.owner)
-            .await?;
-        applied
+        done
     }
 
     async fn apply_update(
@@ -367,6 +411,22 @@ impl Engine {
     }
 
     pub(crate) async fn execute_recall(
+        &self,
+        ctx: &Ctx<'_>,
+        subject: &Subject,
+        recall: &Recall,
+    ) -> Result<Executed, Later> {
+        self.holding_order(
+            ctx,
+            &recall.target,
+            self.recall_target(ctx, subject, recall),
+        )
+        .await
+    }
+
+    /// A recall, under its target's order lease (an update's degraded resend replaces the
+    /// messages a recall must withdraw).
+    async fn recall_target(
         &self,
         ctx: &Ctx<'_>,
         subject: &Subject,

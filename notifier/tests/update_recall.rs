@@ -322,12 +322,18 @@ async fn recall_withdraws_standard_cards_sent_to_users_and_groups() {
 
 #[tokio::test]
 async fn an_update_of_an_unknown_target_fails_after_waiting() {
-    let bed = Bed::start().await;
+    let bed = Bed::with(Options {
+        target_wait: Some(Duration::from_secs(2)),
+        ..Options::default()
+    })
+    .await;
     bed.publish(&recall("c-r-none", "never-sent")).await;
-    // It waits for the target (the send may still be queued) for TARGET_WAIT; the result is not
-    // published meanwhile.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // It waits for the target (the send may still be queued) for the target wait; the result
+    // is not published meanwhile.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     assert!(bed.results_of("c-r-none").is_empty());
+    let result = bed.result("c-r-none").await;
+    assert_eq!(result.error.unwrap().code, "unknown_target");
 }
 
 #[tokio::test]
@@ -406,4 +412,145 @@ async fn without_a_public_base_url_cards_are_sent_and_nothing_is_registered() {
         .state()
         .calls(&CallFilter::api(Api::CardCallbackRegister))
         .is_empty());
+}
+
+#[tokio::test]
+async fn a_slow_update_keeps_its_target_until_done_so_a_newer_one_never_lands_first() {
+    // Leases of 2 s; the first update's DingTalk call takes 3 s.
+    let bed = Bed::with(Options {
+        ack_wait: Duration::from_secs(2),
+        ..Options::default()
+    })
+    .await;
+    let mut command = send(
+        "c-slow",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}]),
+        text("…"),
+    );
+    command["updatable"] = json!(true);
+    bed.publish(&command).await;
+    assert_eq!(bed.result("c-slow").await.status, Status::Ok);
+    bed.sim
+        .state()
+        .add_fault(Fault::once(FaultKind::Slow { ms: 3000 }).on(Api::StandardCardUpdate))
+        .unwrap();
+    bed.publish(&update("c-slow-1", "c-slow", "older")).await;
+    let started = std::time::Instant::now();
+    while bed
+        .sim
+        .state()
+        .calls(&CallFilter::api(Api::StandardCardUpdate))
+        .is_empty()
+        && bed.sim.state().faults().len() == 1
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no update call"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    bed.publish(&update("c-slow-2", "c-slow", "newer")).await;
+    assert_eq!(bed.result("c-slow-1").await.status, Status::Ok);
+    assert_eq!(bed.result("c-slow-2").await.status, Status::Ok);
+    assert_eq!(card_text(&bed, "c-slow"), ("newer".to_owned(), 2));
+}
+
+#[tokio::test]
+async fn a_recall_during_a_degraded_update_withdraws_the_message_the_update_sent() {
+    let bed = Bed::start().await;
+    bed.publish(&send(
+        "c-race",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}]),
+        text("v1"),
+    ))
+    .await;
+    assert_eq!(bed.result("c-race").await.status, Status::Ok);
+    // The update's resend takes 2 s; the recall is published while it runs.
+    bed.sim
+        .state()
+        .add_fault(Fault::once(FaultKind::Slow { ms: 2000 }).on(Api::RobotBatchSend))
+        .unwrap();
+    let mut degrade = update("c-race-1", "c-race", "v2");
+    degrade["degrade"] = json!("resend");
+    bed.publish(&degrade).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    bed.publish(&recall("c-race-recall", "c-race")).await;
+    let updated = bed.result("c-race-1").await;
+    assert_eq!(updated.status, Status::Ok, "{updated:?}");
+    let recalled = bed.result("c-race-recall").await;
+    assert_eq!(recalled.status, Status::Ok, "{recalled:?}");
+    let messages = bed.sim.state().messages();
+    assert_eq!(messages.len(), 2, "v1, then v2");
+    assert!(
+        messages.iter().all(|m| m.recalled),
+        "nothing is left standing: {messages:?}"
+    );
+}
+
+#[tokio::test]
+async fn after_a_backlog_an_update_waits_for_its_target_from_its_own_first_delivery() {
+    let mut bed = Bed::with(Options {
+        target_wait: Some(Duration::from_secs(2)),
+        ..Options::default()
+    })
+    .await;
+    bed.kill_notifier().await;
+    let mut command = send(
+        "c-backlog",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}]),
+        text("…"),
+    );
+    command["updatable"] = json!(true);
+    bed.publish(&command).await;
+    bed.publish(&update("c-backlog-1", "c-backlog", "done"))
+        .await;
+    // Both are older than the wait by the time the notifier is back, and the send is slow.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    bed.sim
+        .state()
+        .add_fault(Fault::once(FaultKind::Slow { ms: 1000 }).on(Api::StandardCardSend))
+        .unwrap();
+    bed.start_notifier().await;
+    assert_eq!(bed.result("c-backlog").await.status, Status::Ok);
+    let result = bed.result("c-backlog-1").await;
+    assert_eq!(result.status, Status::Ok, "{result:?}");
+    assert_eq!(card_text(&bed, "c-backlog").0, "done");
+}
+
+#[tokio::test]
+async fn an_update_waits_as_long_as_its_target_is_deferred() {
+    let bed = Bed::with(Options {
+        target_wait: Some(Duration::from_secs(1)),
+        ..Options::default()
+    })
+    .await;
+    bed.sim
+        .state()
+        .add_fault(
+            Fault::once(FaultKind::QpsLimit)
+                .on(Api::StandardCardSend)
+                .times(dingtalk_sim::FaultCount::Always),
+        )
+        .unwrap();
+    let mut command = send(
+        "c-deferred",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}]),
+        text("…"),
+    );
+    command["updatable"] = json!(true);
+    bed.publish(&command).await;
+    bed.publish(&update("c-deferred-1", "c-deferred", "done"))
+        .await;
+    // Throttled for three times the update's wait: the send is deferred, not lost.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(bed.results_of("c-deferred-1").is_empty(), "gave up waiting");
+    bed.sim.state().clear_faults();
+    assert_eq!(bed.result("c-deferred").await.status, Status::Ok);
+    let result = bed.result("c-deferred-1").await;
+    assert_eq!(result.status, Status::Ok, "{result:?}");
+    assert_eq!(card_text(&bed, "c-deferred").0, "done");
 }

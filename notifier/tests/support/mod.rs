@@ -65,6 +65,8 @@ pub struct Options {
     pub media_allowlist: Option<String>,
     /// `NOTIFIER_RECORD_RETENTION`.
     pub record_retention: Option<String>,
+    /// How long updates wait for a target that is not on its way.
+    pub target_wait: Option<Duration>,
 }
 
 impl Default for Options {
@@ -76,6 +78,7 @@ impl Default for Options {
             sim: SimConfig::local(),
             media_allowlist: None,
             record_retention: None,
+            target_wait: None,
         }
     }
 }
@@ -117,6 +120,9 @@ impl Bed {
         }
         let mut config = notifier::Config::from_env(&Env::from_pairs(pairs)).expect("config");
         config.ack_wait = options.ack_wait;
+        if let Some(wait) = options.target_wait {
+            config.target_wait = wait;
+        }
         let registry = Registry::connect(
             &redis.url(),
             RegistryOptions::new(SecretsKeys::unencrypted()),
