@@ -28,6 +28,16 @@ use crate::{media, session_webhook};
 /// before each (1 s, 2 s, 4 s; PROTOCOL §6.4 backoff).
 const FLOW_CONTROL_ROUNDS: u32 = 3;
 
+/// What a probe learned of a StandardCard whose send may or may not have happened.
+enum Probe {
+    /// It exists (the probe's answer).
+    Exists(Value),
+    /// DingTalk does not know it: sending it is safe.
+    Absent,
+    /// The probe failed without an answer either way.
+    Unknown,
+}
+
 /// The command-record field holding a command's [`Resolution`].
 const RESOLUTION_FIELD: &str = "resolved";
 
@@ -422,8 +432,10 @@ impl Engine {
                     // A card may be sent again safely only when DingTalk does not know its
                     // cardBizId: probe with an update of the same data first.
                     if in_doubt {
-                        if let Some(answer) = self.probe_card(ctx, card_biz_id, card_data).await? {
-                            return Ok(all(&targets, delivered(&answer)));
+                        match self.probe_card(ctx, card_biz_id, card_data).await? {
+                            Probe::Exists(answer) => return Ok(all(&targets, delivered(&answer))),
+                            Probe::Absent => {}
+                            Probe::Unknown => return Ok(unknown(&targets)),
                         }
                     }
                     let send = || {
@@ -443,12 +455,12 @@ impl Engine {
                         // does not is it sent again; a probe that cannot be made leaves the
                         // outcome unknown (never abandoned, so never re-sent blindly).
                         Err(err) => match self.probe_card(ctx, card_biz_id, card_data).await {
-                            Ok(Some(answer)) => delivered(&answer),
-                            Ok(None) => match self.call(&ctx.app, send()).await? {
+                            Ok(Probe::Exists(answer)) => delivered(&answer),
+                            Ok(Probe::Absent) => match self.call(&ctx.app, send()).await? {
                                 Ok(answer) => delivered(&answer),
                                 Err(_) => TargetOutcome::Failed(err.error),
                             },
-                            Err(Later(_)) => TargetOutcome::Failed(err.error),
+                            Ok(Probe::Unknown) | Err(Later(_)) => TargetOutcome::Failed(err.error),
                         },
                     };
                     Ok(all(&targets, outcome))
@@ -559,20 +571,27 @@ impl Engine {
     }
 
     /// Whether a StandardCard exists at DingTalk: an update with the same data succeeds only
-    /// then. `None` when DingTalk does not know the cardBizId.
+    /// then, and DingTalk refuses it when the cardBizId is unknown. Any other failure (a server
+    /// error, a lost answer) proves nothing: [`Probe::Unknown`], and the card is not sent again.
     async fn probe_card(
         &self,
         ctx: &Ctx<'_>,
         card_biz_id: &str,
         card_data: &Value,
-    ) -> Result<Option<Value>, Later> {
-        match self
-            .call(&ctx.app, calls::card_update(card_biz_id, card_data))
-            .await?
-        {
-            Ok(answer) => Ok(Some(answer)),
-            Err(_) => Ok(None),
-        }
+    ) -> Result<Probe, Later> {
+        Ok(
+            match self
+                .call(&ctx.app, calls::card_update(card_biz_id, card_data))
+                .await?
+            {
+                Ok(answer) => Probe::Exists(answer),
+                Err(err) if err.rejected() => Probe::Absent,
+                Err(err) => {
+                    tracing::warn!(error = %err.error.message, "cannot tell whether a card exists");
+                    Probe::Unknown
+                }
+            },
+        )
     }
 
     /// A template card: created once (creation is keyed by outTrackId, so it may be repeated),

@@ -210,3 +210,69 @@ async fn a_union_id_resolving_only_after_a_crash_sends_nothing_twice() {
     let oks: Vec<bool> = result.targets.iter().map(|t| t.ok).collect();
     assert_eq!(oks, [false, true, true], "{result:?}");
 }
+
+/// A card send cut short by a crash is probed on redelivery; a probe that fails without an
+/// answer proves nothing, so the card is not sent again.
+#[tokio::test]
+async fn a_card_in_doubt_whose_probe_fails_is_reported_unknown_and_not_sent_again() {
+    let mut bed = Bed::with(Options {
+        ack_wait: Duration::from_secs(2),
+        ..Options::default()
+    })
+    .await;
+    bed.sim
+        .state()
+        .add_fault(Fault::once(FaultKind::Slow { ms: 1500 }).on(Api::StandardCardSend))
+        .unwrap();
+    let mut command = send(
+        "c-probe",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}]),
+        text("card"),
+    );
+    command["updatable"] = json!(true);
+    bed.publish(&command).await;
+    let client = redis::Client::open(bed.redis.url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let started = Instant::now();
+    loop {
+        let step: Option<String> = redis::cmd("HGET")
+            .arg("dtg:ntf:cmd:acme:c-probe")
+            .arg("step:card:c-probe")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        if step.as_deref() == Some("pending") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no card step");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    bed.kill_notifier().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sends_before = bed
+        .sim
+        .state()
+        .calls(&CallFilter::api(Api::StandardCardSend))
+        .len();
+    bed.sim
+        .state()
+        .add_fault(
+            Fault::once(FaultKind::Http500)
+                .on(Api::StandardCardUpdate)
+                .times(FaultCount::Always),
+        )
+        .unwrap();
+    bed.start_notifier().await;
+    let result = bed.result_within("c-probe", Duration::from_secs(30)).await;
+    assert_eq!(result.status, Status::Failed, "{result:?}");
+    assert_eq!(result.error.unwrap().code, "outcome_unknown");
+    assert_eq!(
+        bed.sim
+            .state()
+            .calls(&CallFilter::api(Api::StandardCardSend))
+            .len(),
+        sends_before,
+        "not sent again"
+    );
+}
