@@ -686,3 +686,73 @@ async fn placeholders_cannot_grow_a_call_without_bound_nor_list_every_recipient(
     );
     assert!(t.bed.sim.state().messages().is_empty(), "nothing was sent");
 }
+
+/// A query may take the call's whole `timeoutMs`, even past the connection's default request
+/// timeout; past `timeoutMs` it is a retryable `timeout`.
+#[tokio::test]
+async fn a_query_waits_for_the_calls_timeout_not_the_connections_default() {
+    let nats = test_harness::NatsServer::start().await;
+    let client = async_nats::ConnectOptions::new()
+        .request_timeout(Some(Duration::from_millis(300)))
+        .connect(nats.url())
+        .await
+        .unwrap();
+    let mut queries = client
+        .subscribe("dingtalk.query.acme.list_chats")
+        .await
+        .unwrap();
+    let responder = client.clone();
+    tokio::spawn(async move {
+        use futures::StreamExt;
+        while let Some(query) = queries.next().await {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            let reply = query.reply.unwrap();
+            responder
+                .publish(reply, r#"{"chats": []}"#.into())
+                .await
+                .unwrap();
+        }
+    });
+    let bus = notifier::tools::bus::ToolBus::new(
+        client.clone(),
+        async_nats::jetstream::new(client.clone()),
+    );
+    let acme: common::registry::IntegrationId = "acme".parse().unwrap();
+    let reply = bus
+        .list_chats(&acme, Duration::from_secs(3))
+        .await
+        .expect("answered within the call's timeout");
+    assert!(reply.chats.is_empty());
+    let late = bus
+        .list_chats(&acme, Duration::from_millis(400))
+        .await
+        .unwrap_err();
+    assert_eq!(late.code, "timeout");
+    assert!(late.retryable);
+}
+
+#[tokio::test]
+async fn an_unreadable_integration_record_is_a_clear_error_that_names_no_redis_key() {
+    let t = ToolsBed::start().await;
+    let client = redis::Client::open(t.bed.redis.url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("SET")
+        .arg("dtg:integration:gamma")
+        .arg("{not json")
+        .query_async::<()>(&mut redis)
+        .await
+        .unwrap();
+    let (status, answer) = t
+        .post(
+            "dingtalk_send_text_notification",
+            json!({"integration_id": "gamma", "content": "hi", "recipient_id": "user001"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["error"]["code"], "integration_unreadable");
+    assert_eq!(answer["error"]["retryable"], false);
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("gamma"), "{message}");
+    assert!(!message.contains("dtg:"), "{message}");
+    assert!(t.bed.sim.state().messages().is_empty());
+}

@@ -158,25 +158,24 @@ impl ToolBus {
         timeout: Duration,
     ) -> Result<T, ToolError> {
         let subject = subjects::query(integration, name);
-        let reply =
-            match tokio::time::timeout(timeout, self.nats.request(subject.clone(), body.into()))
-                .await
-            {
-                Ok(Ok(reply)) => reply,
-                Ok(Err(err)) => {
-                    return Err(unavailable(format!("the query {subject} failed: {err}")))
-                }
-                Err(_) => {
-                    return Err(ToolError::new(
-                        "timeout",
-                        format!(
-                            "no answer to {subject} within {} ms; a query changes nothing, so calling again is safe",
-                            timeout.as_millis()
-                        ),
-                    )
-                    .retryable())
-                }
-            };
+        // The call's own timeout, not the connection's default request timeout (10 s).
+        let request = async_nats::Request::new()
+            .payload(body.into())
+            .timeout(Some(timeout));
+        let reply = match self.nats.send_request(subject.clone(), request).await {
+            Ok(reply) => reply,
+            Err(err) if err.kind() == async_nats::client::RequestErrorKind::TimedOut => {
+                return Err(ToolError::new(
+                    "timeout",
+                    format!(
+                        "no answer to {subject} within {} ms; a query changes nothing, so calling again is safe",
+                        timeout.as_millis()
+                    ),
+                )
+                .retryable())
+            }
+            Err(err) => return Err(unavailable(format!("the query {subject} failed: {err}"))),
+        };
         if let Ok(failure) = serde_json::from_slice::<QueryError>(&reply.payload) {
             return Err(query_error(failure.error));
         }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use common::config::{ConfigError, Env};
 use common::ops::Listener;
-use common::registry::Registry;
+use common::registry::{Registry, RegistryError};
 use common::runtime::StartError;
 use common::secret::Secret;
 use common::shutdown::Shutdown;
@@ -155,12 +155,20 @@ impl Tools {
                 )
             }
             Err(err) => {
-                return ToolResult::failed(
-                    name,
-                    &integration,
-                    ToolError::new("unavailable", format!("the registry is unavailable: {err}"))
-                        .retryable(),
-                )
+                // The details (Redis keys, errors) go to the log, not to the expert.
+                tracing::warn!(%err, "cannot read the integration for a tool call");
+                let error = match err {
+                    RegistryError::Redis { .. } | RegistryError::Timeout { .. } => ToolError::new(
+                        "unavailable",
+                        "the integration registry (Redis) is unavailable; try again shortly",
+                    )
+                    .retryable(),
+                    _ => ToolError::new(
+                        "integration_unreadable",
+                        format!("the record of integration {integration} cannot be read; an operator must save it again (the notifier's log says why)"),
+                    ),
+                };
+                return ToolResult::failed(name, &integration, error);
             }
         }
         let answer = match &planned.action {
