@@ -189,7 +189,7 @@ impl Env {
         }
     }
 
-    /// A URL whose scheme is one of `schemes`.
+    /// A URL whose scheme is one of `schemes` (an error shows it without its password).
     pub fn url(&self, var: &str, default: &str, schemes: &[&str]) -> Result<String, ConfigError> {
         let raw = self.string(var, default);
         let scheme_ok = raw
@@ -197,9 +197,28 @@ impl Env {
             .is_some_and(|(scheme, rest)| schemes.contains(&scheme) && !rest.is_empty());
         if !scheme_ok {
             let allowed = format!("expected a URL starting with {}://", schemes.join("://, "));
-            return Err(ConfigError::new(var, &raw, allowed));
+            return Err(ConfigError::new(var, &redact_url(&raw), allowed));
         }
         Ok(raw.trim_end_matches('/').to_owned())
+    }
+}
+
+/// `url` fit for a log line or an error: user and password (`redis://:secret@host`) become
+/// `***`. Anything else is kept, so the message still says where the service tried to go.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let host = match authority.rfind('@') {
+        Some(at) => format!("***@{}", &authority[at + 1..]),
+        None => authority.to_owned(),
+    };
+    match scheme {
+        Some(scheme) => format!("{scheme}://{host}{path}"),
+        None => format!("{host}{path}"),
     }
 }
 
@@ -434,6 +453,26 @@ mod tests {
         assert!(queried.contains("NATS_URL"), "unset variables count too");
         assert!(queried.contains("SECRETS_KEY_PREVIOUS"));
         assert!(!queried.contains("NOT_A_SETTING"));
+    }
+
+    #[test]
+    fn a_url_is_shown_without_its_credentials() {
+        assert_eq!(
+            redact_url("rediss://:hunter2@redis.internal:6380/0"),
+            "rediss://***@redis.internal:6380/0"
+        );
+        assert_eq!(
+            redact_url("nats://user:pa@ss@nats:4222"),
+            "nats://***@nats:4222"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(redact_url("user:hunter2@host"), "***@host");
+        let env = Env::from_pairs([("REDIS_URL", "http://:hunter2@redis:6379")]);
+        let err = CommonConfig::from_env(&env, "0.0.0.0:9100").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! service-specific logic.
 
 pub mod bus;
+pub mod cards;
 pub mod config;
 pub mod crypto;
 pub mod ops;

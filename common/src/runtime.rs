@@ -9,7 +9,7 @@ use async_nats::jetstream;
 use axum::Router;
 
 use crate::bus::streams;
-use crate::config::CommonConfig;
+use crate::config::{redact_url, CommonConfig};
 use crate::ops::{self, Listener, Readiness};
 use crate::registry::Registry;
 use crate::shutdown::Shutdown;
@@ -21,25 +21,25 @@ const NATS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// NATS is unreachable.
-    #[error("cannot connect to NATS at NATS_URL={url}: {reason}")]
+    #[error("cannot connect to NATS at NATS_URL={}: {reason}", redact_url(.url))]
     Nats {
-        /// The URL tried.
+        /// The URL tried (shown without its credentials).
         url: String,
         /// What failed.
         reason: String,
     },
     /// The registry could not start (Redis unreachable).
-    #[error("cannot open the registry at REDIS_URL={url}: {reason}")]
+    #[error("cannot open the registry at REDIS_URL={}: {reason}", redact_url(.url))]
     Registry {
-        /// The URL tried.
+        /// The URL tried (shown without its credentials).
         url: String,
         /// What failed.
         reason: String,
     },
     /// Redis is unreachable.
-    #[error("cannot connect to Redis at REDIS_URL={url}: {reason}")]
+    #[error("cannot connect to Redis at REDIS_URL={}: {reason}", redact_url(.url))]
     Redis {
-        /// The URL tried.
+        /// The URL tried (shown without its credentials).
         url: String,
         /// What failed.
         reason: String,
@@ -181,6 +181,34 @@ where
             tracing::error!(service, %err, "cannot start");
             eprintln!("{service}: {err}");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_error_names_the_url_without_its_password() {
+        let errors = [
+            StartError::Redis {
+                url: "rediss://:hunter2@redis:6380".into(),
+                reason: "refused".into(),
+            },
+            StartError::Registry {
+                url: "redis://app:hunter2@redis".into(),
+                reason: "refused".into(),
+            },
+            StartError::Nats {
+                url: "tls://svc:hunter2@nats:4222".into(),
+                reason: "refused".into(),
+            },
+        ];
+        for err in errors {
+            let shown = err.to_string();
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("***@"), "{shown}");
         }
     }
 }

@@ -141,9 +141,12 @@ async fn replay(selection: &Selection, dry_run: bool, redis_url: &str) -> Result
     let js = dlq::connect(&selection.nats_url)
         .await
         .map_err(|e| e.to_string())?;
-    let redis = common::redis::connect(redis_url)
-        .await
-        .map_err(|err| format!("cannot connect to Redis at REDIS_URL={redis_url}: {err}"))?;
+    let redis = common::redis::connect(redis_url).await.map_err(|err| {
+        format!(
+            "cannot connect to Redis at REDIS_URL={}: {err}",
+            common::config::redact_url(redis_url)
+        )
+    })?;
     let records = notifier::records::Records::new(redis);
     let outcomes = dlq::replay(&js, &records, &selection.filter(), selection.limit, dry_run)
         .await

@@ -49,6 +49,11 @@ impl CallbackError {
         Self::new(StatusCode::UNAUTHORIZED, "bad_signature", message)
     }
 
+    /// 403: an unsigned card callback that names no card the gateway sent where it was pressed.
+    pub fn unknown_card(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "unknown_card", message)
+    }
+
     /// 401: timestamp outside the accepted window.
     pub fn stale(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "stale_timestamp", message)
@@ -67,6 +72,15 @@ impl CallbackError {
     /// 400: a required header or query parameter is absent.
     pub fn missing(what: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "missing_field", what)
+    }
+
+    /// 408: the body did not arrive in time.
+    pub fn body_timeout(limit: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!("the body did not arrive within {} ms", limit.as_millis()),
+        )
     }
 
     /// 413: body over the limit.

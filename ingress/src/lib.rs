@@ -41,6 +41,7 @@ pub async fn start(config: &Config, shutdown: &Shutdown) -> Result<Running, Star
     let publisher = publish::Publisher::new(foundation.jetstream.clone(), config.publish_timeout);
     let state = webhook::WebhookState {
         registry: foundation.registry.clone(),
+        redis: foundation.redis.clone(),
         publisher: publisher.clone(),
         max_skew: config.callback_max_skew,
         sign_window: common::crypto::ROBOT_SIGN_WINDOW,

@@ -21,9 +21,10 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::json;
 
+use common::bus::event::{ConversationType, EventBody};
 use common::bus::Timestamp;
 use common::crypto::{self, AesKey, CallbackCrypto};
-use common::registry::{ConnectionMode, Integration, IntegrationId, Registry};
+use common::registry::{ConnectionMode, Integration, IntegrationId, Registry, RegistryError};
 
 use crate::error::CallbackError;
 use crate::normalize::{self, CallbackJson, Normalized, PlainKind};
@@ -31,6 +32,10 @@ use crate::publish::{Published, Publisher};
 
 /// Largest callback body accepted; DingTalk's payloads are a few KiB.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// How long the body of a callback may take to arrive. DingTalk gives up on an answer after
+/// 1.5 s, so a slower body is of no use, and a client trickling bodies would otherwise hold
+/// `INGRESS_MAX_IN_FLIGHT` permits for as long as it likes, starving genuine callbacks.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The current time in milliseconds since the epoch; injectable so tests can move the clock.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -45,6 +50,8 @@ pub fn system_clock() -> Clock {
 pub struct WebhookState {
     /// Integrations (cached in-process).
     pub registry: Registry,
+    /// The cards the notifier sent, to check unsigned card callbacks against.
+    pub redis: redis::aio::ConnectionManager,
     /// Where events go.
     pub publisher: Publisher,
     /// How old (or how far ahead) an encrypted callback's timestamp may be.
@@ -191,10 +198,13 @@ async fn handle(
         }
         PlainKind::CardAction => {
             // How DingTalk signs HTTP card callbacks is not documented: when the robot-style
-            // headers are present they must verify; without them the event is accepted and
-            // consumers only act on cards the gateway itself sent (by out_track_id).
-            verify_robot_headers(state, &integration, headers, false)?;
+            // headers are present they must verify; without them the press must name a card
+            // the gateway sent, pressed where it went (`common::cards`).
+            let signed = verify_robot_headers(state, &integration, headers, false)?;
             let normalized = normalize::card_action(text).map_err(malformed)?;
+            if !signed {
+                check_card(state, &integration, &normalized).await?;
+            }
             publish(state, &integration, normalized).await?;
             Ok(Json(json!({})).into_response())
         }
@@ -223,11 +233,21 @@ async fn lookup(state: &WebhookState, raw_id: &str) -> Result<Integration, Callb
         .registry
         .get_integration(&id)
         .await
-        .map_err(|err| {
-            CallbackError::unavailable(
-                "registry_unavailable",
-                format!("integration lookup failed: {err}"),
-            )
+        .map_err(|err| match err {
+            RegistryError::Redis { .. } | RegistryError::Timeout { .. } => {
+                CallbackError::unavailable(
+                    "registry_unavailable",
+                    format!("integration lookup failed: {err}"),
+                )
+            }
+            // A record that cannot be read (corrupt, or sealed with a retired key): the details
+            // are for the operator's log, not for whoever posted.
+            other => {
+                tracing::error!(err = %other, "an integration's stored record cannot be used");
+                CallbackError::misconfigured(
+                    "the integration's stored record cannot be used; an operator must save it again",
+                )
+            }
         })?
         .ok_or_else(|| CallbackError::unknown_integration(raw_id))?;
     if integration.connection_mode() == ConnectionMode::Stream {
@@ -244,27 +264,64 @@ async fn lookup(state: &WebhookState, raw_id: &str) -> Result<Integration, Callb
 }
 
 async fn read_body(body: Body) -> Result<Bytes, CallbackError> {
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
+    let read = tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES))
         .await
-        .map_err(|err| {
-            let too_large = std::error::Error::source(&err)
-                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                CallbackError::too_large(MAX_BODY_BYTES)
-            } else {
-                CallbackError::malformed(format!("the body could not be read: {err}"))
-            }
-        })
+        .map_err(|_| CallbackError::body_timeout(BODY_TIMEOUT))?;
+    read.map_err(|err| {
+        let too_large = std::error::Error::source(&err)
+            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            CallbackError::too_large(MAX_BODY_BYTES)
+        } else {
+            CallbackError::malformed(format!("the body could not be read: {err}"))
+        }
+    })
+}
+
+/// An unsigned card press is believed only for a card the gateway sent for this integration,
+/// pressed in its group or by the user it went to.
+async fn check_card(
+    state: &WebhookState,
+    integration: &Integration,
+    normalized: &normalize::Normalized,
+) -> Result<(), CallbackError> {
+    let EventBody::CardAction(action) = &normalized.body else {
+        return Ok(());
+    };
+    let out_track_id = &action.card.out_track_id;
+    let card = common::cards::lookup(
+        &mut state.redis.clone(),
+        integration.id().as_str(),
+        out_track_id,
+    )
+    .await
+    .map_err(|err| {
+        CallbackError::unavailable(
+            "redis_unavailable",
+            format!("cannot check the card the callback names: {err}"),
+        )
+    })?;
+    let group = (action.conversation.kind == ConversationType::Group)
+        .then_some(action.conversation.id.as_str());
+    match card {
+        Some(card) if card.admits(group, &action.user.staff_id) => Ok(()),
+        Some(_) => Err(CallbackError::unknown_card(format!(
+            "the card {out_track_id:?} was not sent to where this press comes from"
+        ))),
+        None => Err(CallbackError::unknown_card(format!(
+            "no card {out_track_id:?} was sent for this integration (or it was sent longer ago than the notifier keeps records); an unsigned card callback must name one"
+        ))),
+    }
 }
 
 /// Checks the robot `timestamp` + `sign` headers (§2.1); `required` says whether their absence
-/// is an error.
+/// is an error. `true` when they were present and verified.
 fn verify_robot_headers(
     state: &WebhookState,
     integration: &Integration,
     headers: &HeaderMap,
     required: bool,
-) -> Result<(), CallbackError> {
+) -> Result<bool, CallbackError> {
     let header = |name: &str| {
         headers
             .get(name)
@@ -279,8 +336,9 @@ fn verify_robot_headers(
             (state.clock)(),
             state.sign_window,
         )
+        .map(|()| true)
         .map_err(CallbackError::from_crypto),
-        (None, None) if !required => Ok(()),
+        (None, None) if !required => Ok(false),
         (timestamp, _) => Err(CallbackError::missing(if timestamp.is_none() {
             "the `timestamp` header is required (milliseconds since the epoch)"
         } else {

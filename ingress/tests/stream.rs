@@ -251,6 +251,18 @@ async fn robot_card_and_event_frames_become_the_events_the_http_path_publishes()
         .await
         .unwrap();
     assert_eq!(answer.status(), 200);
+    // Unsigned over HTTP: believed because the gateway sent that card to that group.
+    common::cards::remember(
+        &mut redis(&app).await,
+        "hooked",
+        "track-1",
+        &common::cards::SentCard {
+            spaces: vec![common::cards::CardSpace::Group("cidG==".into())],
+        },
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
     let answer = app
         .http
         .post(format!("{webhook}/card"))

@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use common::bus::event::{Event, EventBody};
 use common::bus::streams::{self, EVENTS};
+use common::cards::{CardSpace, SentCard};
 use common::config::StreamSettings;
 use common::crypto::{self, AesKey, CallbackCrypto};
 use common::ops;
@@ -34,6 +35,8 @@ struct App {
     /// A fixed "now" in ms; 0 means the real clock.
     now: Arc<AtomicI64>,
     registry: Registry,
+    /// The notifier's side of card records.
+    redis: redis::aio::ConnectionManager,
     _shutdown: Shutdown,
 }
 
@@ -73,8 +76,10 @@ async fn spawn_app_with(reply_prefix: Option<[u8; 16]>, max_in_flight: usize) ->
     registry.put_integration(spec).await.unwrap();
     let now = Arc::new(AtomicI64::new(0));
     let clock_now = now.clone();
+    let cards = common::redis::connect(&redis.url()).await.unwrap();
     let state = WebhookState {
         registry: registry.clone(),
+        redis: cards.clone(),
         publisher: Publisher::new(js.clone(), Duration::from_millis(800)),
         max_skew: Duration::from_secs(24 * 3600),
         sign_window: crypto::ROBOT_SIGN_WINDOW,
@@ -104,6 +109,7 @@ async fn spawn_app_with(reply_prefix: Option<[u8; 16]>, max_in_flight: usize) ->
         js,
         now,
         registry,
+        redis: cards,
         _shutdown: shutdown,
     }
 }
@@ -121,6 +127,19 @@ fn cipher() -> CallbackCrypto {
 }
 
 impl App {
+    /// Records a card as the notifier does before sending it.
+    async fn sent_card(&mut self, out_track_id: &str, spaces: Vec<CardSpace>) {
+        common::cards::remember(
+            &mut self.redis,
+            "acme",
+            out_track_id,
+            &SentCard { spaces },
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    }
+
     fn url(&self, integration: &str) -> String {
         format!("{}/api/dingtalk/webhook/{integration}", self.base)
     }
@@ -461,7 +480,11 @@ async fn encrypted_callbacks_are_refused_when_forged_stale_or_incomplete() {
 
 #[tokio::test]
 async fn card_actions_are_published_from_both_routes_and_the_envelope() {
-    let app = spawn_app(None).await;
+    let mut app = spawn_app(None).await;
+    for id in ["cmd-42", "cmd-43"] {
+        app.sent_card(id, vec![CardSpace::Group("cidXYZ==".into())])
+            .await;
+    }
     let card = json!({"type": "actionCallback", "outTrackId": "cmd-42", "userId": "user123", "spaceType": "IM_GROUP",
         "spaceId": "cidXYZ==", "content": "{\"cardPrivateData\":{\"actionIds\":[\"confirm\"],\"params\":{}}}"});
     let response = app
@@ -605,4 +628,107 @@ async fn beyond_the_in_flight_bound_callbacks_are_shed_with_503() {
         .await;
     assert_eq!(error_code(response).await, (503, "overloaded".into()));
     assert!(app.stored().await.is_empty());
+}
+
+#[tokio::test]
+async fn an_unsigned_card_press_must_name_a_card_sent_where_it_was_pressed() {
+    let mut app = spawn_app(None).await;
+    app.sent_card("cmd-group", vec![CardSpace::Group("cid-ops".into())])
+        .await;
+    app.sent_card("cmd-dm", vec![CardSpace::User("user123".into())])
+        .await;
+    let press = |out_track_id: &str, space_type: &str, space_id: &str, user: &str| {
+        json!({"type": "actionCallback", "outTrackId": out_track_id, "userId": user,
+            "spaceType": space_type, "spaceId": space_id,
+            "content": "{\"cardPrivateData\":{\"actionIds\":[\"end\"],\"params\":{}}}"})
+    };
+    let refused = [
+        press("never-sent", "IM_GROUP", "cid-ops", "user123"),
+        press("cmd-group", "IM_GROUP", "cid-elsewhere", "user123"),
+        press("cmd-dm", "IM_ROBOT", "whatever", "user999"),
+        press("cmd-dm", "IM_GROUP", "cid-ops", "user123"),
+    ];
+    for body in &refused {
+        let response = app
+            .http
+            .post(format!("{}/card", app.url("acme")))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(response).await,
+            (403, "unknown_card".into()),
+            "{body}"
+        );
+    }
+    for body in [
+        press("cmd-group", "IM_GROUP", "cid-ops", "anyone-in-the-group"),
+        press("cmd-dm", "IM_ROBOT", "whatever", "user123"),
+    ] {
+        let response = app
+            .http
+            .post(format!("{}/card", app.url("acme")))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{body}");
+    }
+    let tracks: Vec<String> = app
+        .stored()
+        .await
+        .iter()
+        .map(|(_, _, event)| match &event.body {
+            EventBody::CardAction(action) => action.card.out_track_id.clone(),
+            _ => panic!("not a card action"),
+        })
+        .collect();
+    assert_eq!(tracks, ["cmd-group", "cmd-dm"], "only the genuine presses");
+}
+
+#[tokio::test]
+async fn a_trickled_body_is_cut_off_and_frees_its_slot_for_genuine_callbacks() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // One slot: a client that never finishes its body would otherwise hold it for ever.
+    let app = spawn_app_with(None, 1).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(
+        b"POST /api/dingtalk/webhook/acme HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"msgId\":",
+    )
+    .await
+    .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), slow.read(&mut answer))
+        .await
+        .expect("the ingress answers a body that never comes")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+    let response = app
+        .post_robot("acme", &robot_message("msgAfterSlow"), now_ms(), SECRET)
+        .await;
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn an_unreadable_integration_record_is_misconfigured_without_details() {
+    let app = spawn_app(None).await;
+    let client = redis::Client::open(app._redis.url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("SET")
+        .arg("dtg:integration:broken")
+        .arg("{not json")
+        .query_async::<()>(&mut redis)
+        .await
+        .unwrap();
+    let response = app
+        .post_robot("broken", &robot_message("msgBroken"), now_ms(), SECRET)
+        .await;
+    let (status, code) = (response.status().as_u16(), response.text().await.unwrap());
+    assert_eq!(status, 500, "{code}");
+    assert!(code.contains("misconfigured"), "{code}");
+    assert!(!code.contains("dtg:"), "{code}");
 }

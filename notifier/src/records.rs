@@ -10,6 +10,7 @@
 //! | `dtg:ntf:order:{integration}:{target}` | string | the stream sequence of the newest update of a target |
 //! | `dtg:ntf:union:{integration}:{union_id}` | string | the userId of a unionId (24 h) |
 //! | `dtg:ntf:cardcb:{integration}` | string | the card callback URL registered with DingTalk |
+//! | `dtg:card:{integration}:{out_track_id}` | string | where a card went, written before it is sent ([`common::cards`]) |
 //! | `dtg:chats:{integration}` | hash | chat_id → `{title, last_seen}`, written by the dispatcher |
 //!
 //! Command records, sent records and update orders live `NOTIFIER_RECORD_RETENTION` (default:
@@ -26,6 +27,7 @@ use common::bus::command::{Mentions, Recipient};
 use common::bus::query::Chat;
 use common::bus::result::{CommandResult, ResultError};
 use common::bus::Timestamp;
+use common::cards::{CardSpace, SentCard};
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
@@ -312,6 +314,26 @@ impl Records {
             1 => CommandLock::Taken,
             _ => CommandLock::Held,
         })
+    }
+
+    /// Remembers that card `out_track_id` goes to `spaces`, before it is sent: a press of its
+    /// buttons that DingTalk posts unsigned is believed only for such a card
+    /// ([`common::cards`]).
+    pub async fn remember_card(
+        &self,
+        integration: &str,
+        out_track_id: &str,
+        spaces: Vec<CardSpace>,
+    ) -> RedisResult<()> {
+        let card = SentCard { spaces };
+        common::cards::remember(
+            &mut self.conn(),
+            integration,
+            out_track_id,
+            &card,
+            self.retention,
+        )
+        .await
     }
 
     /// Notes that send `command_id` was deferred (offered again later) and has not finished.

@@ -9,6 +9,7 @@ use common::bus::command::{
     MediaSource, Mentions, OutboundMessage, Recipient, RecipientType, Send,
 };
 use common::bus::result::ResultError;
+use common::cards::CardSpace;
 use common::secret::Secret;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -448,6 +449,14 @@ impl Engine {
                             &route_key,
                         )
                     };
+                    let space = match receiver {
+                        CardReceiver::User(user) => CardSpace::User(user.clone()),
+                        CardReceiver::Group(chat) => CardSpace::Group(chat.clone()),
+                    };
+                    self.inner
+                        .records
+                        .remember_card(ctx.id, card_biz_id, vec![space])
+                        .await?;
                     let outcome = match self.call(&ctx.app, send()).await? {
                         Ok(answer) => delivered(&answer),
                         Err(err) if err.rejected() => TargetOutcome::Failed(err.error),
@@ -644,6 +653,17 @@ impl Engine {
                 if in_doubt {
                     return Ok(unknown(targets));
                 }
+                let remembered = spaces
+                    .iter()
+                    .map(|space| match space {
+                        Space::Robot(user) => CardSpace::User(user.clone()),
+                        Space::Group(chat) => CardSpace::Group(chat.clone()),
+                    })
+                    .collect();
+                self.inner
+                    .records
+                    .remember_card(ctx.id, out_track_id, remembered)
+                    .await?;
                 let call =
                     calls::card_instance_deliver(&robot_code, out_track_id, spaces, mentions);
                 let answer = match self.call(&ctx.app, call).await? {

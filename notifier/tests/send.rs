@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::bus::result::Status;
+use common::cards::CardSpace;
 use dingtalk_sim::{
     Api, CallFilter, CustomRobotConfig, Directory, Fault, FaultKind, Session, User,
 };
@@ -455,6 +456,29 @@ async fn interactive_and_template_cards_are_sent_as_cards() {
             Directory::OPS_GROUP
         )
     );
+
+    // Both cards are on record where they went, for the ingress to check unsigned presses.
+    let mut redis = common::redis::connect(&bed.redis.url()).await.unwrap();
+    let standard = common::cards::lookup(&mut redis, "acme", "c-card")
+        .await
+        .unwrap()
+        .expect("the StandardCard is remembered");
+    assert_eq!(standard.spaces, [CardSpace::User("user001".into())]);
+    let template = common::cards::lookup(&mut redis, "acme", "c-tpl")
+        .await
+        .unwrap()
+        .expect("the template card is remembered");
+    assert_eq!(
+        template.spaces,
+        [
+            CardSpace::Group(Directory::OPS_GROUP.into()),
+            CardSpace::User("user002".into())
+        ]
+    );
+    assert!(common::cards::lookup(&mut redis, "beta", "c-card")
+        .await
+        .unwrap()
+        .is_none());
 }
 
 #[tokio::test]

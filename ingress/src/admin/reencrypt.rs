@@ -40,7 +40,7 @@ pub async fn main(env: &Env) -> ExitCode {
             Err(err) => {
                 eprintln!(
                     "ingress {COMMAND}: cannot open the registry at REDIS_URL={}: {err}",
-                    config.common.redis_url
+                    common::config::redact_url(&config.common.redis_url)
                 );
                 return ExitCode::FAILURE;
             }

@@ -388,10 +388,12 @@ pub const ROUTES: &[Route] = &[
             answer(401, "Bad signature or stale timestamp.", ERROR),
             answer(
                 403,
-                "The integration does not accept HTTP callbacks.",
+                "The integration does not accept HTTP callbacks, or an unsigned card action \
+                 names no card the gateway sent where it was pressed (`unknown_card`).",
                 ERROR,
             ),
             answer(404, "No integration with this id.", ERROR),
+            answer(408, "The body did not arrive within 2 s.", ERROR),
             answer(413, "Body too large.", ERROR),
             answer(
                 503,
@@ -418,7 +420,15 @@ pub const ROUTES: &[Route] = &[
             ),
             answer(400, "Malformed or undecryptable.", ERROR),
             answer(401, "Bad signature or stale timestamp.", ERROR),
+            answer(
+                403,
+                "The integration does not accept HTTP callbacks, or an unsigned press names no \
+                 card the gateway sent where it was pressed (`unknown_card`).",
+                ERROR,
+            ),
             answer(404, "No integration with this id.", ERROR),
+            answer(408, "The body did not arrive within 2 s.", ERROR),
+            answer(413, "Body too large.", ERROR),
             answer(
                 503,
                 "The bus did not confirm in time; DingTalk will redeliver.",
