@@ -95,9 +95,26 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
             return;
         }
         if state.entries.len() >= self.capacity && !state.entries.contains_key(&key) {
+            // Full. A "not found" is cheap to look up again: it never displaces anything, so a
+            // flood of unknown ids cannot keep real integrations out of the cache (nor make
+            // every miss scan the whole map). A found entry takes the place of expired ones,
+            // or else of a "not found".
+            if value.is_none() {
+                return;
+            }
             state.entries.retain(|_, entry| entry.expires_at > now);
             if state.entries.len() >= self.capacity {
-                return;
+                let negative = state
+                    .entries
+                    .iter()
+                    .find(|(_, entry)| entry.value.is_none())
+                    .map(|(key, _)| key.clone());
+                match negative {
+                    Some(negative) => {
+                        state.entries.remove(&negative);
+                    }
+                    None => return,
+                }
             }
         }
         state.entries.insert(
@@ -185,18 +202,20 @@ mod tests {
     fn full_cache_purges_expired_entries_then_stops_growing() {
         let cache = cache(2);
         let t0 = Instant::now();
-        cache.insert("a", None, cache.epoch(), t0);
+        cache.insert("a", Some(1), cache.epoch(), t0);
         cache.insert("b", Some(2), cache.epoch(), t0);
         cache.insert("c", Some(3), cache.epoch(), t0);
         assert_eq!(cache.get(&"c", t0), Cached::Miss, "no room, not cached");
-        // Once "a" (negative) has expired, its slot is reused.
-        let later = t0 + NEGATIVE_TTL;
-        cache.insert("c", Some(3), cache.epoch(), later);
-        assert_eq!(cache.get(&"c", later), Cached::Hit(Some(3)));
-        assert_eq!(cache.get(&"b", later), Cached::Hit(Some(2)));
+        // Once "a" has expired, its slot is reused.
+        let later = t0 + TTL / 2;
+        cache.insert("b", Some(2), cache.epoch(), later);
+        let after_a = t0 + TTL;
+        cache.insert("c", Some(3), cache.epoch(), after_a);
+        assert_eq!(cache.get(&"c", after_a), Cached::Hit(Some(3)));
+        assert_eq!(cache.get(&"b", after_a), Cached::Hit(Some(2)));
         // Replacing an existing key never needs room.
-        cache.insert("b", Some(5), cache.epoch(), later);
-        assert_eq!(cache.get(&"b", later), Cached::Hit(Some(5)));
+        cache.insert("b", Some(5), cache.epoch(), after_a);
+        assert_eq!(cache.get(&"b", after_a), Cached::Hit(Some(5)));
     }
 
     #[test]
@@ -207,5 +226,27 @@ mod tests {
         cache.insert("b", None, cache.epoch(), t0);
         assert_eq!(cache.get(&"a", t0), Cached::Miss);
         assert_eq!(cache.get(&"b", t0), Cached::Miss);
+    }
+
+    #[test]
+    fn a_flood_of_unknown_ids_cannot_keep_a_found_entry_out() {
+        let cache = cache(3);
+        let now = Instant::now();
+        for key in ["ghost-1", "ghost-2", "ghost-3"] {
+            cache.insert(key, None, cache.epoch(), now);
+        }
+        cache.insert("ghost-4", None, cache.epoch(), now);
+        assert!(
+            matches!(cache.get(&"ghost-4", now), Cached::Miss),
+            "full: not cached"
+        );
+        cache.insert("acme", Some(7), cache.epoch(), now);
+        assert!(matches!(cache.get(&"acme", now), Cached::Hit(Some(7))));
+        // Full of found entries: a new one is not cached (nothing may be evicted).
+        cache.insert("beta", Some(8), cache.epoch(), now);
+        cache.insert("gamma", Some(9), cache.epoch(), now);
+        cache.insert("delta", Some(10), cache.epoch(), now);
+        assert!(matches!(cache.get(&"delta", now), Cached::Miss));
+        assert!(matches!(cache.get(&"acme", now), Cached::Hit(Some(7))));
     }
 }

@@ -45,7 +45,9 @@
 //!   TTL), and a subscriber that reconnects clears the whole cache.
 //! * "Unknown integration" is cached too, for a shorter time (default 1 s), so a flood of
 //!   callbacks for an id that does not exist costs one Redis read per second, not one each.
-//!   The cache is bounded; when full of live entries, new results are not cached.
+//!   The cache is bounded; when full of live entries, a found integration takes the place of a
+//!   cached "unknown" (a flood of unknown ids cannot push real ones out), and nothing else is
+//!   cached.
 //! * When Redis is down, entries cached before the outage keep being served until their TTL
 //!   runs out; after that, reads fail with [`RegistryError::Redis`] or
 //!   [`RegistryError::Timeout`] (no stale-on-error: serving data of unknown age for an
