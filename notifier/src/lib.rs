@@ -63,8 +63,7 @@ pub async fn start(config: &Config, shutdown: &Shutdown) -> Result<Running, Star
         url: config.common.nats_url.clone(),
         reason,
     };
-    let http = reqwest::Client::builder()
-        .build()
+    let http = crate::dingtalk::http_client()
         .map_err(|err| nats_error(format!("cannot build the HTTP client: {err}")))?;
     let dingtalk = DingTalk::new(
         http,

@@ -30,7 +30,8 @@ fn failure(code: &str, message: String, retryable: bool) -> ResultError {
 }
 
 /// Whether `url` may be fetched: http(s), and a host on the allowlist (`*.example.com` entries
-/// match subdomains only). Pure.
+/// match subdomains only; an entry without `:port` allows the scheme's default port only).
+/// Pure.
 pub fn allowed(url: &str, allowlist: &[String]) -> Result<Url, ResultError> {
     let refused = |why: String| {
         failure(
@@ -54,15 +55,22 @@ pub fn allowed(url: &str, allowlist: &[String]) -> Result<Url, ResultError> {
         )));
     }
     let host = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
-    let host_port = match parsed.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.clone(),
+    // An entry without a port allows the scheme's default port only (`port()` is `None` for
+    // it), so an allowed host's other services (a database, an admin port) stay out of reach.
+    let port = parsed.port_or_known_default().unwrap_or_default();
+    let host_port = format!("{host}:{port}");
+    let names: &[&str] = if parsed.port().is_none() {
+        &[&host_port, &host]
+    } else {
+        &[&host_port]
     };
     let ok = allowlist
         .iter()
         .any(|entry| match entry.strip_prefix("*.") {
-            Some(domain) => host.ends_with(&format!(".{domain}")),
-            None => *entry == host || *entry == host_port,
+            Some(domain) => names
+                .iter()
+                .any(|name| name.ends_with(&format!(".{domain}"))),
+            None => names.contains(&entry.as_str()),
         });
     if ok {
         Ok(parsed)
@@ -79,7 +87,8 @@ pub async fn fetch(http: &reqwest::Client, url: Url) -> Result<Fetched, ResultEr
         let mut response = http.get(url).send().await.map_err(|err| {
             failure(
                 "media_fetch_failed",
-                format!("cannot fetch {shown}: {err}"),
+                // Without the URL reqwest appends: its query may hold a signature.
+                format!("cannot fetch {shown}: {}", err.without_url()),
                 true,
             )
         })?;
@@ -114,7 +123,7 @@ pub async fn fetch(http: &reqwest::Client, url: Url) -> Result<Fetched, ResultEr
         while let Some(chunk) = response.chunk().await.map_err(|err| {
             failure(
                 "media_fetch_failed",
-                format!("reading {shown} failed: {err}"),
+                format!("reading {shown} failed: {}", err.without_url()),
                 true,
             )
         })? {
@@ -163,12 +172,24 @@ mod tests {
         assert!(allowed("https://files.example.com/a.pdf", &allow).is_ok());
         assert!(allowed("https://img.cdn.example.net/a.png", &allow).is_ok());
         assert!(allowed("http://127.0.0.1:9300/_sim/files/x", &allow).is_ok());
+        assert!(
+            allowed("https://files.example.com:443/a.pdf", &allow).is_ok(),
+            "the default port"
+        );
+        let explicit = list(&["files.example.com:443"]);
+        assert!(allowed("https://files.example.com/a.pdf", &explicit).is_ok());
+        let ported = list(&["*.cdn.example.net:8443"]);
+        assert!(allowed("https://img.cdn.example.net:8443/a.png", &ported).is_ok());
+        assert!(allowed("https://img.cdn.example.net/a.png", &ported).is_err());
         for url in [
             "https://cdn.example.net/a.png",
             "https://files.example.com.evil.org/a",
             "ftp://files.example.com/a",
             "http://127.0.0.1:9301/x",
             "http://169.254.169.254/latest/meta-data",
+            "http://files.example.com:6379/",
+            "https://files.example.com:8443/a.pdf",
+            "https://img.cdn.example.net:2375/containers",
         ] {
             assert_eq!(
                 allowed(url, &allow).unwrap_err().code,

@@ -689,17 +689,18 @@ pub enum Forget {
     Running,
 }
 
-/// Judges a command's record (the fields of `dtg:ntf:cmd:…`, whether a `sent` record exists and
-/// whether its lease is held) for a replay. Pure, so every case is unit-tested.
+/// Judges a command's record (the fields of `dtg:ntf:cmd:…`, whether its `sent` record says it
+/// reached someone, and whether its lease is held) for a replay. Pure, so every case is
+/// unit-tested.
 pub fn replay_state(
     fields: &std::collections::HashMap<String, String>,
-    sent: bool,
+    reached: bool,
     locked: bool,
 ) -> Forget {
     if locked {
         return Forget::Running;
     }
-    if sent {
+    if reached {
         return Forget::Delivered;
     }
     if fields.is_empty() {
@@ -744,13 +745,14 @@ fn never_replayed(result: &CommandResult) -> bool {
         || result.targets.iter().any(|target| target.ok)
 }
 
-/// Deletes a command's record only if it is still the one judged (same result, same number of
-/// fields) and no execution holds its lease.
+/// Deletes a command's record (and its sent record) only if it is still the one judged (same
+/// result, same number of fields, same sent record) and no execution holds its lease.
 const FORGET: &str = r"
 if redis.call('EXISTS', KEYS[2]) == 1 then return 'running' end
 if redis.call('HGET', KEYS[1], 'result') ~= ARGV[1] then return 'changed' end
 if redis.call('HLEN', KEYS[1]) ~= tonumber(ARGV[2]) then return 'changed' end
-redis.call('DEL', KEYS[1])
+if (redis.call('GET', KEYS[3]) or '') ~= ARGV[3] then return 'changed' end
+redis.call('DEL', KEYS[1], KEYS[3])
 return 'forgotten'";
 
 impl Records {
@@ -760,39 +762,57 @@ impl Records {
         Ok(self.replay_snapshot(integration, command_id).await?.0)
     }
 
+    /// The judgement, the command record's fields and the sent record (as read).
     async fn replay_snapshot(
         &self,
         integration: &str,
         command_id: &str,
-    ) -> RedisResult<(Forget, std::collections::HashMap<String, String>)> {
-        let (fields, sent, locked): (std::collections::HashMap<String, String>, bool, bool) =
-            redis::pipe()
-                .atomic()
-                .cmd("HGETALL")
-                .arg(command_key(integration, command_id))
-                .cmd("EXISTS")
-                .arg(sent_key(integration, command_id))
-                .cmd("EXISTS")
-                .arg(lock_key(integration, command_id))
-                .query_async(&mut self.conn())
-                .await?;
-        Ok((replay_state(&fields, sent, locked), fields))
+    ) -> RedisResult<(
+        Forget,
+        std::collections::HashMap<String, String>,
+        Option<String>,
+    )> {
+        let (fields, sent, locked): (
+            std::collections::HashMap<String, String>,
+            Option<String>,
+            bool,
+        ) = redis::pipe()
+            .atomic()
+            .cmd("HGETALL")
+            .arg(command_key(integration, command_id))
+            .cmd("GET")
+            .arg(sent_key(integration, command_id))
+            .cmd("EXISTS")
+            .arg(lock_key(integration, command_id))
+            .query_async(&mut self.conn())
+            .await?;
+        // A send keeps its sent record even when it reached no one (a degraded update may
+        // still deliver its content); only one that reached someone is never replayed. An
+        // unreadable one counts as reached.
+        let reached = sent.as_deref().is_some_and(|json| {
+            serde_json::from_str::<SentRecord>(json)
+                .map_or(true, |sent| sent.ok || !sent.delivered.is_empty())
+        });
+        Ok((replay_state(&fields, reached, locked), fields, sent))
     }
 
-    /// Forgets the failed result (and the failed steps) of command `command_id` so that its next
+    /// Forgets the failed result (the failed steps, and the record of a send that reached no
+    /// one) of command `command_id` so that its next
     /// delivery executes it again — only when [`replay_state`] finds it forgettable and the
     /// record has not changed since. Returns [`Forget::Forgotten`] on success, else what was
     /// found instead.
     pub async fn forget_failed(&self, integration: &str, command_id: &str) -> RedisResult<Forget> {
-        let (state, fields) = self.replay_snapshot(integration, command_id).await?;
+        let (state, fields, sent) = self.replay_snapshot(integration, command_id).await?;
         if state != Forget::Forgettable {
             return Ok(state);
         }
         let outcome: String = redis::Script::new(FORGET)
             .key(command_key(integration, command_id))
             .key(lock_key(integration, command_id))
+            .key(sent_key(integration, command_id))
             .arg(fields.get("result").map_or("", String::as_str))
             .arg(fields.len())
+            .arg(sent.as_deref().unwrap_or_default())
             .invoke_async(&mut self.conn())
             .await?;
         Ok(match outcome.as_str() {

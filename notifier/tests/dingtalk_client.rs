@@ -805,3 +805,53 @@ async fn the_answer_body_is_returned_as_json() {
     let status = client.call(&app(20), query).await.unwrap();
     assert!(status["messageReadInfoList"].is_array(), "{status}");
 }
+
+/// An answer that redirects elsewhere is not followed: the access token header would go along.
+#[tokio::test]
+async fn a_redirect_is_not_followed_so_the_token_stays_with_dingtalk() {
+    use axum::routing::{any, post};
+    let reached = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = reached.clone();
+    let elsewhere = axum::Router::new().fallback(any(move || {
+        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async { "{}" }
+    }));
+    let elsewhere_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let elsewhere_url = format!("http://{}/steal", elsewhere_listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(elsewhere_listener, elsewhere).await });
+    let dingtalk = axum::Router::new()
+        .route(
+            "/v1.0/oauth2/accessToken",
+            post(|| async { axum::Json(json!({"accessToken": "tok-secret", "expireIn": 7200})) }),
+        )
+        .route(
+            "/v1.0/robot/groupMessages/send",
+            post(move || {
+                let to = elsewhere_url.clone();
+                async move { axum::response::Redirect::temporary(&to) }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, dingtalk).await });
+    let redis = RedisServer::start().await;
+    let client = DingTalk::new(
+        notifier::dingtalk::http_client().unwrap(),
+        DingTalkEndpoints {
+            api_url: url.clone(),
+            oapi_url: url,
+        },
+        common::redis::connect(&redis.url()).await.unwrap(),
+        fast(),
+    );
+    let answer = client.call(&app(20), group_send("x")).await;
+    assert!(
+        matches!(&answer, Err(DingTalkError::Rejected { code, .. }) if code == "http_307"),
+        "{answer:?}"
+    );
+    assert_eq!(
+        reached.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the redirect was followed"
+    );
+}

@@ -11,6 +11,7 @@ use common::cards::CardSpace;
 use dingtalk_sim::{
     Api, CallFilter, CustomRobotConfig, Directory, Fault, FaultKind, Session, User,
 };
+use notifier::records::Forget;
 use serde_json::{json, Value};
 use support::{file_server, send, text, Bed, Options, APP_A};
 
@@ -633,8 +634,13 @@ async fn files_are_fetched_from_allowed_hosts_uploaded_and_sent_as_sample_file()
         ("huge.bin", vec![7u8; 10 * 1024 * 1024 + 1]),
     ])
     .await;
+    // An allowed host where nothing listens.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let bed = Bed::with(Options {
-        media_allowlist: Some(host.clone()),
+        media_allowlist: Some(format!("{host},{closed}")),
         ..Options::default()
     })
     .await;
@@ -686,6 +692,18 @@ async fn files_are_fetched_from_allowed_hosts_uploaded_and_sent_as_sample_file()
         bed.result("c-foreign").await.error.unwrap().code,
         "media_url_refused"
     );
+    bed.publish(&send(
+        "c-down",
+        "acme",
+        to.clone(),
+        file(format!(
+            "http://{closed}/files/report.pdf?signature=TOPSECRET"
+        )),
+    ))
+    .await;
+    let error = bed.result("c-down").await.error.unwrap();
+    assert_eq!(error.code, "media_fetch_failed");
+    assert!(!error.message.contains("TOPSECRET"), "{}", error.message);
     assert_eq!(calls(&bed, Api::MediaUpload).len(), 1);
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
@@ -756,4 +774,61 @@ async fn a_card_send_whose_answer_is_lost_is_checked_then_sent_once() {
         .filter(|c| c.card_biz_id == "c-card-500")
         .collect();
     assert_eq!(cards.len(), 1);
+}
+
+#[tokio::test]
+async fn a_send_that_reached_no_one_can_be_forgotten_and_executes_again() {
+    let bed = Bed::start().await;
+    bed.sim
+        .state()
+        .add_fault(Fault::once(FaultKind::Permission60011).on(Api::RobotBatchSend))
+        .unwrap();
+    let command = send(
+        "c-refused",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}]),
+        text("after the fix"),
+    );
+    bed.publish(&command).await;
+    assert_eq!(bed.result("c-refused").await.status, Status::Failed);
+    let redis = common::redis::connect(&bed.redis.url()).await.unwrap();
+    let records = notifier::records::Records::new(redis);
+    // Its sent record (kept for a degraded update) does not count as a delivery.
+    assert_eq!(
+        records.replay_state("acme", "c-refused").await.unwrap(),
+        Forget::Forgettable
+    );
+    assert_eq!(
+        records.forget_failed("acme", "c-refused").await.unwrap(),
+        Forget::Forgotten
+    );
+    assert_eq!(
+        records.finished("acme", "c-refused").await.unwrap(),
+        notifier::records::Finished::NotYet
+    );
+    // Published again (as a replay does, under a new message id), it is executed afresh.
+    bed.publish_raw(
+        "dingtalk.commands.acme.send",
+        command.to_string().as_bytes(),
+        Some("replay:1:c-refused"),
+    )
+    .await;
+    // (Its new result is dropped by the results stream's duplicate window, which is why
+    // `gatewayctl dlq replay` waits that long; DingTalk's record shows the execution.)
+    let started = std::time::Instant::now();
+    while records.replay_state("acme", "c-refused").await.unwrap() != Forget::Delivered {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "not executed again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let delivered = bed
+        .sim
+        .state()
+        .messages()
+        .into_iter()
+        .filter(|m| m.content["content"] == "after the fix")
+        .count();
+    assert_eq!(delivered, 1);
 }

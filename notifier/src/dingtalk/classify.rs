@@ -92,6 +92,14 @@ pub fn classify(api: Api, status: u16, body: &[u8], now_ms: i64) -> Verdict {
     if status == 429 {
         return throttled(None, format!("HTTP 429: {}", snippet(body)));
     }
+    if (300..400).contains(&status) {
+        // Redirects are not followed (the access token would go along); DingTalk sends none,
+        // so one means the endpoint is misconfigured: waiting would not help.
+        return Verdict::Rejected {
+            code: format!("http_{status}"),
+            message: "the DingTalk endpoint answered with a redirect, which is not followed; check DINGTALK_API_URL and DINGTALK_OAPI_URL".to_owned(),
+        };
+    }
     if let Some(Value::Object(fields)) = &json {
         if fields.contains_key("punish") {
             // The IP-ban answer: `{"status":1111,"wait":5,"source":"x5","punish":"deny"}`.

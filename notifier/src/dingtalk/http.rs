@@ -77,20 +77,34 @@ pub fn build(
             bytes,
         } => {
             let length = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
-            let part = reqwest::multipart::Part::stream_with_length(
-                reqwest::Body::from(bytes.clone()),
-                length,
-            )
-            .file_name(file_name.clone())
-            .mime_str(mime)
-            .map_err(|err| DingTalkError::Rejected {
-                code: "invalid_mime".to_owned(),
-                message: format!("{mime:?} is not a MIME type: {}", err.without_url()),
-            })?;
+            let part = |mime: &str| {
+                reqwest::multipart::Part::stream_with_length(
+                    reqwest::Body::from(bytes.clone()),
+                    length,
+                )
+                .file_name(file_name.clone())
+                .mime_str(mime)
+            };
+            // The type comes from whoever served the file; DingTalk goes by the file name, so
+            // one that is no MIME type is no reason to refuse the file.
+            let part = part(mime)
+                .or_else(|_| part("application/octet-stream"))
+                .map_err(|err| DingTalkError::Rejected {
+                    code: "invalid_mime".to_owned(),
+                    message: format!("{mime:?} is not a MIME type: {}", err.without_url()),
+                })?;
             request.multipart(reqwest::multipart::Form::new().part(field.clone(), part))
         }
     };
     Ok(request)
+}
+
+/// The HTTP client for DingTalk calls. It follows no redirect: DingTalk answers where it was
+/// asked, and a redirect to another host would carry the access token header along.
+pub fn client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
 }
 
 fn join(base: &str, path: &str) -> String {
@@ -103,11 +117,23 @@ pub async fn send(
     request: reqwest::RequestBuilder,
     timeout: Duration,
 ) -> Result<(u16, Bytes), Attempt> {
-    let response = request.timeout(timeout).send().await.map_err(transport)?;
+    let mut response = request.timeout(timeout).send().await.map_err(transport)?;
     let status = response.status().as_u16();
-    let body = response.bytes().await.map_err(transport)?;
-    Ok((status, body))
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(Attempt::Lost {
+                detail: format!("an answer larger than {MAX_ANSWER_BYTES} bytes (HTTP {status})"),
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((status, body.freeze()))
 }
+
+/// The largest answer read from DingTalk; its answers are a few KiB (a page of 100 users is
+/// far below this), so anything larger is not DingTalk's and is not buffered whole.
+const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
 
 fn transport(err: reqwest::Error) -> Attempt {
     let never_sent = err.is_connect() || err.is_builder();
@@ -255,5 +281,25 @@ mod tests {
             content_type.starts_with("multipart/form-data; boundary="),
             "{content_type}"
         );
+    }
+
+    #[test]
+    fn a_file_served_with_a_content_type_that_is_no_mime_type_is_still_uploaded() {
+        let token = Secret::new("tok");
+        let call = ApiCall {
+            api: Api::MediaUpload,
+            body: CallBody::Multipart {
+                field: "media".into(),
+                file_name: "report.pdf".into(),
+                mime: "binary".into(),
+                bytes: Bytes::from_static(b"%PDF"),
+            },
+            query: vec![("type".into(), "file".into())],
+        };
+        let request = built(&app(), &call, Some((TokenKind::Old, &token)));
+        assert!(request.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("multipart/form-data"));
     }
 }

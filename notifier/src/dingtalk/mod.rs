@@ -43,7 +43,7 @@ mod usage;
 
 pub use api::{Api, ApiCall, App, CallBody, Host, Method, Target, TokenKind};
 pub use error::DingTalkError;
-pub use http::TOKEN_HEADER;
+pub use http::{client as http_client, TOKEN_HEADER};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
