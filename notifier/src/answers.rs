@@ -106,7 +106,9 @@ pub fn deliver_results(answer: &Value) -> HashMap<String, Option<String>> {
         .collect()
 }
 
-/// The keys a recall could not withdraw, with DingTalk's reason.
+/// The keys a recall could not withdraw, with DingTalk's reason. A message DingTalk reports as
+/// already recalled is withdrawn, which is what was asked: a recall retried after a lost
+/// answer, or a second recall of the same send, finds it so.
 pub fn recall_failures(answer: &Value) -> HashMap<String, String> {
     answer
         .get("failedResult")
@@ -120,9 +122,18 @@ pub fn recall_failures(answer: &Value) -> HashMap<String, String> {
                         .map_or_else(|| reason.to_string(), str::to_owned);
                     (key.clone(), reason)
                 })
+                .filter(|(_, reason)| !already_recalled(reason))
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Whether a recall failure's reason says the message was recalled before.
+fn already_recalled(reason: &str) -> bool {
+    let lower = reason.to_lowercase();
+    lower.contains("already recalled")
+        || lower.contains("recalled already")
+        || reason.contains("已撤回")
 }
 
 /// A client error as a result error, with the action that would fix it.
@@ -208,11 +219,11 @@ mod tests {
 
     #[test]
     fn recall_failures_map_keys_to_reasons() {
-        let failed = recall_failures(
-            &json!({"successResult": ["a"], "failedResult": {"b": "recalled already"}}),
-        );
-        assert_eq!(failed.len(), 1);
-        assert_eq!(failed["b"], "recalled already");
+        let failed = recall_failures(&json!({"successResult": ["a"], "failedResult": {
+            "b": "no such message", "c": "message already recalled", "d": "消息已撤回"
+        }}));
+        assert_eq!(failed.len(), 1, "already recalled is withdrawn: {failed:?}");
+        assert_eq!(failed["b"], "no such message");
     }
 
     #[test]

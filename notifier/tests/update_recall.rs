@@ -554,3 +554,22 @@ async fn an_update_waits_as_long_as_its_target_is_deferred() {
     assert_eq!(result.status, Status::Ok, "{result:?}");
     assert_eq!(card_text(&bed, "c-deferred").0, "done");
 }
+
+#[tokio::test]
+async fn recalling_a_message_twice_succeeds_twice() {
+    let bed = Bed::start().await;
+    bed.publish(&send(
+        "c-twice",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}]),
+        text("oops"),
+    ))
+    .await;
+    assert_eq!(bed.result("c-twice").await.status, Status::Ok);
+    for id in ["c-twice-r1", "c-twice-r2"] {
+        bed.publish(&recall(id, "c-twice")).await;
+        let result = bed.result(id).await;
+        assert_eq!(result.status, Status::Ok, "{id}: {result:?}");
+    }
+    assert!(bed.sim.state().messages()[0].recalled);
+}
