@@ -722,16 +722,15 @@ impl Engine {
     ) -> Result<StepRecord, Later> {
         let parts = bodies.len();
         for (part, body) in bodies.iter().enumerate() {
-            let record = self
+            let reached = &delivered;
+            let mut record = self
                 .recorded(ctx, &format!("{key}:{part}"), |in_doubt| async move {
                     if in_doubt {
                         return Ok(unknown(targets));
                     }
                     Ok(match self.call(target, calls::classic(api, body)).await? {
-                        Ok(_) => StepRecord {
-                            outcomes: Vec::new(),
-                            extra: None,
-                        },
+                        // Recorded as a delivery, so a replay knows this part arrived.
+                        Ok(_) => all(targets, TargetOutcome::Delivered(reached.clone())),
                         Err(err) => {
                             let mut error = match (api, err.error.code.as_str()) {
                                 (Api::SessionWebhookSend, "300001") => {
@@ -751,7 +750,23 @@ impl Engine {
                     })
                 })
                 .await?;
-            if !record.outcomes.is_empty() {
+            let failed = record
+                .outcomes
+                .iter()
+                .any(|(_, outcome)| matches!(outcome, TargetOutcome::Failed(_)));
+            if failed {
+                if part > 0 {
+                    // The first parts arrived: sending the message again would repeat them.
+                    for (_, outcome) in &mut record.outcomes {
+                        if let TargetOutcome::Failed(error) = outcome {
+                            error.message = format!(
+                                "{}; parts 1 to {part} were delivered, so publishing the message again would repeat them",
+                                error.message
+                            );
+                            error.retryable = false;
+                        }
+                    }
+                }
                 return Ok(record);
             }
         }

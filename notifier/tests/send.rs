@@ -832,3 +832,42 @@ async fn a_send_that_reached_no_one_can_be_forgotten_and_executes_again() {
         .count();
     assert_eq!(delivered, 1);
 }
+
+#[tokio::test]
+async fn a_split_message_whose_later_part_is_refused_says_what_arrived_and_is_never_replayed() {
+    let bed = Bed::start().await;
+    bed.sim
+        .state()
+        .register_custom_robot(CustomRobotConfig {
+            access_token: "robot-keyword".into(),
+            secret: None,
+            keywords: vec!["ALERT".into()],
+        })
+        .unwrap();
+    // Only the first of its three bodies carries the robot's keyword.
+    let long = format!("ALERT\n{}", "a line of a very long report\n".repeat(1500));
+    bed.publish(&send(
+        "c-parts",
+        "acme",
+        json!([{"type": "webhook", "id": "robot-keyword"}]),
+        text(&long),
+    ))
+    .await;
+    let result = bed.result("c-parts").await;
+    assert_eq!(result.status, Status::Failed, "{result:?}");
+    let error = result.targets[0].error.clone().unwrap();
+    assert!(!error.retryable, "{error:?}");
+    assert!(
+        error.message.contains("part 2 of")
+            && error.message.contains("parts 1 to 1 were delivered"),
+        "{}",
+        error.message
+    );
+    let redis = common::redis::connect(&bed.redis.url()).await.unwrap();
+    let records = notifier::records::Records::new(redis);
+    assert_eq!(
+        records.replay_state("acme", "c-parts").await.unwrap(),
+        Forget::Delivered,
+        "part 1 arrived: a replay would repeat it"
+    );
+}
