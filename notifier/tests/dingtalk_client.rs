@@ -855,3 +855,32 @@ async fn a_redirect_is_not_followed_so_the_token_stays_with_dingtalk() {
         "the redirect was followed"
     );
 }
+
+/// A token inside its refresh margin keeps serving while DingTalk will not issue a new one:
+/// one refresh is tried, calls do not queue behind it, and the next try waits.
+#[tokio::test]
+async fn a_failing_early_refresh_is_tried_once_and_calls_keep_the_current_token() {
+    let mut config = SimConfig::local();
+    // Refreshing starts at half the token's life: after 3 s.
+    config.limits.token_lifetime = Duration::from_secs(6);
+    let world = World::with(config).await;
+    let client = world.client().await;
+    client.call(&app(100), group_send("first")).await.unwrap();
+    assert_eq!(world.accepted(SimApi::NewToken), 1);
+    world.fault(
+        Fault::once(FaultKind::Http500)
+            .on(SimApi::NewToken)
+            .times(FaultCount::Always),
+    );
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let target = app(100);
+    let calls: Vec<_> = (0..8)
+        .map(|n| client.call(&target, group_send(&format!("during {n}"))))
+        .collect();
+    for answer in futures::future::join_all(calls).await {
+        answer.expect("served with the current token");
+    }
+    client.call(&app(100), group_send("after")).await.unwrap();
+    // One refresh: its first attempt and the client's three server retries.
+    assert_eq!(world.rejected(SimApi::NewToken), 4);
+}

@@ -43,6 +43,8 @@ use super::error::DingTalkError;
 /// Lifetime assumed when DingTalk's answer has none or a non-positive one (PROTOCOL §3.3: a
 /// zero caused a tight refetch loop elsewhere).
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(7200);
+/// After an early refresh failed, how long the current token serves before the next try.
+const REFRESH_RETRY: Duration = Duration::from_secs(30);
 /// When a call that found no token is tried again.
 pub const TOKEN_RETRY: Duration = Duration::from_secs(5);
 /// How often a waiting replica looks for the token another one is fetching.
@@ -218,7 +220,17 @@ impl Tokens {
             return Ok(cached.token);
         }
         let flight = self.flight(&id);
-        let _in_process = flight.lock().await;
+        let _in_process = match flight.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => {
+                // Another task of this process is refreshing: a token DingTalk still accepts
+                // serves meanwhile, so an early refresh never makes calls queue behind it.
+                if let Some(valid) = self.local_get(&id).filter(|t| t.valid(now_ms())) {
+                    return Ok(valid.token);
+                }
+                flight.lock().await
+            }
+        };
         if let Some(cached) = self.local_get(&id).filter(|t| t.fresh(now_ms())) {
             return Ok(cached.token);
         }
@@ -282,9 +294,18 @@ impl Tokens {
                 .increment(1);
                 return match (result, still_valid) {
                     (Ok(token), _) => Ok(token),
-                    // An early refresh failed: the old token still works for a while.
+                    // An early refresh failed: the old token still works for a while. This
+                    // process tries again after REFRESH_RETRY, not on its very next call.
                     (Err(err), Some(old)) => {
                         tracing::warn!(error = %err, "early token refresh failed; using the current token");
+                        let retry_at = now_ms().saturating_add(millis(REFRESH_RETRY));
+                        self.local_put(
+                            &id,
+                            CachedToken {
+                                refresh_at_ms: retry_at.min(old.expires_at_ms),
+                                ..old.clone()
+                            },
+                        );
                         Ok(old.token)
                     }
                     (Err(err), None) => Err(err),
