@@ -26,7 +26,7 @@
 //!
 //! | key | type | content |
 //! |-----|------|---------|
-//! | `<p>limit:api:<integration>:<api>` | zset, TTL | admission times of one (app, API) |
+//! | `<p>limit:api:<client id>:<api>` | zset, TTL | admission times of one (app, API), shared by every integration of that app |
 //! | `<p>limit:ip` | zset, TTL | admission times of every call from this egress |
 //! | `<p>limit:robot:<sha256(token)[..16]>` | zset, TTL | admission times of one custom robot |
 //! | `<p>limit:ban:ip`, `<p>limit:ban:<bucket>` | string, TTL | a ban in force |
@@ -83,7 +83,8 @@ pub fn plan(target: &Target, api: Api, options: &DingTalkOptions) -> Plan {
     let ip_ban = format!("{p}limit:ban:ip");
     match target {
         Target::App(app) => {
-            let bucket = format!("api:{}:{}", app.integration_id, api.name());
+            // DingTalk counts per app (AppKey), whichever integration uses it.
+            let bucket = format!("api:{}:{}", app.client_id, api.name());
             Plan {
                 bans: vec![ip_ban, format!("{p}limit:ban:{bucket}")],
                 logs: vec![
@@ -245,16 +246,19 @@ mod tests {
     fn an_app_call_is_limited_per_app_and_api_and_per_ip() {
         let options = DingTalkOptions::default();
         let plan = plan(&app(20), Api::BatchSend, &options);
-        assert_eq!(plan.bucket, "api:acme:robot.batchSend");
+        assert_eq!(plan.bucket, "api:dingA:robot.batchSend");
         assert_eq!(
             plan.bans,
-            ["dtg:limit:ban:ip", "dtg:limit:ban:api:acme:robot.batchSend"]
+            [
+                "dtg:limit:ban:ip",
+                "dtg:limit:ban:api:dingA:robot.batchSend"
+            ]
         );
         assert_eq!(
             plan.logs,
             [
                 Log {
-                    key: "dtg:limit:api:acme:robot.batchSend".into(),
+                    key: "dtg:limit:api:dingA:robot.batchSend".into(),
                     limit: 20,
                     window: Duration::from_millis(1100),
                 },
@@ -311,12 +315,25 @@ mod tests {
     }
 
     #[test]
+    fn integrations_of_one_app_share_its_budget() {
+        let options = DingTalkOptions::default();
+        let Target::App(mut other) = app(20) else {
+            unreachable!()
+        };
+        other.integration_id = "acme-eu".into();
+        let first = plan(&app(20), Api::BatchSend, &options);
+        let second = plan(&Target::App(other), Api::BatchSend, &options);
+        assert_eq!(first.logs, second.logs);
+        assert_eq!(first.bans, second.bans);
+    }
+
+    #[test]
     fn bans_go_to_the_bucket_or_the_ip() {
         let options = DingTalkOptions::default();
         let plan = plan(&app(20), Api::ListSimple, &options);
         assert_eq!(
             ban_key(&plan, BanScope::Bucket, &options),
-            "dtg:limit:ban:api:acme:user.listsimple"
+            "dtg:limit:ban:api:dingA:user.listsimple"
         );
         assert_eq!(ban_key(&plan, BanScope::Ip, &options), "dtg:limit:ban:ip");
     }
