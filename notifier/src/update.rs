@@ -125,14 +125,7 @@ impl Engine {
         subject: &Subject,
         update: &Update,
     ) -> Result<Executed, Later> {
-        let newest = self
-            .inner
-            .records
-            .note_update(ctx.id, &update.target, ctx.stream_sequence)
-            .await?;
-        if newest > ctx.stream_sequence {
-            return Ok(superseded(subject, newest));
-        }
+        // `precheck` answered a superseded update before it took a lease or budget.
         self.holding_order(
             ctx,
             &update.target,
@@ -141,8 +134,8 @@ impl Engine {
         .await
     }
 
-    /// An update, under its target's order lease: what the target delivered is read here, so a
-    /// recall or degraded resend finished meanwhile is seen.
+    /// An update, under its target's order lease: still the newest, and what the target
+    /// delivered is read here, so a recall or degraded resend finished meanwhile is seen.
     async fn update_target(
         &self,
         ctx: &Ctx<'_>,
