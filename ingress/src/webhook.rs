@@ -303,13 +303,15 @@ async fn check_card(
     })?;
     let group = (action.conversation.kind == ConversationType::Group)
         .then_some(action.conversation.id.as_str());
+    // The id comes from whoever posted: quoted short.
+    let shown: String = out_track_id.chars().take(64).collect();
     match card {
         Some(card) if card.admits(group, &action.user.staff_id) => Ok(()),
         Some(_) => Err(CallbackError::unknown_card(format!(
-            "the card {out_track_id:?} was not sent to where this press comes from"
+            "the card {shown:?} was not sent to where this press comes from"
         ))),
         None => Err(CallbackError::unknown_card(format!(
-            "no card {out_track_id:?} was sent for this integration (or it was sent longer ago than the notifier keeps records); an unsigned card callback must name one"
+            "no card {shown:?} was sent for this integration (or it was sent longer ago than the notifier keeps records); an unsigned card callback must name one"
         ))),
     }
 }
