@@ -716,8 +716,7 @@ async fn a_trickled_body_is_cut_off_and_frees_its_slot_for_genuine_callbacks() {
 #[tokio::test]
 async fn an_unreadable_integration_record_is_misconfigured_without_details() {
     let app = spawn_app(None).await;
-    let client = redis::Client::open(app._redis.url()).unwrap();
-    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let mut redis = app.redis.clone();
     redis::cmd("SET")
         .arg("dtg:integration:broken")
         .arg("{not json")

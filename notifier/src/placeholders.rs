@@ -7,6 +7,7 @@
 //! message, say) is left alone.
 
 use common::bus::command::{MediaSource, Mentions, OutboundMessage, Recipient};
+use common::bus::result::ResultError;
 use serde_json::{Map, Value};
 
 /// The start of a placeholder.
@@ -57,6 +58,20 @@ impl FillError {
             "message_too_large"
         } else {
             "missing_variable"
+        }
+    }
+
+    /// The command's failure (not retryable: the same command fails the same way).
+    pub fn result_error(&self) -> ResultError {
+        let message = if self.too_large {
+            self.to_string()
+        } else {
+            format!("{self}; add the variables to the command's state")
+        };
+        ResultError {
+            code: self.code().to_owned(),
+            message,
+            retryable: false,
         }
     }
 }

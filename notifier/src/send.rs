@@ -53,20 +53,6 @@ struct Resolution {
 /// Per recipient index: reached (how) or failed (why).
 pub(crate) type Outcomes = BTreeMap<usize, Result<Delivered, ResultError>>;
 
-/// A command whose placeholders could not all be filled (or would make it too large).
-pub(crate) fn missing_variable(err: &crate::placeholders::FillError) -> ResultError {
-    let message = if err.too_large {
-        err.to_string()
-    } else {
-        format!("{err}; add the variables to the command's state")
-    };
-    ResultError {
-        code: err.code().to_owned(),
-        message,
-        retryable: false,
-    }
-}
-
 impl Engine {
     pub(crate) async fn execute_send(
         &self,
@@ -79,7 +65,7 @@ impl Engine {
         let mentions = fill_mentions(&mut filler, send.mentions.as_ref());
         let message = fill_message(&mut filler, &send.message);
         if let Err(err) = filler.finish() {
-            return Ok(Executed::failed(subject, missing_variable(&err)));
+            return Ok(Executed::failed(subject, err.result_error()));
         }
         let mut outcomes = Outcomes::new();
         let resolved = self.resolve(ctx, &recipients, &mut outcomes).await?;

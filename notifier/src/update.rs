@@ -27,7 +27,7 @@ use crate::outcome::{self, Subject};
 use crate::placeholders::{fill_message, Filler};
 use crate::plan::Resolved;
 use crate::records::{Delivered, Finished, SentRecord, StepRecord, TargetOutcome};
-use crate::send::{all, delivered, missing_variable, Outcomes};
+use crate::send::{all, delivered, Outcomes};
 
 /// How soon a waiting update or recall looks again.
 const WAIT_POLL: Duration = Duration::from_millis(250);
@@ -176,7 +176,7 @@ impl Engine {
         let mut filler = Filler::new(update.state.as_ref());
         let message = fill_message(&mut filler, &update.message);
         if let Err(err) = filler.finish() {
-            return Ok(Executed::failed(subject, missing_variable(&err)));
+            return Ok(Executed::failed(subject, err.result_error()));
         }
         if !resend && sent.delivered.iter().any(|(_, d)| !d.updatable()) {
             return Ok(Executed::failed(subject, ResultError {
