@@ -4,8 +4,10 @@
 //! JetStream announces each on `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.DINGTALK_EVENTS.{consumer}`.
 //! Every replica listens; each reads the event from the stream by sequence, parks it in
 //! `dingtalk.dlq.dispatcher.{integration_id}` (reason `max_deliveries`) with the same
-//! `Nats-Msg-Id` a worker would use, so the DLQ keeps one copy, and takes it out of its
-//! conversation's queue so later messages do not wait for it.
+//! `Nats-Msg-Id` a worker would use, so the DLQ keeps one copy, marks its claim done as a
+//! worker's dead letter does (a callback replayed after the duplicate window must not run it
+//! again: the replay from the DLQ, under a new id, is the operator's call), and takes it out of
+//! its conversation's queue so later messages do not wait for it.
 
 use async_nats::jetstream::Context;
 use async_nats::HeaderMap;
@@ -16,6 +18,7 @@ use common::shutdown::Shutdown;
 use futures::StreamExt;
 use serde::Deserialize;
 
+use crate::claims::Claims;
 use crate::ordering::{queue_key, Ordering};
 use crate::routing::{decide, Decision};
 
@@ -42,6 +45,7 @@ pub async fn watch(
     nats: async_nats::Client,
     jetstream: Context,
     ordering: Ordering,
+    claims: Claims,
     consumer: String,
     shutdown: Shutdown,
 ) {
@@ -59,13 +63,13 @@ pub async fn watch(
         };
         let Some(message) = message else { return };
         match serde_json::from_slice::<Advisory>(&message.payload) {
-            Ok(advisory) => park(&jetstream, &ordering, advisory).await,
+            Ok(advisory) => park(&jetstream, &ordering, &claims, advisory).await,
             Err(err) => tracing::warn!(%err, "unreadable max-deliveries advisory"),
         }
     }
 }
 
-async fn park(jetstream: &Context, ordering: &Ordering, advisory: Advisory) {
+async fn park(jetstream: &Context, ordering: &Ordering, claims: &Claims, advisory: Advisory) {
     let stored = async {
         jetstream
             .get_stream(EVENTS)
@@ -111,23 +115,33 @@ async fn park(jetstream: &Context, ordering: &Ordering, advisory: Advisory) {
             .await?
             .await
     };
-    match tokio::time::timeout(crate::answer::PUBLISH_TIMEOUT, publish).await {
+    let parked = match tokio::time::timeout(crate::answer::PUBLISH_TIMEOUT, publish).await {
         Ok(Ok(_)) => {
             crate::metrics::dead_letter("max_deliveries");
             tracing::warn!(
                 sequence = advisory.stream_seq,
                 "an event ran out of deliveries; dead-lettered"
             );
+            true
         }
         Ok(Err(err)) => {
-            tracing::error!(%err, "cannot dead-letter an event that ran out of deliveries")
+            tracing::error!(%err, "cannot dead-letter an event that ran out of deliveries");
+            false
         }
-        Err(_) => tracing::error!("dead-lettering an event that ran out of deliveries timed out"),
-    }
-    // Free its conversation: nothing will ever answer it.
+        Err(_) => {
+            tracing::error!("dead-lettering an event that ran out of deliveries timed out");
+            false
+        }
+    };
     let Ok(event) = Event::from_slice(&stored.payload) else {
         return;
     };
+    if parked {
+        if let Err(err) = claims.finish(&event.id).await {
+            tracing::warn!(%err, event = %event.id, "cannot mark a dead-lettered event done; a replayed callback could run it");
+        }
+    }
+    // Free its conversation: nothing will ever answer it.
     if let Ok(Decision::Handle(work)) = decide(&event, Timestamp::now()) {
         if let Err(err) = ordering.leave(&queue_key(&work.key), &event.id).await {
             tracing::warn!(%err, "cannot take a dead event out of its conversation's queue; the stall guard will");

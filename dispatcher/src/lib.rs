@@ -77,6 +77,12 @@ pub async fn start(config: &Config, shutdown: &Shutdown) -> Result<Running, Star
         },
     };
     let ordering = ordering::Ordering::new(foundation.redis.clone(), &replica);
+    let claims = claims::Claims::new(
+        foundation.redis.clone(),
+        &replica,
+        config.claim_lease,
+        config.done_retention,
+    );
     let listeners = vec![
         tokio::spawn(
             throttle
@@ -87,6 +93,7 @@ pub async fn start(config: &Config, shutdown: &Shutdown) -> Result<Running, Star
             foundation.nats.clone(),
             foundation.jetstream.clone(),
             ordering.clone(),
+            claims.clone(),
             config.consumer.clone(),
             shutdown.clone(),
         )),
@@ -104,12 +111,7 @@ pub async fn start(config: &Config, shutdown: &Shutdown) -> Result<Running, Star
     ];
     let consumer = consumer::Consumer {
         dispatcher: Arc::new(dispatcher),
-        claims: claims::Claims::new(
-            foundation.redis.clone(),
-            &replica,
-            config.claim_lease,
-            config.done_retention,
-        ),
+        claims,
         ordering,
         jetstream: foundation.jetstream.clone(),
         settings,

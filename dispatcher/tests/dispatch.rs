@@ -875,6 +875,14 @@ async fn an_event_out_of_deliveries_is_dead_lettered_and_frees_its_conversation(
         .publish(&private("acme", "m2", "u1", "next"), None)
         .await;
     assert!(world.answer("acme:m2").await.ends_with(": next"));
+    // Dead-lettered counts as settled: the callback replayed after the duplicate window does
+    // not run the expert again (the DLQ replay, under a new id, is the operator's call).
+    world.publish(&original, Some("replayed-later")).await;
+    world
+        .publish(&private("acme", "m3", "u1", "after"), None)
+        .await;
+    assert!(world.answer("acme:m3").await.ends_with(": after"));
+    assert_eq!(world.expert.runs_for_event("acme:m1"), 1);
 }
 
 #[tokio::test]
