@@ -459,7 +459,10 @@ fn common_parts(
 }
 
 /// The recipients: explicit ids, else the run's conversation from `state`, else the
-/// connection's recipient. The type comes with the ids unless `recipient_type` is given.
+/// connection's recipient. The type comes with the ids unless `recipient_type` is given. A
+/// connection's `recipient_type` is its `recipient_id`'s type; only a connection that names no
+/// recipient sets, with it, the type of the ids its calls pass (a group's `chat_id` must not turn
+/// an explicit user id into a chat id).
 fn recipients(
     target: &TargetArgs,
     state: Option<&Map<String, Value>>,
@@ -490,8 +493,12 @@ fn recipients(
     }
     let given_type = target.recipient_type.map(RecipientType::from);
     let (ids, kind) = if !explicit.is_empty() {
+        let connection_wide = match non_empty(defaults.recipient_id.as_deref()) {
+            Some(_) => None,
+            None => defaults.recipient_type.map(RecipientType::from),
+        };
         let kind = given_type
-            .or(defaults.recipient_type.map(RecipientType::from))
+            .or(connection_wide)
             .unwrap_or(RecipientType::UserId);
         (explicit, kind)
     } else if let Some(id) = state_string(state, STATE_RECIPIENT_ID) {
@@ -847,6 +854,46 @@ mod tests {
         let recipients = &send_of(&p).recipients;
         assert_eq!(recipients.len(), 2);
         assert!(recipients.iter().all(|r| r.kind == RecipientType::UnionId));
+    }
+
+    #[test]
+    fn a_connections_recipient_type_belongs_to_its_recipient_not_to_the_calls_ids() {
+        let team = ConnectionDefaults {
+            integration_id: Some("acme".into()),
+            recipient_type: Some(ToolRecipientType::ChatId),
+            recipient_id: Some("cidTeam".into()),
+        };
+        let p = plan(
+            ToolName::SendText,
+            json!({"content": "hi", "recipient_id": "u1"}),
+            &team,
+            "c",
+        )
+        .unwrap();
+        assert_eq!(
+            send_of(&p).recipients,
+            [Recipient {
+                kind: RecipientType::UserId,
+                id: "u1".into()
+            }]
+        );
+        // Without a recipient of its own, the connection's type is the calls' default.
+        let union_ids = ConnectionDefaults {
+            recipient_id: None,
+            recipient_type: Some(ToolRecipientType::UnionId),
+            ..team
+        };
+        let p = plan(
+            ToolName::SendText,
+            json!({"content": "hi", "recipient_ids": ["x1", "x2"]}),
+            &union_ids,
+            "c",
+        )
+        .unwrap();
+        assert!(send_of(&p)
+            .recipients
+            .iter()
+            .all(|r| r.kind == RecipientType::UnionId));
     }
 
     #[test]
