@@ -38,6 +38,13 @@ pub struct Config {
     /// delivered and the order of a target's updates are kept in Redis. Default `NATS_MAX_AGE`:
     /// a command is recognised for as long as it can be in the commands stream.
     pub record_retention: Duration,
+    /// `NOTIFIER_MAX_DEFER`: how long after its publication a command may still be put off
+    /// because DingTalk (or its token endpoint, or the rate limit) does not let it through. An
+    /// older command is executed once more, and whatever still cannot pass fails (`throttled`,
+    /// `unavailable`, retryable) instead of waiting until the commands stream drops it
+    /// unanswered. Default 24 h, or half of `NATS_MAX_AGE` when that is shorter; must be shorter
+    /// than `NATS_MAX_AGE`.
+    pub max_defer: Duration,
 }
 
 impl Config {
@@ -46,8 +53,10 @@ impl Config {
         let common = CommonConfig::from_env(env, "0.0.0.0:9102")?;
         let record_retention =
             env.positive_duration("NOTIFIER_RECORD_RETENTION", common.streams.max_age)?;
+        let max_defer = max_defer(env, common.streams.max_age)?;
         Ok(Self {
             record_retention,
+            max_defer,
             common,
             dingtalk: DingTalkEndpoints::from_env(env)?,
             concurrency: env.int_in("NOTIFIER_CONCURRENCY", 16, 1..=1024)?,
@@ -83,6 +92,27 @@ fn limiter_margin(env: &Env) -> Result<Duration, ConfigError> {
         });
     }
     Ok(margin)
+}
+
+/// The default `NOTIFIER_MAX_DEFER`.
+const MAX_DEFER: Duration = Duration::from_secs(24 * 3600);
+
+/// `NOTIFIER_MAX_DEFER`: shorter than `NATS_MAX_AGE`, so that a command is answered before the
+/// stream forgets it.
+fn max_defer(env: &Env, max_age: Duration) -> Result<Duration, ConfigError> {
+    const VAR: &str = "NOTIFIER_MAX_DEFER";
+    let max_defer = env.positive_duration(VAR, MAX_DEFER.min(max_age / 2))?;
+    if max_defer >= max_age {
+        return Err(ConfigError {
+            var: VAR.to_owned(),
+            value: env.get(VAR).unwrap_or_default().to_owned(),
+            allowed: format!(
+                "must be shorter than NATS_MAX_AGE ({}s): the commands stream drops a command that old",
+                max_age.as_secs()
+            ),
+        });
+    }
+    Ok(max_defer)
 }
 
 /// `MEDIA_URL_ALLOWLIST`: lower-case host names, each plain or `*.`-prefixed.
@@ -128,6 +158,22 @@ mod tests {
         assert_eq!(config.common.metrics_addr.to_string(), "0.0.0.0:9102");
         assert_eq!(config.limiter_margin, Duration::from_millis(100));
         assert_eq!(config.record_retention, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(config.max_defer, Duration::from_secs(24 * 3600));
+    }
+
+    #[test]
+    fn commands_stop_being_deferred_before_the_stream_drops_them() {
+        let short = Config::from_env(&Env::from_pairs([("NATS_MAX_AGE", "10h")])).unwrap();
+        assert_eq!(short.max_defer, Duration::from_secs(5 * 3600));
+        let set = Config::from_env(&Env::from_pairs([("NOTIFIER_MAX_DEFER", "2h")])).unwrap();
+        assert_eq!(set.max_defer, Duration::from_secs(2 * 3600));
+        let err = Config::from_env(&Env::from_pairs([
+            ("NATS_MAX_AGE", "1d"),
+            ("NOTIFIER_MAX_DEFER", "1d"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.var, "NOTIFIER_MAX_DEFER");
+        assert!(err.allowed.contains("NATS_MAX_AGE"), "{err:?}");
     }
 
     #[test]

@@ -67,6 +67,9 @@ pub struct EngineConfig {
     /// How long an update or recall waits for a target that is not on its way
     /// ([`TARGET_WAIT`] unless a test shortens it).
     pub target_wait: Duration,
+    /// `NOTIFIER_MAX_DEFER`: from this age on, a command is no longer put off for throttling
+    /// or an unavailable token; those fail its calls instead.
+    pub max_defer: Duration,
 }
 
 /// One delivery of a command message, as the engine needs it.
@@ -140,6 +143,8 @@ pub struct Ctx<'a> {
     pub stream_sequence: u64,
     /// When it was published.
     pub published: OffsetDateTime,
+    /// Whether throttling may still put it off (younger than `NOTIFIER_MAX_DEFER`).
+    pub may_defer: bool,
 }
 
 impl Ctx<'_> {
@@ -291,6 +296,7 @@ impl Engine {
             command_id: &command.id,
             stream_sequence: incoming.stream_sequence,
             published: incoming.published,
+            may_defer: OffsetDateTime::now_utc() - incoming.published < inner.config.max_defer,
         };
         // An update or recall that must wait for its target, or an update already superseded,
         // costs no DingTalk budget: decided before asking for a permit.
@@ -305,7 +311,12 @@ impl Engine {
             Err(Later(delay)) => return Disposition::Later(delay),
         }
         let (budget_target, api) = self.first_call(&ctx, command);
-        if let Err(wait) = inner.dingtalk.try_acquire(&budget_target, api).await {
+        let budget = match ctx.may_defer {
+            true => inner.dingtalk.try_acquire(&budget_target, api).await,
+            // Too old to wait for budget: its calls take their turn, or fail.
+            false => Ok(()),
+        };
+        if let Err(wait) = budget {
             let key = format!("{}/{api:?}", budget_key(&budget_target));
             let rate = match &budget_target {
                 Target::App(app) => app.qps_limit,
@@ -444,16 +455,24 @@ impl Engine {
         }
     }
 
-    /// One DingTalk call; a throttle that outlived the client's own waiting, or a call that
-    /// could not be sent for want of a token or the limiter, becomes [`Later`] (nothing was
-    /// sent), every other failure a [`ResultError`].
+    /// One DingTalk call of the command `ctx`; a throttle that outlived the client's own
+    /// waiting, or a call that could not be sent for want of a token or the limiter, becomes
+    /// [`Later`] (nothing was sent) while the command [may defer](Ctx::may_defer), every other
+    /// failure a [`ResultError`].
     pub(crate) async fn call(
         &self,
+        ctx: &Ctx<'_>,
         target: &Target,
         call: ApiCall,
     ) -> Result<Result<serde_json::Value, CallError>, Later> {
         match self.inner.dingtalk.call(target, call).await {
             Ok(answer) => Ok(Ok(answer)),
+            Err(err @ (DingTalkError::Throttled { .. } | DingTalkError::Unavailable { .. }))
+                if !ctx.may_defer =>
+            {
+                tracing::warn!(error = %err, max_defer_s = self.inner.config.max_defer.as_secs(), "deferred for too long; the call fails");
+                Ok(Err(CallError::from(err)))
+            }
             Err(
                 DingTalkError::Throttled {
                     retry_after,
@@ -504,7 +523,7 @@ impl Engine {
             return Ok(CallbackType::Http);
         }
         let call = crate::calls::card_callback_register(&ctx.callback_route_key(), &url);
-        match self.call(&ctx.app, call).await? {
+        match self.call(ctx, &ctx.app, call).await? {
             Ok(_) => {
                 inner.records.set_card_callback(ctx.id, &url).await?;
                 registered.insert(ctx.id.to_owned());

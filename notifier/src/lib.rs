@@ -85,6 +85,7 @@ pub async fn start(config: &Config, shutdown: &Shutdown) -> Result<Running, Star
             public_base_url: config.public_base_url.clone(),
             lease: config.ack_wait,
             target_wait: config.target_wait,
+            max_defer: config.max_defer,
         },
     );
     if config.public_base_url.is_none() {

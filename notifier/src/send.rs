@@ -213,7 +213,7 @@ impl Engine {
             return Ok(Ok(user_id));
         }
         match self
-            .call(&ctx.app, calls::get_by_union_id(union_id))
+            .call(ctx, &ctx.app, calls::get_by_union_id(union_id))
             .await?
         {
             Ok(answer) => match answer.pointer("/result/userid").and_then(Value::as_str) {
@@ -283,7 +283,7 @@ impl Engine {
             .filter(|name| !name.is_empty())
             .unwrap_or_else(|| kind.to_owned());
         let call = calls::media_upload(kind, &file_name, &fetched.mime, fetched.bytes);
-        match self.call(&ctx.app, call).await? {
+        match self.call(ctx, &ctx.app, call).await? {
             Ok(answer) => match answer.get("media_id").and_then(Value::as_str) {
                 Some(media_id) => {
                     records
@@ -381,7 +381,7 @@ impl Engine {
                         return Ok(unknown(&targets));
                     }
                     let call = calls::group_send(&robot_code, chat_id, message);
-                    Ok(match self.call(&ctx.app, call).await? {
+                    Ok(match self.call(ctx, &ctx.app, call).await? {
                         Ok(answer) => all(
                             &targets,
                             TargetOutcome::Delivered(Delivered::Group {
@@ -443,7 +443,7 @@ impl Engine {
                         .records
                         .remember_card(ctx.id, card_biz_id, vec![space])
                         .await?;
-                    let outcome = match self.call(&ctx.app, send()).await? {
+                    let outcome = match self.call(ctx, &ctx.app, send()).await? {
                         Ok(answer) => delivered(&answer),
                         Err(err) if err.rejected() => TargetOutcome::Failed(err.error),
                         // Outcome unknown: the card may exist. Only when DingTalk says it
@@ -451,7 +451,7 @@ impl Engine {
                         // outcome unknown (never abandoned, so never re-sent blindly).
                         Err(err) => match self.probe_card(ctx, card_biz_id, card_data).await {
                             Ok(Probe::Exists(answer)) => delivered(&answer),
-                            Ok(Probe::Absent) => match self.call(&ctx.app, send()).await? {
+                            Ok(Probe::Absent) => match self.call(ctx, &ctx.app, send()).await? {
                                 Ok(answer) => delivered(&answer),
                                 Err(_) => TargetOutcome::Failed(err.error),
                             },
@@ -533,7 +533,7 @@ impl Engine {
             if in_doubt {
                 return Ok(unknown(targets));
             }
-            let answer = match self.call(&ctx.app, call).await? {
+            let answer = match self.call(ctx, &ctx.app, call).await? {
                 Ok(answer) => answer,
                 Err(err) => return Ok(all(targets, TargetOutcome::Failed(err.error))),
             };
@@ -576,7 +576,7 @@ impl Engine {
     ) -> Result<Probe, Later> {
         Ok(
             match self
-                .call(&ctx.app, calls::card_update(card_biz_id, card_data))
+                .call(ctx, &ctx.app, calls::card_update(card_biz_id, card_data))
                 .await?
             {
                 Ok(answer) => Probe::Exists(answer),
@@ -614,7 +614,7 @@ impl Engine {
                     &route_key,
                     callback,
                 );
-                Ok(match self.call(&ctx.app, call).await? {
+                Ok(match self.call(ctx, &ctx.app, call).await? {
                     Ok(_) => StepRecord {
                         outcomes: Vec::new(),
                         extra: None,
@@ -652,7 +652,7 @@ impl Engine {
                     .await?;
                 let call =
                     calls::card_instance_deliver(&robot_code, out_track_id, spaces, mentions);
-                let answer = match self.call(&ctx.app, call).await? {
+                let answer = match self.call(ctx, &ctx.app, call).await? {
                     Ok(answer) => answer,
                     Err(err) => return Ok(all(targets, TargetOutcome::Failed(err.error))),
                 };
@@ -714,26 +714,28 @@ impl Engine {
                     if in_doubt {
                         return Ok(unknown(targets));
                     }
-                    Ok(match self.call(target, calls::classic(api, body)).await? {
-                        // Recorded as a delivery, so a replay knows this part arrived.
-                        Ok(_) => all(targets, TargetOutcome::Delivered(reached.clone())),
-                        Err(err) => {
-                            let mut error = match (api, err.error.code.as_str()) {
-                                (Api::SessionWebhookSend, "300001") => {
-                                    session_webhook::expired(&err.error.message)
+                    Ok(
+                        match self.call(ctx, target, calls::classic(api, body)).await? {
+                            // Recorded as a delivery, so a replay knows this part arrived.
+                            Ok(_) => all(targets, TargetOutcome::Delivered(reached.clone())),
+                            Err(err) => {
+                                let mut error = match (api, err.error.code.as_str()) {
+                                    (Api::SessionWebhookSend, "300001") => {
+                                        session_webhook::expired(&err.error.message)
+                                    }
+                                    (Api::CustomRobotSend, "310000") => {
+                                        security_check_failed(target, err.error)
+                                    }
+                                    _ => err.error,
+                                };
+                                if parts > 1 {
+                                    error.message =
+                                        format!("part {} of {parts}: {}", part + 1, error.message);
                                 }
-                                (Api::CustomRobotSend, "310000") => {
-                                    security_check_failed(target, err.error)
-                                }
-                                _ => err.error,
-                            };
-                            if parts > 1 {
-                                error.message =
-                                    format!("part {} of {parts}: {}", part + 1, error.message);
+                                all(targets, TargetOutcome::Failed(error))
                             }
-                            all(targets, TargetOutcome::Failed(error))
-                        }
-                    })
+                        },
+                    )
                 })
                 .await?;
             let failed = record

@@ -255,7 +255,7 @@ impl Engine {
                     let call = calls::card_update(card_biz_id, &card_data);
                     let record = self
                         .recorded(ctx, &key, |_| async move {
-                            Ok(match self.call(&ctx.app, call).await? {
+                            Ok(match self.call(ctx, &ctx.app, call).await? {
                                 Ok(_) => {
                                     all(&[*index], TargetOutcome::Delivered(delivered.clone()))
                                 }
@@ -290,7 +290,7 @@ impl Engine {
             };
             let record = self
                 .recorded(ctx, &format!("update:tpl:{out_track_id}"), |_| async move {
-                    Ok(match self.call(&ctx.app, call).await? {
+                    Ok(match self.call(ctx, &ctx.app, call).await? {
                         Ok(_) => all(&indices, TargetOutcome::Delivered(delivered)),
                         Err(err) => all(&indices, TargetOutcome::Failed(err.error)),
                     })
@@ -533,7 +533,7 @@ impl Engine {
             let record = self
                 .recorded(ctx, &key, |_| async move {
                     let targets: Vec<usize> = entries_ref.iter().map(|(i, _)| *i).collect();
-                    let answer = match self.call(&ctx.app, call).await? {
+                    let answer = match self.call(ctx, &ctx.app, call).await? {
                         Ok(answer) => answer,
                         Err(err) => return Ok(all(&targets, TargetOutcome::Failed(err.error))),
                     };

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use common::bus::result::Status;
 use dingtalk_sim::{Api, CallFilter, Fault, FaultCount, FaultKind};
 use serde_json::json;
-use support::{send, text, Bed};
+use support::{send, text, Bed, Options};
 
 fn delivered(bed: &Bed, content: &str) -> usize {
     bed.sim
@@ -108,6 +108,46 @@ async fn a_throttled_send_is_retried_and_delivered_once() {
         1
     );
     assert_eq!(delivered(&bed, "throttled once"), 1);
+}
+
+#[tokio::test]
+async fn a_command_put_off_past_notifier_max_defer_fails_instead_of_waiting_for_ever() {
+    let bed = Bed::with(Options {
+        max_defer: Some("3s".into()),
+        ..Options::default()
+    })
+    .await;
+    // DingTalk issues no token (it could as well throttle every call: both defer a command).
+    bed.sim
+        .state()
+        .add_fault(
+            Fault::once(FaultKind::Http500)
+                .on(Api::NewToken)
+                .times(FaultCount::Always),
+        )
+        .unwrap();
+    bed.publish(&send(
+        "c-stuck",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}]),
+        text("late news"),
+    ))
+    .await;
+    let result = bed.result_within("c-stuck", Duration::from_secs(30)).await;
+    assert_eq!(result.status, Status::Failed, "{result:?}");
+    let error = result.error.as_ref().expect("an error");
+    assert_eq!(error.code, "unavailable", "{result:?}");
+    assert!(error.retryable, "{result:?}");
+    assert!(bed.dead_letters_of("c-stuck").is_empty());
+    assert!(
+        bed.sim
+            .state()
+            .rejected(&CallFilter::api(Api::NewToken))
+            .len()
+            >= 4,
+        "deferred at least once before it gave up"
+    );
+    assert_eq!(delivered(&bed, "late news"), 0);
 }
 
 #[tokio::test]

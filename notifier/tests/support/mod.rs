@@ -67,6 +67,8 @@ pub struct Options {
     pub record_retention: Option<String>,
     /// How long updates wait for a target that is not on its way.
     pub target_wait: Option<Duration>,
+    /// `NOTIFIER_MAX_DEFER`.
+    pub max_defer: Option<String>,
 }
 
 impl Default for Options {
@@ -79,6 +81,7 @@ impl Default for Options {
             media_allowlist: None,
             record_retention: None,
             target_wait: None,
+            max_defer: None,
         }
     }
 }
@@ -117,6 +120,9 @@ impl Bed {
         }
         if let Some(retention) = &options.record_retention {
             pairs.push(("NOTIFIER_RECORD_RETENTION", retention.clone()));
+        }
+        if let Some(max_defer) = &options.max_defer {
+            pairs.push(("NOTIFIER_MAX_DEFER", max_defer.clone()));
         }
         let mut config = notifier::Config::from_env(&Env::from_pairs(pairs)).expect("config");
         config.ack_wait = options.ack_wait;
