@@ -192,15 +192,56 @@ impl Env {
     /// A URL whose scheme is one of `schemes` (an error shows it without its password).
     pub fn url(&self, var: &str, default: &str, schemes: &[&str]) -> Result<String, ConfigError> {
         let raw = self.string(var, default);
-        let scheme_ok = raw
-            .split_once("://")
-            .is_some_and(|(scheme, rest)| schemes.contains(&scheme) && !rest.is_empty());
-        if !scheme_ok {
+        if !has_scheme(&raw, schemes) {
             let allowed = format!("expected a URL starting with {}://", schemes.join("://, "));
             return Err(ConfigError::new(var, &redact_url(&raw), allowed));
         }
         Ok(raw.trim_end_matches('/').to_owned())
     }
+
+    /// `var` as one URL or several, comma-separated (the seed servers of a cluster), each with
+    /// one of `schemes`; given back comma-separated, without blanks or trailing slashes.
+    pub fn url_list(
+        &self,
+        var: &str,
+        default: &str,
+        schemes: &[&str],
+    ) -> Result<String, ConfigError> {
+        let raw = self.string(var, default);
+        let urls: Vec<&str> = raw.split(',').map(str::trim).collect();
+        if !urls.iter().all(|url| has_scheme(url, schemes)) {
+            let allowed = format!(
+                "expected a URL starting with {}://, or several separated by commas",
+                schemes.join("://, ")
+            );
+            return Err(ConfigError::new(var, &redact_url_list(&raw), allowed));
+        }
+        Ok(urls
+            .iter()
+            .map(|url| url.trim_end_matches('/'))
+            .collect::<Vec<_>>()
+            .join(","))
+    }
+}
+
+fn has_scheme(url: &str, schemes: &[&str]) -> bool {
+    url.split_once("://")
+        .is_some_and(|(scheme, rest)| schemes.contains(&scheme) && !rest.is_empty())
+}
+
+/// [`redact_url`] for a comma-separated list of URLs (`NATS_URL`). Anything that is not such a
+/// list (a part without `scheme://`, as when a password holds a comma) is redacted as one URL,
+/// so no piece of a password is shown.
+pub fn redact_url_list(urls: &str) -> String {
+    let parts: Vec<&str> = urls.split(',').map(str::trim).collect();
+    if parts.len() < 2 || !parts.iter().all(|part| part.contains("://")) {
+        return redact_url(urls);
+    }
+    parts
+        .iter()
+        .map(|part| redact_url(part))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// `url` fit for a log line or an error: user and password (`redis://:secret@host`) become
@@ -343,12 +384,12 @@ impl CommonConfig {
     /// run on one host.
     pub fn from_env(env: &Env, default_metrics_addr: &str) -> Result<Self, ConfigError> {
         Ok(Self {
-            nats_url: env.url(
+            nats_url: env.url_list(
                 "NATS_URL",
                 "nats://127.0.0.1:4222",
                 &["nats", "tls", "ws", "wss"],
             )?,
-            redis_url: env.url("REDIS_URL", "redis://127.0.0.1:6379", &["redis", "rediss"])?,
+            redis_url: redis_url(env)?,
             log_format: env.parse("LOG_FORMAT", LogFormat::Pretty, "expected pretty or json")?,
             log_filter: env.string("RUST_LOG", "info"),
             metrics_addr: env.socket_addr("METRICS_ADDR", default_metrics_addr)?,
@@ -356,6 +397,21 @@ impl CommonConfig {
             streams: StreamSettings::from_env(env)?,
             registry: registry_options(env)?,
         })
+    }
+}
+
+/// `REDIS_URL`, checked as the Redis client reads it (no connection is made), so a URL it
+/// cannot use is reported at start-up by name.
+fn redis_url(env: &Env) -> Result<String, ConfigError> {
+    let url = env.url("REDIS_URL", "redis://127.0.0.1:6379", &["redis", "rediss"])?;
+    match redis::Client::open(url.as_str()) {
+        Ok(_) => Ok(url),
+        // The client's messages are fixed texts: they quote nothing of the URL.
+        Err(err) => Err(ConfigError::new(
+            "REDIS_URL",
+            &redact_url(&url),
+            format!("a URL the Redis client accepts ({err})"),
+        )),
     }
 }
 
@@ -456,6 +512,28 @@ mod tests {
     }
 
     #[test]
+    fn redis_url_is_checked_as_the_client_reads_it() {
+        let tls = Env::from_pairs([("REDIS_URL", "rediss://:hunter2@redis.internal:6380/0")]);
+        let config = CommonConfig::from_env(&tls, "0.0.0.0:9100").unwrap();
+        assert!(config.redis_url.starts_with("rediss://"));
+        let env = Env::from_pairs([("REDIS_URL", "redis://:hunter2@redis.internal:port/0")]);
+        let err = CommonConfig::from_env(&env, "0.0.0.0:9100").unwrap_err();
+        assert_eq!(err.var, "REDIS_URL");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn nats_url_may_list_several_seed_servers() {
+        let env = Env::from_pairs([("NATS_URL", "nats://n1:4222/, nats://n2:4222")]);
+        let config = CommonConfig::from_env(&env, "0.0.0.0:9100").unwrap();
+        assert_eq!(config.nats_url, "nats://n1:4222,nats://n2:4222");
+        let env = Env::from_pairs([("NATS_URL", "nats://u:hunter2@n1:4222,n2:4222")]);
+        let err = CommonConfig::from_env(&env, "0.0.0.0:9100").unwrap_err();
+        assert_eq!(err.var, "NATS_URL");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
     fn a_url_is_shown_without_its_credentials() {
         assert_eq!(
             redact_url("rediss://:hunter2@redis.internal:6380/0"),
@@ -470,6 +548,14 @@ mod tests {
             "redis://127.0.0.1:6379"
         );
         assert_eq!(redact_url("user:hunter2@host"), "***@host");
+        assert_eq!(
+            redact_url_list("nats://a:hunter2@n1:4222, nats://a:hunter2@n2:4222"),
+            "nats://***@n1:4222,nats://***@n2:4222"
+        );
+        assert_eq!(
+            redact_url_list("nats://a:hun,ter2@n1:4222"),
+            "nats://***@n1:4222"
+        );
         let env = Env::from_pairs([("REDIS_URL", "http://:hunter2@redis:6379")]);
         let err = CommonConfig::from_env(&env, "0.0.0.0:9100").unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");

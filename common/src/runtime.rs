@@ -9,7 +9,7 @@ use async_nats::jetstream;
 use axum::Router;
 
 use crate::bus::streams;
-use crate::config::{redact_url, CommonConfig};
+use crate::config::{redact_url, redact_url_list, CommonConfig};
 use crate::ops::{self, Listener, Readiness};
 use crate::registry::Registry;
 use crate::shutdown::Shutdown;
@@ -21,7 +21,7 @@ const NATS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// NATS is unreachable.
-    #[error("cannot connect to NATS at NATS_URL={}: {reason}", redact_url(.url))]
+    #[error("cannot connect to NATS at NATS_URL={}: {reason}", redact_url_list(.url))]
     Nats {
         /// The URL tried (shown without its credentials).
         url: String,
@@ -124,12 +124,23 @@ impl Foundation {
     }
 }
 
-/// Connects to NATS under the service's name, failing after five seconds.
+/// Connects to NATS under the service's name, failing after five seconds. `url` may list
+/// several servers, comma-separated: the client tries them, and learns the rest of the cluster
+/// from the one it reaches.
 pub async fn connect_nats(url: &str, service: &str) -> Result<async_nats::Client, StartError> {
+    let servers = url
+        .split(',')
+        .map(str::trim)
+        .map(str::parse::<async_nats::ServerAddr>)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| StartError::Nats {
+            url: url.to_owned(),
+            reason: format!("not a NATS URL: {err}"),
+        })?;
     let connect = async_nats::ConnectOptions::new()
         .name(format!("dingtalk-gateway-{service}"))
         .connection_timeout(NATS_CONNECT_TIMEOUT)
-        .connect(url);
+        .connect(servers);
     match tokio::time::timeout(NATS_CONNECT_TIMEOUT, connect).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(err)) => Err(StartError::Nats {

@@ -50,8 +50,15 @@ fn secret_placeholder(var: &str) -> String {
         "SECRETS_KEY" | "SECRETS_KEY_PREVIOUS" => {
             "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".to_owned()
         }
-        "NATS_URL" => "nats://nats-0.nats:4222".to_owned(),
-        "REDIS_URL" => "rediss://:secret@redis.example.internal:6380/0".to_owned(),
+        // What the example Secret holds: the services must accept it as it is.
+        "NATS_URL" | "REDIS_URL" => {
+            let documents = yaml_documents(
+                &read("deploy/k8s/base/secret.example.yaml"),
+                "secret.example.yaml",
+            );
+            let value = documents[0]["stringData"][var].as_str().expect(var);
+            value.replace("<password>", "secret")
+        }
         _ => "placeholder-secret-value-0123456789".to_owned(),
     }
 }
@@ -340,6 +347,24 @@ fn name(document: &Value) -> &str {
     document["metadata"]["name"].as_str().unwrap_or_default()
 }
 
+/// A Kubernetes memory quantity (`512Mi`, `1Gi`, `256M`, bytes) in bytes.
+fn quantity(value: &Value) -> u64 {
+    let text = value.as_str().expect("a quantity string");
+    let units = [
+        ("Ki", 1u64 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("k", 1000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+    ];
+    let (number, factor) = units
+        .iter()
+        .find_map(|(suffix, factor)| text.strip_suffix(suffix).map(|n| (n, *factor)))
+        .unwrap_or((text, 1));
+    number.parse::<u64>().expect("an integer quantity") * factor
+}
+
 fn selects(selector: &Value, labels: &Value) -> bool {
     selector
         .as_object()
@@ -508,6 +533,38 @@ fn check_overlay(dir: &str) -> Vec<Value> {
             pod["spec"]["securityContext"]["runAsNonRoot"], true,
             "{place}"
         );
+        // Spread constraints count this Deployment's pods (a mis-indented selector selects
+        // nothing, or is refused by the API server).
+        for constraint in pod["spec"]["topologySpreadConstraints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            assert!(
+                selects(
+                    &constraint["labelSelector"]["matchLabels"],
+                    &pod["metadata"]["labels"]
+                ),
+                "{place}: a topologySpreadConstraint that does not select its pods: {constraint}"
+            );
+        }
+        // The autoscaler owns the replica count: a `replicas` here is reset by every apply.
+        assert!(
+            deployment["spec"].get("replicas").is_none(),
+            "{place}: spec.replicas beside an autoscaler"
+        );
+        if binary == "ingress" {
+            // Every callback in flight may hold its body, the parsed JSON and the event.
+            let config =
+                ingress::Config::from_env(&Env::from_pairs(vars.clone())).expect("loaded above");
+            let bodies = (config.max_in_flight * ingress::webhook::MAX_BODY_BYTES * 3) as u64;
+            let limit = quantity(&container["resources"]["limits"]["memory"]);
+            assert!(
+                limit >= bodies + (64 << 20),
+                "{place}: a memory limit of {limit} B is under {} in-flight callbacks' bodies ({bodies} B) and a 64 MiB base",
+                config.max_in_flight
+            );
+        }
         ports_by_deployment.insert(deployment_name, (pod["metadata"]["labels"].clone(), named));
     }
     for service in by_kind(&documents, "Service") {
@@ -580,6 +637,17 @@ fn check_overlay(dir: &str) -> Vec<Value> {
             object["spec"]["minReplicaCount"].as_u64().unwrap_or(0) >= 1,
             "{dir} {target}: never scaled to zero"
         );
+        // In a NATS cluster KEDA asks the consumer's leader at `{server}.{endpoint}`: only a
+        // headless Service resolves those names (the chart's is `nats-headless`).
+        let endpoint = trigger["metadata"]["natsServerMonitoringEndpoint"]
+            .as_str()
+            .unwrap_or_default();
+        if !endpoint.contains("dingtalk-gateway-dev") {
+            assert!(
+                endpoint.starts_with("nats-headless."),
+                "{dir} {target}: KEDA endpoint {endpoint}"
+            );
+        }
     }
     documents
 }
