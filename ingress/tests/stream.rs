@@ -421,6 +421,44 @@ async fn a_peer_closing_every_socket_at_once_is_asked_with_a_growing_pause() {
 }
 
 #[tokio::test]
+async fn a_peer_asking_every_new_socket_to_disconnect_is_asked_with_a_growing_pause() {
+    let sim = sim().await;
+    let app = ingress(&sim, &[]).await;
+    put(&app, "acme", "stream", SECRET).await;
+    connections(&sim, 1).await;
+    // A draining gateway: every socket is told to go as soon as it is up.
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(8) {
+        for connection in sim.state().stream_connections() {
+            if !connection.disconnecting {
+                sim.state()
+                    .stream_control(&connection.id, ConnectionControl::Disconnect);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Pauses of about 1, 2 and 4 s before the replacements: not one open per round trip.
+    let opens = sim.state().stream_opens().len();
+    assert!(opens <= 6, "{opens} opens in 8 s");
+}
+
+#[tokio::test]
+async fn replaced_sockets_do_not_pile_up_in_their_slot() {
+    let sim = sim().await;
+    let app = ingress(&sim, &[("STREAM_MAX_AGE", "300ms")]).await;
+    put(&app, "acme", "stream", SECRET).await;
+    connections(&sim, 1).await;
+    eventually("ten replacements", async || {
+        (sim.state().stream_opens().len() >= 10).then_some(())
+    })
+    .await;
+    let sockets = stream_status(&app, "acme").await["connections"][0]["sockets"]
+        .as_u64()
+        .expect("sockets");
+    assert!((1..=2).contains(&sockets), "{sockets} sockets held");
+}
+
+#[tokio::test]
 async fn saving_an_integration_without_new_credentials_leaves_its_connection_alone() {
     let sim = sim().await;
     let (app, serving) = serving(&sim).await;

@@ -287,6 +287,7 @@ fn schemas() -> Value {
                 "last_frame_at": {"type": ["string", "null"]},
                 "last_error": {"type": ["string", "null"]},
                 "last_error_at": {"type": ["string", "null"]},
+                "sockets": {"type": "integer", "description": "Sockets the slot holds: 1, or 2 while one replaces another."},
             },
         },
         "Preflight": {

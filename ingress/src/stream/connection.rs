@@ -178,6 +178,7 @@ pub(crate) async fn hold(
     // When the current socket was opened: one that lived STABLE_AFTER resets the backoff.
     let mut opened = Instant::now();
     loop {
+        reap(&mut tasks, &status);
         if current.is_none() {
             match connect_or_stop(&shared, &integration, &status, &stop, &mut backoff).await {
                 Some(socket) => {
@@ -205,13 +206,29 @@ pub(crate) async fn hold(
             continue;
         }
         crate::metrics::stream_replaced(report.reason.as_str());
-        if opened.elapsed() >= STABLE_AFTER {
+        let stable = opened.elapsed() >= STABLE_AFTER;
+        if stable {
             backoff = BACKOFF_MIN;
         }
         if report.alive {
             tracing::info!(integration = %id, slot, reason = report.reason.as_str(),
                 "replacing stream connection; the old one serves until the new one is up");
-            let replacement = connect_or_stop(&shared, &integration, &status, &stop, &mut backoff);
+            // A peer that asks every new socket to disconnect (a draining gateway) is asked
+            // again with a growing pause, as a failing one is; the old socket serves meanwhile.
+            let pause = (report.reason == Reason::Disconnect && !stable).then(|| {
+                let pause = jitter(backoff);
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                pause
+            });
+            let replacement = async {
+                if let Some(pause) = pause {
+                    tokio::select! {
+                        () = stop.wait() => return None,
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                }
+                connect_or_stop(&shared, &integration, &status, &stop, &mut backoff).await
+            };
             tokio::pin!(replacement);
             // The old socket may die while its replacement cannot be opened (DingTalk closes it
             // after the disconnect's grace period): the slot then says so meanwhile.
@@ -273,6 +290,16 @@ pub(crate) async fn hold(
         .disconnected("released");
 }
 
+/// Drops the sockets that finished (replaced, closed) from the set, which otherwise keeps each
+/// one's task until the slot ends, and shows how many are left.
+fn reap(tasks: &mut tokio::task::JoinSet<()>, status: &Mutex<SlotStatus>) {
+    while tasks.try_join_next().is_some() {}
+    status
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .sockets = tasks.len();
+}
+
 fn spawn(
     tasks: &mut tokio::task::JoinSet<()>,
     socket: Socket,
@@ -289,19 +316,20 @@ fn spawn(
         .connected();
     let shared = Arc::clone(shared);
     let integration = integration.clone();
-    let status = Arc::clone(status);
+    let task_status = Arc::clone(status);
     tasks.spawn(async move {
         serve(
             socket,
             generation,
             &shared,
             &integration,
-            &status,
+            &task_status,
             reports,
             close_rx,
         )
         .await;
     });
+    reap(tasks, status);
     close_tx
 }
 
@@ -370,6 +398,8 @@ async fn serve(
     mut close: oneshot::Receiver<()>,
 ) {
     let opened = Instant::now();
+    // Up to a tenth early, so that sockets opened together are not all replaced together.
+    let max_age = shared.max_age.mul_f64(0.9 + rand::random::<f64>() * 0.1);
     let mut last_frame = Instant::now();
     let mut last_pong = Instant::now();
     let mut asked = false;
@@ -462,7 +492,7 @@ async fn serve(
                 {
                     ask(Reason::Idle, &mut asked);
                 }
-                if now.duration_since(opened) >= shared.max_age {
+                if now.duration_since(opened) >= max_age {
                     ask(Reason::MaxAge, &mut asked);
                 }
                 if socket.send(Message::ping("")).await.is_err() {

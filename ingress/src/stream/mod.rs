@@ -76,6 +76,9 @@ pub struct SlotStatus {
     connected_since: Option<Instant>,
     last_frame_at: Option<Timestamp>,
     last_error: Option<(String, Timestamp)>,
+    /// Sockets the slot holds: the serving one, and one closing or one opening during a
+    /// switch.
+    pub(crate) sockets: usize,
 }
 
 impl SlotStatus {
@@ -121,6 +124,7 @@ impl SlotStatus {
             "last_frame_at": self.last_frame_at.map(|t| t.to_string()),
             "last_error": self.last_error.as_ref().map(|(e, _)| e.clone()),
             "last_error_at": self.last_error.as_ref().map(|(_, t)| t.to_string()),
+            "sockets": self.sockets,
         })
     }
 }
