@@ -31,7 +31,7 @@ pub fn publish_latency(elapsed: Duration) {
 }
 
 /// One Stream frame handled, by result (`published`, `duplicate`, `publish_failed`,
-/// `unknown_topic`, `malformed`).
+/// `unknown_topic`, `malformed`, `too_large`).
 pub fn stream_frame(result: &'static str) {
     ::metrics::counter!("dingtalk_gateway_ingress_stream_frames_total", "result" => result)
         .increment(1);

@@ -195,6 +195,37 @@ fn comparable(event: &Event) -> Value {
 }
 
 #[tokio::test]
+async fn a_frame_larger_than_a_callback_may_be_is_refused_not_published() {
+    let sim = sim().await;
+    let (app, _) = serving(&sim).await;
+    let mut message = robot_message("msgHuge");
+    message["text"]["content"] = json!("x".repeat(300 * 1024));
+    let origin = sim
+        .state()
+        .stream_push(StreamPush::RobotMessage {
+            app_key: APP_KEY.into(),
+            data: message,
+        })
+        .unwrap();
+    let ack = eventually("an answer to the huge frame", async || {
+        sim.state()
+            .stream_acks()
+            .into_iter()
+            .find(|a| a.origin.as_deref() == Some(origin.as_str()))
+    })
+    .await;
+    assert_eq!(ack.code, 400, "{ack:?}");
+    // A normal message after it is published; the huge one never was.
+    let next = push_robot(&sim, "msgAfterHuge");
+    eventually("the next message settled", async || {
+        settled(&sim, &next).then_some(())
+    })
+    .await;
+    let events = stored(&app).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+}
+
+#[tokio::test]
 async fn robot_card_and_event_frames_become_the_events_the_http_path_publishes() {
     let sim = sim().await;
     let app = ingress(&sim, &[]).await;

@@ -528,6 +528,20 @@ async fn serve(
 /// DingTalk redelivers).
 async fn handle(shared: &Shared, integration: &Integration, frame: frame::Frame) -> Option<String> {
     let started = Instant::now();
+    if frame.data.len() > crate::webhook::MAX_BODY_BYTES {
+        // The HTTP routes refuse such a body (413); its event would not fit a bus message.
+        crate::metrics::stream_frame("too_large");
+        tracing::warn!(integration = %integration.id(), message_id = %frame.message_id,
+            topic = %frame.topic, bytes = frame.data.len(), "stream frame too large; refused");
+        return Some(frame::malformed(
+            &frame.message_id,
+            &format!(
+                "frame data of {} bytes exceeds the {} bytes a callback may have",
+                frame.data.len(),
+                crate::webhook::MAX_BODY_BYTES
+            ),
+        ));
+    }
     let normalized = match frame::content(&frame) {
         Ok(Content::Event(normalized)) => normalized,
         Ok(Content::UnknownTopic) => {

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::normalize::{self, Normalized, ShapeError};
+use crate::normalize::{self, CallbackJson, Normalized, PlainKind, ShapeError};
 
 /// Robot messages.
 pub const ROBOT_TOPIC: &str = "/v1.0/im/bot/messages/get";
@@ -83,6 +83,10 @@ pub fn parse(text: &str) -> Result<Frame, (Option<String>, String)> {
     let Some(message_id) = message_id.clone() else {
         return Err(fail("frame without headers.messageId".into()));
     };
+    if kind == FrameType::Callback && topic.is_empty() {
+        // Acking it would drop it unseen: say what is wrong instead.
+        return Err(fail("CALLBACK frame without headers.topic".into()));
+    }
     Ok(Frame {
         kind,
         message_id,
@@ -109,7 +113,14 @@ pub fn content(frame: &Frame) -> Result<Content, ShapeError> {
     };
     match (&frame.kind, frame.topic.as_str()) {
         (FrameType::Callback, ROBOT_TOPIC | ROBOT_DELEGATE_TOPIC) => {
-            normalize::robot_message(&frame.data).map(|n| Content::Event(Box::new(n)))
+            let json = CallbackJson::parse(&frame.data)?;
+            // The legacy card-callback shape (§4.6b) comes on the robot topic, as it comes on
+            // the HTTP main route: told apart the same way.
+            match json.kind() {
+                PlainKind::RobotMessage => json.robot_message(),
+                PlainKind::CardAction => normalize::card_action(&frame.data),
+            }
+            .map(|n| Content::Event(Box::new(n)))
         }
         (FrameType::Callback, CARD_TOPIC) => {
             normalize::card_action(&frame.data).map(|n| Content::Event(Box::new(n)))
@@ -224,6 +235,28 @@ mod tests {
             .unwrap_err()
             .1
             .contains("messageId"));
+    }
+
+    #[test]
+    fn a_callback_without_a_topic_is_malformed_not_skipped() {
+        let (id, why) =
+            parse(r#"{"type":"CALLBACK","headers":{"messageId":"m-3"},"data":"{}"}"#).unwrap_err();
+        assert_eq!(id.as_deref(), Some("m-3"));
+        assert!(why.contains("headers.topic"), "{why}");
+    }
+
+    #[test]
+    fn a_legacy_card_callback_on_the_robot_topic_is_a_card_action() {
+        let legacy = json!({"msgId": "m1", "EventType": "chatbot_card_callback",
+            "value": "{\"action\":\"ok\"}", "senderStaffId": "s1", "senderId": "$:x",
+            "conversationId": "cid", "conversationType": "2"})
+        .to_string();
+        let Content::Event(n) = content(&frame("CALLBACK", ROBOT_TOPIC, &legacy)).unwrap() else {
+            panic!("expected an event")
+        };
+        let http = normalize::card_action(&legacy).unwrap();
+        assert!(matches!(n.body, EventBody::CardAction(_)), "{:?}", n.body);
+        assert_eq!(n.key, http.key);
     }
 
     #[test]
