@@ -794,6 +794,72 @@ async fn switching_between_http_and_stream_needs_no_restart() {
 }
 
 #[tokio::test]
+async fn a_replica_handing_over_slots_whose_sockets_close_slowly_keeps_its_place_and_its_other_slots(
+) {
+    // Every close takes DingTalk 400 ms to answer: handing over six slots one after the other
+    // would take longer than the 900 ms lease TTL.
+    let sim = sim_with(StreamSettings {
+        close_answer_delay: Duration::from_millis(400),
+        ..StreamSettings::default()
+    })
+    .await;
+    let url = sim.base_url();
+    let lease = [("STREAM_LEASE_TTL", "900ms"), ("STREAM_REPLICA_ID", "one")];
+    let first = ingress(&sim, &lease).await;
+    const APPS: usize = 12;
+    for n in 0..APPS {
+        put(&first, &format!("app{n}"), "stream", SECRET).await;
+    }
+    connections(&sim, APPS).await;
+    let mut redis = redis(&first).await;
+    let _second = support::spawn_replica(
+        &first.nats.url(),
+        &first.redis.url(),
+        &[
+            ("DINGTALK_API_URL", url.as_str()),
+            ("STREAM_IDLE_TIMEOUT", "2s"),
+            ("STREAM_LEASE_TTL", "900ms"),
+            ("STREAM_CONNECTIONS_PER_APP", "1"),
+            ("STREAM_REPLICA_ID", "two"),
+        ],
+    )
+    .await;
+    // Through the rebalance: the first replica stays in the replica set, and no app is ever
+    // served twice (one connection per slot, as the leases promise).
+    let started = std::time::Instant::now();
+    let mut most = 0;
+    while started.elapsed() < Duration::from_secs(6) {
+        let present: Option<f64> = redis::cmd("ZSCORE")
+            .arg("dtg:stream:replicas")
+            .arg("one")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert!(
+            present.is_some(),
+            "replica one was counted out during its handover"
+        );
+        most = most.max(sim.state().stream_connections().len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(most <= APPS, "{most} connections for {APPS} slots");
+    let holders = async |id: String| -> Option<String> {
+        let status = stream_status(&first, &id).await;
+        let slot = &status["connections"][0];
+        (slot["state"] == "connected").then(|| slot["replica"].as_str().unwrap().to_owned())
+    };
+    let mut by_two = 0;
+    for n in 0..APPS {
+        let holder = eventually("each slot connected", async || {
+            holders(format!("app{n}")).await
+        })
+        .await;
+        by_two += usize::from(holder == "two");
+    }
+    assert!(by_two > 0, "the second replica took its share");
+}
+
+#[tokio::test]
 async fn two_replicas_share_the_leases_and_a_killed_one_is_replaced() {
     let sim = sim().await;
     let url = sim.base_url();

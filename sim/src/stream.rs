@@ -51,6 +51,9 @@ pub struct StreamSettings {
     pub disconnect_grace: Duration,
     /// Acks and SYSTEM ping answers kept for inspection (oldest dropped).
     pub max_recorded: usize,
+    /// How long the server takes to answer a client's WebSocket close (a slow or distant
+    /// gateway): the client's close waits that long.
+    pub close_answer_delay: Duration,
 }
 
 impl Default for StreamSettings {
@@ -61,6 +64,7 @@ impl Default for StreamSettings {
             ticket_ttl: Duration::from_secs(90),
             disconnect_grace: Duration::from_secs(5),
             max_recorded: 100_000,
+            close_answer_delay: Duration::ZERO,
         }
     }
 }
@@ -424,6 +428,10 @@ impl Gateway {
                     Some(Ok(message)) => {
                         if let Some(text) = message.as_text() {
                             self.answer(&id, text);
+                        }
+                        if message.is_close() && !self.settings.close_answer_delay.is_zero() {
+                            // The close reply is queued; it leaves with the next poll.
+                            tokio::time::sleep(self.settings.close_answer_delay).await;
                         }
                     }
                     _ => break,

@@ -73,6 +73,7 @@ pub fn owner<'a>(id: &IntegrationId, slot: usize, replicas: &'a [String]) -> Opt
 }
 
 /// One replica's view of the leases.
+#[derive(Clone)]
 pub(crate) struct Leases {
     redis: ConnectionManager,
     replica: String,
@@ -112,6 +113,10 @@ impl Leases {
             ttl,
             announced: false,
         }
+    }
+
+    pub(crate) fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     fn ttl_ms(&self) -> u64 {

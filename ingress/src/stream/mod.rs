@@ -137,6 +137,9 @@ fn same_credentials(current: &Integration, held: &Integration) -> bool {
         && current.client_secret().expose() == held.client_secret().expose()
 }
 
+/// Something per connection slot: (integration, slot number).
+type Slots<T> = HashMap<(IntegrationId, usize), T>;
+
 struct Held {
     /// The integration as the connection was opened for it.
     integration: Integration,
@@ -150,6 +153,44 @@ impl Drop for Held {
     /// a killed process; the orderly path stops and awaits each slot first.
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A slot being given up: its sockets finish their frames and close while its lease is kept,
+/// then the lease is released. Runs beside the supervisor, whose passes must stay short: a
+/// pass that waited for each closing socket (up to a DingTalk round trip each, or the drain
+/// limit) could outlast the lease TTL, and the other replicas would count this one out and
+/// take its slots while its sockets still serve.
+struct Releasing(JoinHandle<()>);
+
+impl Releasing {
+    fn start(mut gone: Held, mut leases: lease::Leases, id: IntegrationId, slot: usize) -> Self {
+        let renew_every = leases.ttl() / 3;
+        Self(tokio::spawn(async move {
+            gone.stop.trigger();
+            let mut renew =
+                tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
+            loop {
+                tokio::select! {
+                    _ = &mut gone.task => break,
+                    _ = renew.tick() => {
+                        if let Err(error) = leases.renew(&id, slot).await {
+                            tracing::debug!(integration = %id, slot, %error, "lease of a closing stream slot not renewed");
+                        }
+                    }
+                }
+            }
+            if let Err(error) = leases.release(&id, slot).await {
+                tracing::warn!(integration = %id, slot, %error, "stream lease not released; it expires by itself");
+            }
+        }))
+    }
+}
+
+impl Drop for Releasing {
+    /// Like [`Held`]: an aborted supervisor takes its closing slots with it.
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -208,7 +249,8 @@ impl Connector {
         let replica = self.config.replica_id.clone();
         let mut leases =
             lease::Leases::new(self.redis.clone(), replica.clone(), self.config.lease_ttl);
-        let mut held: HashMap<(IntegrationId, usize), Held> = HashMap::new();
+        let mut held: Slots<Held> = HashMap::new();
+        let mut releasing: Slots<Releasing> = HashMap::new();
         let mut changes = self.registry.changes();
         let mut tick = tokio::time::interval(self.config.lease_ttl / 3);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -277,6 +319,7 @@ impl Connector {
                 &shared,
                 &mut leases,
                 &mut held,
+                &mut releasing,
                 &integrations,
                 Roster {
                     replicas: &replicas,
@@ -295,6 +338,9 @@ impl Connector {
         for ((id, slot), mut held) in held.drain() {
             let _ = (&mut held.task).await;
             let _ = leases.release(&id, slot).await;
+        }
+        for (_, mut closing) in releasing.drain() {
+            let _ = (&mut closing.0).await;
         }
         tracing::info!("stream connector stopped");
     }
@@ -357,10 +403,12 @@ impl Connector {
         &self,
         shared: &Arc<Shared>,
         leases: &mut lease::Leases,
-        held: &mut HashMap<(IntegrationId, usize), Held>,
+        held: &mut Slots<Held>,
+        releasing: &mut Slots<Releasing>,
         integrations: &HashMap<IntegrationId, Integration>,
         roster: Roster<'_>,
     ) {
+        releasing.retain(|_, closing| !closing.0.is_finished());
         let Roster {
             replicas,
             replica,
@@ -412,15 +460,14 @@ impl Connector {
                 }
                 continue;
             }
-            let Some(mut gone) = held.remove(&key) else {
+            let Some(gone) = held.remove(&key) else {
                 continue;
             };
             tracing::info!(integration = %id, slot, "stream slot released by this replica");
-            gone.stop.trigger();
-            let _ = (&mut gone.task).await;
-            if let Err(error) = leases.release(id, *slot).await {
-                tracing::warn!(integration = %id, slot, %error, "stream lease not released; it expires by itself");
-            }
+            releasing.insert(
+                key.clone(),
+                Releasing::start(gone, leases.clone(), id.clone(), *slot),
+            );
         }
         if !take {
             return;
@@ -428,7 +475,7 @@ impl Connector {
         for (id, integration) in integrations {
             for slot in 0..per_app {
                 let key = (id.clone(), slot);
-                if held.contains_key(&key) || !wanted(id, slot) {
+                if held.contains_key(&key) || releasing.contains_key(&key) || !wanted(id, slot) {
                     continue;
                 }
                 match leases.acquire(id, slot).await {
