@@ -589,8 +589,9 @@ impl Engine {
         )
     }
 
-    /// A template card: created once (creation is keyed by outTrackId, so it may be repeated),
-    /// then delivered to every space in one call (not repeated when in doubt).
+    /// A template card: created once (creation is keyed by outTrackId, so it may be repeated; a
+    /// repeat DingTalk refuses is checked with an update), then delivered to every space in one
+    /// call (not repeated when in doubt).
     #[allow(clippy::too_many_arguments)]
     async fn template_card(
         &self,
@@ -606,7 +607,7 @@ impl Engine {
     ) -> Result<StepRecord, Later> {
         let route_key = ctx.callback_route_key();
         let created = self
-            .recorded(ctx, &format!("{prefix}tpl:create"), |in_doubt| async move {
+            .recorded(ctx, &format!("{prefix}tpl:create"), |_| async move {
                 let call = calls::card_instance_create(
                     out_track_id,
                     template_id,
@@ -614,16 +615,22 @@ impl Engine {
                     &route_key,
                     callback,
                 );
+                let created = StepRecord {
+                    outcomes: Vec::new(),
+                    extra: None,
+                };
                 Ok(match self.call(ctx, &ctx.app, call).await? {
-                    Ok(_) => StepRecord {
-                        outcomes: Vec::new(),
-                        extra: None,
-                    },
-                    // Re-created after a crash: DingTalk already has it.
-                    Err(err) if in_doubt && err.rejected() => StepRecord {
-                        outcomes: Vec::new(),
-                        extra: None,
-                    },
+                    Ok(_) => created,
+                    // Refused, perhaps because an earlier attempt created it: the client's retry
+                    // after a lost answer, or an execution that stopped after the call. An
+                    // update with the same parameters tells whether the card exists.
+                    Err(err) if err.rejected() => {
+                        let probe = calls::card_instance_update(out_track_id, params);
+                        match self.call(ctx, &ctx.app, probe).await? {
+                            Ok(_) => created,
+                            Err(_) => all(targets, TargetOutcome::Failed(err.error)),
+                        }
+                    }
                     Err(err) => all(targets, TargetOutcome::Failed(err.error)),
                 })
             })

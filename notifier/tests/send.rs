@@ -409,6 +409,31 @@ async fn state_placeholders_fill_recipient_ids_and_message_strings() {
 }
 
 #[tokio::test]
+async fn a_template_card_whose_creation_answer_was_lost_is_still_delivered_once() {
+    let bed = Bed::start().await;
+    // DingTalk creates the card, but its answer is lost (500): the creation is in doubt.
+    bed.sim
+        .state()
+        .add_fault(Fault::once(FaultKind::AnswerLost).on(Api::CardCreate))
+        .unwrap();
+    bed.publish(&send(
+        "c-tpl-lost",
+        "acme",
+        json!([{"type": "chat_id", "id": Directory::OPS_GROUP}]),
+        json!({"type": "template", "template_id": "tpl-123.schema", "params": {"title": "Build"}}),
+    ))
+    .await;
+    let result = bed.result("c-tpl-lost").await;
+    assert_eq!(result.status, Status::Ok, "{result:?}");
+    let instance = bed
+        .sim
+        .state()
+        .card_instance(APP_A, "c-tpl-lost")
+        .expect("card instance created");
+    assert_eq!(instance.deliveries.len(), 1);
+}
+
+#[tokio::test]
 async fn interactive_and_template_cards_are_sent_as_cards() {
     let bed = Bed::start().await;
     let card = json!({"config": {"autoLayout": true}, "header": {"title": {"type": "text", "text": "Approve?"}},

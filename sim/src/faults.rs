@@ -35,6 +35,9 @@ pub enum FaultKind {
     },
     /// Answer as if the per-second limit were exceeded.
     QpsLimit,
+    /// Carry the call out, then answer HTTP 500 as if the answer were lost on its way back (a
+    /// gateway timeout behind DingTalk's front): the effect happened, the caller cannot tell.
+    AnswerLost,
 }
 
 /// How many matching calls a rule affects.
@@ -162,6 +165,8 @@ pub struct Effects {
     pub failure: Option<InjectedFailure>,
     /// Ids to report as flow-controlled (batchSend only).
     pub flow_controlled: Vec<String>,
+    /// Carry the call out, then answer 500 instead of its result.
+    pub answer_lost: bool,
 }
 
 /// A rule with its remaining count.
@@ -247,6 +252,10 @@ impl FaultBook {
                 }
                 FaultKind::FlowControl { user_ids } => {
                     effects.flow_controlled.extend(user_ids.iter().cloned());
+                    true
+                }
+                FaultKind::AnswerLost => {
+                    effects.answer_lost = true;
                     true
                 }
                 failing if effects.failure.is_none() => {

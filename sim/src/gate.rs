@@ -141,7 +141,11 @@ pub(crate) async fn serve_call(
                 now_ms: ids::now_ms(),
                 flow_controlled: effects.flow_controlled,
             };
-            handle(&mut inner, &ctx)
+            match handle(&mut inner, &ctx) {
+                // Carried out (and recorded below as refused, with the answer it got).
+                Ok(_) if effects.answer_lost => Err(ApiError::Http500),
+                result => result,
+            }
         }
     };
     let status = match &result {
