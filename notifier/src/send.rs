@@ -28,6 +28,8 @@ use crate::{media, session_webhook};
 /// Rounds of retrying ids DingTalk held back with `flowControlledStaffIdList`, and the wait
 /// before each (1 s, 2 s, 4 s; PROTOCOL §6.4 backoff).
 const FLOW_CONTROL_ROUNDS: u32 = 3;
+/// DingTalk's refusal of a batchSend naming an id it does not know (PROTOCOL §4.2).
+const STAFF_NOT_EXISTED: &str = "staffId.notExisted";
 
 /// What a probe learned of a StandardCard whose send may or may not have happened.
 enum Probe {
@@ -352,24 +354,26 @@ impl Engine {
         let robot_code = ctx.integration.robot_code().to_owned();
         match &step.action {
             Action::BatchSend { user_ids, message } => {
-                let call = calls::batch_send(&robot_code, user_ids, message);
                 self.one_to_one(
                     ctx,
                     &format!("{prefix}batch:{first}"),
                     &step.targets,
                     resolved,
-                    call,
+                    (user_ids, &|ids| {
+                        calls::batch_send(&robot_code, ids, message)
+                    }),
                 )
                 .await
             }
             Action::OpenIdBatchSend { open_ids, message } => {
-                let call = calls::open_id_batch_send(&robot_code, open_ids, message);
                 self.one_to_one(
                     ctx,
                     &format!("{prefix}open:{first}"),
                     &step.targets,
                     resolved,
-                    call,
+                    (open_ids, &|ids| {
+                        calls::open_id_batch_send(&robot_code, ids, message)
+                    }),
                 )
                 .await
             }
@@ -519,43 +523,69 @@ impl Engine {
         }
     }
 
-    /// A batchSend (by userIds or openIds): each id invalid, filtered, flow-controlled or
-    /// delivered. `targets` may name an id more than once (listed twice in the command).
+    /// A batchSend (by userIds or openIds) of `ids` (`call` builds it for any of them): each
+    /// id invalid, filtered, flow-controlled or delivered. `targets` may name an id more than
+    /// once (listed twice in the command).
+    ///
+    /// DingTalk may refuse a whole batch for one id it does not know (`staffId.notExisted`,
+    /// PROTOCOL §4.2). Nothing was sent then, so each id is sent on its own, and only the
+    /// unknown ones fail. Those single sends run within this one recorded step: if the notifier
+    /// stops among them, every recipient of the step is `outcome_unknown`, never sent twice.
     async fn one_to_one(
         &self,
         ctx: &Ctx<'_>,
         key: &str,
         targets: &[usize],
         resolved: &[Option<Resolved>],
-        call: crate::dingtalk::ApiCall,
+        (ids, call): (&[String], &BatchCall<'_>),
     ) -> Result<StepRecord, Later> {
         self.recorded(ctx, key, |in_doubt| async move {
             if in_doubt {
                 return Ok(unknown(targets));
             }
-            let answer = match self.call(ctx, &ctx.app, call).await? {
+            let id_of = |target: &usize| resolved[*target].as_ref().map_or("", |(_, id)| id.as_str());
+            let answer = match self.call(ctx, &ctx.app, call(ids)).await? {
                 Ok(answer) => answer,
+                Err(err) if err.rejected() && err.error.code == STAFF_NOT_EXISTED && ids.len() > 1 => {
+                    tracing::info!(ids = ids.len(), "DingTalk refused the batch for an unknown id; sending to each id alone");
+                    let mut outcomes = Vec::with_capacity(targets.len());
+                    let mut delivered_any = false;
+                    for id in ids {
+                        let alone = match self.call(ctx, &ctx.app, call(std::slice::from_ref(id))).await {
+                            Ok(Ok(answer)) => {
+                                let parsed = BatchAnswer::parse(&answer);
+                                batch_outcome(&parsed, id)
+                            }
+                            Ok(Err(err)) => TargetOutcome::Failed(err.error),
+                            // Nothing of the step went out yet: put the whole step off.
+                            Err(later) if !delivered_any => return Err(later),
+                            // Some ids have it: the rest fail (retryable) rather than wait and
+                            // have the step, and those ids, sent again.
+                            Err(_) => TargetOutcome::Failed(ResultError {
+                                code: "throttled".to_owned(),
+                                message: "DingTalk throttled this recipient's send after the batch was split for an unknown id; publish it again for this recipient".to_owned(),
+                                retryable: true,
+                            }),
+                        };
+                        delivered_any |= matches!(alone, TargetOutcome::Delivered(_));
+                        outcomes.extend(
+                            targets
+                                .iter()
+                                .filter(|target| id_of(target) == id.as_str())
+                                .map(|target| (*target, alone.clone())),
+                        );
+                    }
+                    return Ok(StepRecord {
+                        outcomes,
+                        extra: None,
+                    });
+                }
                 Err(err) => return Ok(all(targets, TargetOutcome::Failed(err.error))),
             };
             let parsed = BatchAnswer::parse(&answer);
-            let process_query_key = parsed.process_query_key.clone().unwrap_or_default();
-            let outcome_of = |id: &str| {
-                if let Some(error) = parsed.error_of(id) {
-                    TargetOutcome::Failed(error)
-                } else if parsed.flow_controlled.contains(id) {
-                    TargetOutcome::FlowControlled
-                } else {
-                    TargetOutcome::Delivered(Delivered::OneToOne {
-                        process_query_key: process_query_key.clone(),
-                    })
-                }
-            };
             let outcomes = targets
                 .iter()
-                .map(|target| {
-                    let id = resolved[*target].as_ref().map_or("", |(_, id)| id.as_str());
-                    (*target, outcome_of(id))
-                })
+                .map(|target| (*target, batch_outcome(&parsed, id_of(target))))
                 .collect();
             Ok(StepRecord {
                 outcomes,
@@ -806,12 +836,16 @@ impl Engine {
                     slept = true;
                 }
                 let open = matches!(resolved[targets[0]], Some((RecipientType::OpenId, _)));
-                let call = if open {
-                    calls::open_id_batch_send(&robot_code, &ids, message)
-                } else {
-                    calls::batch_send(&robot_code, &ids, message)
+                let call = |ids: &[String]| {
+                    if open {
+                        calls::open_id_batch_send(&robot_code, ids, message)
+                    } else {
+                        calls::batch_send(&robot_code, ids, message)
+                    }
                 };
-                let record = self.one_to_one(ctx, &key, &targets, resolved, call).await?;
+                let record = self
+                    .one_to_one(ctx, &key, &targets, resolved, (&ids, &call))
+                    .await?;
                 collect(record, outcomes, &mut pending);
             }
         }
@@ -867,6 +901,22 @@ pub(crate) fn all(targets: &[usize], outcome: TargetOutcome) -> StepRecord {
 }
 
 /// The outcome of a step an earlier execution died in, for calls that must not be repeated.
+/// Builds a batchSend of some of a step's ids (all of them, or one).
+type BatchCall<'a> = dyn Fn(&[String]) -> crate::dingtalk::ApiCall + Sync + 'a;
+
+/// How one id fared in a batchSend's answer.
+fn batch_outcome(parsed: &BatchAnswer, id: &str) -> TargetOutcome {
+    if let Some(error) = parsed.error_of(id) {
+        TargetOutcome::Failed(error)
+    } else if parsed.flow_controlled.contains(id) {
+        TargetOutcome::FlowControlled
+    } else {
+        TargetOutcome::Delivered(Delivered::OneToOne {
+            process_query_key: parsed.process_query_key.clone().unwrap_or_default(),
+        })
+    }
+}
+
 pub(crate) fn unknown(targets: &[usize]) -> StepRecord {
     all(
         targets,

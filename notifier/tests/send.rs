@@ -434,6 +434,49 @@ async fn a_template_card_whose_creation_answer_was_lost_is_still_delivered_once(
 }
 
 #[tokio::test]
+async fn a_batch_dingtalk_refuses_for_one_unknown_user_still_reaches_the_others() {
+    let mut options = Options::default();
+    options.sim.limits.refuse_batch_with_unknown_staff = true;
+    let bed = Bed::with(options).await;
+    bed.publish(&send(
+        "c-ghost",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}, {"type": "user_id", "id": "ghost-9"},
+               {"type": "user_id", "id": "user002"}]),
+        text("all hands"),
+    ))
+    .await;
+    let result = bed.result("c-ghost").await;
+    assert_eq!(result.status, Status::Ok, "{result:?}");
+    let failed: Vec<(&str, &str)> = result
+        .targets
+        .iter()
+        .filter(|t| !t.ok)
+        .map(|t| {
+            (
+                t.recipient.id.as_str(),
+                t.error.as_ref().unwrap().code.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(failed, [("ghost-9", "staffId.notExisted")]);
+    // The refused batch, then one send each.
+    let sizes: Vec<usize> = calls(&bed, Api::RobotBatchSend)
+        .iter()
+        .map(|b| b["userIds"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(sizes, [1, 1], "accepted calls");
+    let delivered = bed
+        .sim
+        .state()
+        .messages()
+        .iter()
+        .filter(|m| m.content["content"] == "all hands")
+        .count();
+    assert_eq!(delivered, 2);
+}
+
+#[tokio::test]
 async fn interactive_and_template_cards_are_sent_as_cards() {
     let bed = Bed::start().await;
     let card = json!({"config": {"autoLayout": true}, "header": {"title": {"type": "text", "text": "Approve?"}},

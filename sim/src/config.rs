@@ -137,6 +137,11 @@ pub struct Limits {
     pub max_media_total_bytes: usize,
     /// Apps, custom robots, fault rules and card callback routes, each.
     pub max_registrations: usize,
+    /// How batchSend treats a userId the organization does not have: listed in
+    /// `invalidStaffIdList` while the others get the message (`false`, the default), or the
+    /// whole call refused with `staffId.notExisted` (`true`; PROTOCOL §4.2 names that error
+    /// without saying when DingTalk gives it).
+    pub refuse_batch_with_unknown_staff: bool,
 }
 
 impl Default for Limits {
@@ -151,6 +156,7 @@ impl Default for Limits {
             max_media_bytes: 20 * 1024 * 1024,
             max_media_total_bytes: 256 * 1024 * 1024,
             max_registrations: 1_000,
+            refuse_batch_with_unknown_staff: false,
         }
     }
 }
@@ -237,6 +243,10 @@ impl SimConfig {
                 )?,
                 custom_robot_penalty: env
                     .duration("SIM_CUSTOM_ROBOT_PENALTY", defaults.custom_robot_penalty)?,
+                refuse_batch_with_unknown_staff: env.boolean(
+                    "SIM_REFUSE_UNKNOWN_STAFF",
+                    defaults.refuse_batch_with_unknown_staff,
+                )?,
                 max_recorded_calls: env.int_in(
                     "SIM_MAX_CALLS",
                     defaults.max_recorded_calls,

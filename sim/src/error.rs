@@ -100,6 +100,9 @@ pub enum ApiError {
         /// The request's path.
         path: String,
     },
+    /// batchSend named a userId the organization does not have (whole call refused).
+    #[error("staff {0} does not exist")]
+    StaffNotExisted(String),
     /// A webhook robot (custom robot or session webhook) refusal with its own errcode.
     #[error("{message}")]
     Webhook {
@@ -138,6 +141,7 @@ impl ApiError {
             | ApiError::DepartmentNotFound(_)
             | ApiError::UserNotFound(_) => (StatusCode::BAD_REQUEST, "resource.not.found"),
             ApiError::RobotNotInGroup { .. } => (StatusCode::BAD_REQUEST, "robot.notInGroup"),
+            ApiError::StaffNotExisted(_) => (StatusCode::BAD_REQUEST, "staffId.notExisted"),
             ApiError::MissingToken | ApiError::InvalidToken | ApiError::ExpiredToken => {
                 (StatusCode::BAD_REQUEST, "InvalidAuthentication")
             }
@@ -166,7 +170,8 @@ impl ApiError {
             | ApiError::InvalidParameter { .. }
             | ApiError::BadBody { .. }
             | ApiError::NotFound { .. }
-            | ApiError::RobotNotInGroup { .. } => (StatusCode::OK, 40035),
+            | ApiError::RobotNotInGroup { .. }
+            | ApiError::StaffNotExisted(_) => (StatusCode::OK, 40035),
             ApiError::MissingToken | ApiError::InvalidToken => (StatusCode::OK, 40014),
             ApiError::ExpiredToken => (StatusCode::OK, 42001),
             ApiError::BadCredentials => (StatusCode::OK, 40089),

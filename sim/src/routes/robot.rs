@@ -177,6 +177,14 @@ fn send_one_to_one(inner: &mut Inner, ctx: &CallCtx, fields: Fields) -> Result<V
     let robot_code = super::own_robot(inner, ctx, &fields)?;
     let user_ids = fields.str_list("userIds", MAX_USER_IDS)?;
     let template = MsgTemplate::parse(fields.get("msgKey"), fields.get("msgParam"))?;
+    if inner.limits.refuse_batch_with_unknown_staff {
+        if let Some(unknown) = user_ids
+            .iter()
+            .find(|user_id| inner.directory.user(user_id).is_none())
+        {
+            return Err(ApiError::StaffNotExisted(unknown.clone()));
+        }
+    }
     let mut invalid = Vec::new();
     let mut flow_controlled = Vec::new();
     let mut delivered = Vec::new();
