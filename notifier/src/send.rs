@@ -218,6 +218,17 @@ impl Engine {
             .call(ctx, &ctx.app, calls::get_by_union_id(union_id))
             .await?
         {
+            // contact_type 1 (PROTOCOL §5): not an employee; robot messages to its userid do
+            // not reach it, and DingTalk would only say "invalid staff id" later.
+            Ok(answer) if answer.pointer("/result/contact_type").and_then(Value::as_i64) == Some(1) => {
+                Ok(Err(ResultError {
+                    code: "external_contact".to_owned(),
+                    message: format!(
+                        "the unionId {union_id:?} is an external contact of the organization, not an employee: the robot cannot message it directly (answer it in the conversation it started: its session_webhook)"
+                    ),
+                    retryable: false,
+                }))
+            }
             Ok(answer) => match answer.pointer("/result/userid").and_then(Value::as_str) {
                 Some(user_id) => {
                     records.set_union(ctx.id, union_id, user_id).await?;

@@ -151,6 +151,31 @@ async fn mentions_in_a_group_go_out_as_a_standard_card_with_at_user_list_json() 
 }
 
 #[tokio::test]
+async fn a_union_id_of_an_external_contact_fails_clearly_and_the_others_are_sent() {
+    let bed = Bed::start().await;
+    bed.publish(&send(
+        "c-ext",
+        "acme",
+        json!([{"type": "union_id", "id": "union-ext001"}, {"type": "union_id", "id": "union-user001"}]),
+        text("hello partner"),
+    ))
+    .await;
+    let result = bed.result("c-ext").await;
+    assert_eq!(result.status, Status::Ok, "{result:?}");
+    let error = result.targets[0]
+        .error
+        .as_ref()
+        .expect("the contact failed");
+    assert_eq!(error.code, "external_contact", "{result:?}");
+    assert!(!error.retryable);
+    assert!(result.targets[1].ok);
+    // Only the employee was in the batch.
+    let sent = calls(&bed, Api::RobotBatchSend);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["userIds"], json!(["user001"]));
+}
+
+#[tokio::test]
 async fn a_union_id_is_resolved_once_then_sent_one_to_one() {
     let bed = Bed::start().await;
     for id in ["c-union-1", "c-union-2"] {

@@ -100,6 +100,20 @@ pub struct Directory {
     pub users: Vec<User>,
     /// Group chats.
     pub groups: Vec<Group>,
+    /// External contacts (customers, partners): `getbyunionid` knows them (`contact_type` 1),
+    /// robot messages to their userid do not reach them, and no department lists them.
+    #[serde(default)]
+    pub external_contacts: Vec<ExternalContact>,
+}
+
+/// An external contact of the org.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalContact {
+    /// The id DingTalk gives it in this org.
+    pub userid: String,
+    /// `unionid`.
+    pub unionid: String,
 }
 
 fn yes() -> bool {
@@ -172,6 +186,10 @@ impl Directory {
                     member_ids: vec!["user002".into()],
                 },
             ],
+            external_contacts: vec![ExternalContact {
+                userid: "ext001".to_owned(),
+                unionid: "union-ext001".to_owned(),
+            }],
         }
     }
 
@@ -183,6 +201,13 @@ impl Directory {
     /// The user with this unionid.
     pub fn user_by_unionid(&self, unionid: &str) -> Option<&User> {
         self.users.iter().find(|user| user.unionid == unionid)
+    }
+
+    /// The external contact with this unionid.
+    pub fn external_by_unionid(&self, unionid: &str) -> Option<&ExternalContact> {
+        self.external_contacts
+            .iter()
+            .find(|contact| contact.unionid == unionid)
     }
 
     /// The department with this id.

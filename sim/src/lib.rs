@@ -46,7 +46,7 @@ pub mod client;
 pub use api::{Api, Family};
 pub use cards::{CallbackRoute, CardInstance, Delivery, StandardCard, StreamedValue};
 pub use config::{AppCredentials, CustomRobotConfig, Limits, SimConfig};
-pub use directory::{Department, Directory, Group, GroupRobots, User};
+pub use directory::{Department, Directory, ExternalContact, Group, GroupRobots, User};
 pub use error::ApiError;
 pub use faults::{Fault, FaultCount, FaultKind};
 pub use gate::TOKEN_HEADER;

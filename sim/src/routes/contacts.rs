@@ -150,11 +150,14 @@ async fn by_unionid(
         body,
         |inner, fields| {
             let unionid = fields.str("unionid")?;
-            let user = inner
+            if let Some(user) = inner.directory.user_by_unionid(unionid) {
+                return Ok(json!({ "result": { "userid": user.userid, "contact_type": 0 } }));
+            }
+            let contact = inner
                 .directory
-                .user_by_unionid(unionid)
+                .external_by_unionid(unionid)
                 .ok_or_else(|| ApiError::UserNotFound(unionid.to_owned()))?;
-            Ok(json!({ "result": { "userid": user.userid, "contact_type": 0 } }))
+            Ok(json!({ "result": { "userid": contact.userid, "contact_type": 1 } }))
         },
     )
     .await
