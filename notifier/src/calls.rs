@@ -94,14 +94,15 @@ pub fn group_recall(robot_code: &str, chat_id: &str, process_query_keys: &[Strin
 }
 
 /// StandardCard send (§4.5). `cardData` and `singleChatReceiver` are JSON strings; the card
-/// carries the integration's `callbackRouteKey` so its button presses find their way back.
+/// carries the integration's `callbackRouteKey` so its button presses find their way back, and
+/// for an HTTP integration the `callbackUrl` the API itself documents.
 pub fn card_send(
     robot_code: &str,
     card_biz_id: &str,
     receiver: &CardReceiver,
     card_data: &Value,
     mentions: &Mentions,
-    callback_route_key: &str,
+    (callback_route_key, callback): (&str, &CallbackType),
 ) -> ApiCall {
     let mut body = json!({
         "cardTemplateId": "StandardCard",
@@ -110,6 +111,9 @@ pub fn card_send(
         "cardData": card_data.to_string(),
         "callbackRouteKey": callback_route_key,
     });
+    if let CallbackType::Http { url } = callback {
+        body["callbackUrl"] = json!(url);
+    }
     match receiver {
         CardReceiver::Group(chat_id) => {
             body["openConversationId"] = json!(chat_id);
@@ -150,8 +154,11 @@ pub fn card_update(card_biz_id: &str, card_data: &Value) -> ApiCall {
 pub enum CallbackType {
     /// Over the Stream connection.
     Stream,
-    /// To the URL registered for the route key.
-    Http,
+    /// To the URL registered for the route key (StandardCards name it themselves).
+    Http {
+        /// `{PUBLIC_BASE_URL}/api/dingtalk/webhook/{id}/card`.
+        url: String,
+    },
     /// Not registered (no `PUBLIC_BASE_URL`): say nothing and let DingTalk decide.
     Unset,
 }
@@ -174,7 +181,7 @@ pub fn card_instance_create(
     });
     match callback {
         CallbackType::Stream => body["callbackType"] = json!("STREAM"),
-        CallbackType::Http => body["callbackType"] = json!("HTTP"),
+        CallbackType::Http { .. } => body["callbackType"] = json!("HTTP"),
         CallbackType::Unset => {}
     }
     json_call(Api::CardInstanceCreate, body)
@@ -309,13 +316,14 @@ mod tests {
             &CardReceiver::User("u1".into()),
             &json!({"contents": []}),
             &Mentions::default(),
-            "route",
+            ("route", &CallbackType::Stream),
         );
         let body = body(&call);
         assert_eq!(body["singleChatReceiver"], r#"{"userId":"u1"}"#);
         assert_eq!(body["cardData"], r#"{"contents":[]}"#);
         assert_eq!(body["callbackRouteKey"], "route");
         assert!(body.get("openConversationId").is_none());
+        assert!(body.get("callbackUrl").is_none());
     }
 
     #[test]
@@ -330,7 +338,7 @@ mod tests {
             &CardReceiver::Group("cid".into()),
             &json!({}),
             &mentions,
-            "k",
+            ("k", &CallbackType::Unset),
         );
         let options = &body(&call)["sendOptions"];
         assert_eq!(options["atAll"], true);

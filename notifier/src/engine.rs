@@ -516,11 +516,11 @@ impl Engine {
         // One registration at a time in this process; Redis remembers it across replicas.
         let mut registered = inner.registered.lock().await;
         if registered.contains(ctx.id) {
-            return Ok(CallbackType::Http);
+            return Ok(CallbackType::Http { url });
         }
         if inner.records.card_callback(ctx.id).await?.as_deref() == Some(url.as_str()) {
             registered.insert(ctx.id.to_owned());
-            return Ok(CallbackType::Http);
+            return Ok(CallbackType::Http { url });
         }
         let call = crate::calls::card_callback_register(&ctx.callback_route_key(), &url);
         match self.call(ctx, &ctx.app, call).await? {
@@ -528,7 +528,7 @@ impl Engine {
                 inner.records.set_card_callback(ctx.id, &url).await?;
                 registered.insert(ctx.id.to_owned());
                 tracing::info!(%url, "card callback URL registered with DingTalk");
-                Ok(CallbackType::Http)
+                Ok(CallbackType::Http { url })
             }
             Err(err) => {
                 tracing::warn!(error = %err.error.message, "cannot register the card callback URL; cards are sent without it");

@@ -447,7 +447,7 @@ impl Engine {
                             receiver,
                             card_data,
                             mentions,
-                            &route_key,
+                            (&route_key, callback),
                         )
                     };
                     let space = match receiver {

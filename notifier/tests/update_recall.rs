@@ -377,6 +377,16 @@ async fn the_first_card_registers_the_callback_url_once() {
     );
     let instance = bed.sim.state().card_instance(APP_A, "c-cb-tpl").unwrap();
     assert_eq!(instance.callback_type.as_deref(), Some("HTTP"));
+    // StandardCards also name the URL themselves (`callbackUrl`, the field their API documents).
+    let standard = bed
+        .sim
+        .state()
+        .calls(&CallFilter::api(Api::StandardCardSend));
+    assert_eq!(standard.len(), 3);
+    assert!(standard
+        .iter()
+        .all(|call| call.body["callbackUrl"]
+            == "https://bot.example.com/api/dingtalk/webhook/acme/card"));
     // Plain messages never register anything.
     bed.publish(&send(
         "c-cb-plain",
@@ -407,6 +417,11 @@ async fn without_a_public_base_url_cards_are_sent_and_nothing_is_registered() {
     command["updatable"] = json!(true);
     bed.publish(&command).await;
     assert_eq!(bed.result("c-nourl").await.status, Status::Ok);
+    let standard = bed
+        .sim
+        .state()
+        .calls(&CallFilter::api(Api::StandardCardSend));
+    assert!(standard[0].body.get("callbackUrl").is_none());
     assert!(bed
         .sim
         .state()
