@@ -9,8 +9,9 @@
 //! Every replica computes the same preferred owner for each slot from the live replicas
 //! (rendezvous hashing: the replicas ordered by a hash of (integration, replica), slot `n` goes
 //! to the `n`-th modulo their count), so an integration's slots land on different replicas
-//! when there are enough, and a joining or leaving replica moves only the slots it wins or
-//! loses. The lease is the lock that makes the handover safe: a slot is taken with `SET NX`,
+//! when there are enough, and a joining or leaving replica only moves slots of the
+//! integrations whose ranking it changes (it ranks among their first `per_app`): those slots
+//! shift by one rank, so a joiner ranked first takes slot 0 and slot 0's holder moves to slot 1. The lease is the lock that makes the handover safe: a slot is taken with `SET NX`,
 //! renewed only by its holder, released by a holder that is no longer preferred, and expires
 //! by itself when its holder dies. A holder gives up a connected slot only while every other
 //! slot of the integration is connected and stays so (its holder is preferred, or it is a
