@@ -32,6 +32,9 @@ pub struct Config {
     /// neither finished nor on its way before failing `unknown_target`. Not read from the
     /// environment ([`crate::engine::TARGET_WAIT`]); tests shorten it.
     pub target_wait: Duration,
+    /// How long DingTalk bans the egress IP after its per-IP budget was exceeded (5 minutes).
+    /// Not read from the environment; tests shorten it.
+    pub ip_ban: Duration,
     /// `TOOLS_ADDR` / `TOOLS_TOKEN`: the notify tools for experts; `None` (off) without a token.
     pub tools: Option<crate::tools::ToolsConfig>,
     /// `NOTIFIER_RECORD_RETENTION`: how long a command's record (its result), what a send
@@ -68,6 +71,7 @@ impl Config {
             limiter_margin: limiter_margin(env)?,
             ack_wait: Duration::from_secs(30),
             target_wait: crate::engine::TARGET_WAIT,
+            ip_ban: crate::dingtalk::DingTalkOptions::default().ip_ban,
             tools: crate::tools::ToolsConfig::from_env(env)?,
         })
     }

@@ -71,6 +71,7 @@ pub async fn start(config: &Config, shutdown: &Shutdown) -> Result<Running, Star
         foundation.redis.clone(),
         DingTalkOptions {
             limiter_margin: config.limiter_margin,
+            ip_ban: config.ip_ban,
             ..DingTalkOptions::default()
         },
     );

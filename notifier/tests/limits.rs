@@ -151,6 +151,87 @@ async fn a_command_put_off_past_notifier_max_defer_fails_instead_of_waiting_for_
 }
 
 #[tokio::test]
+async fn a_send_answered_429_or_an_html_page_is_retried_and_delivered_once() {
+    for (n, kind) in [FaultKind::Http429, FaultKind::HtmlPage]
+        .into_iter()
+        .enumerate()
+    {
+        let bed = Bed::start().await;
+        bed.sim
+            .state()
+            .add_fault(Fault::once(kind.clone()).on(Api::RobotBatchSend))
+            .unwrap();
+        let content = format!("throttled as {n}");
+        bed.publish(&send(
+            "c-shape",
+            "acme",
+            json!([{"type": "user_id", "id": "user001"}]),
+            text(&content),
+        ))
+        .await;
+        let result = bed.result("c-shape").await;
+        assert_eq!(result.status, Status::Ok, "{kind:?}: {result:?}");
+        assert_eq!(delivered(&bed, &content), 1, "{kind:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_ip_ban_pauses_every_app_of_every_replica_until_it_ends_and_nothing_is_lost() {
+    // DingTalk's ban lasts 5 minutes; 4 s here.
+    let ban = Duration::from_secs(4);
+    let bed = Bed::with(Options {
+        ip_ban: Some(ban),
+        ..Options::default()
+    })
+    .await;
+    let (_stop, _second) = bed.another_replica().await;
+    bed.sim
+        .state()
+        .add_fault(Fault::once(FaultKind::IpBan).on(Api::RobotBatchSend))
+        .unwrap();
+    let to = json!([{"type": "user_id", "id": "user001"}]);
+    bed.publish(&send("c-ban", "acme", to.clone(), text("during the ban")))
+        .await;
+    let mut redis = common::redis::connect(&bed.redis.url()).await.unwrap();
+    let started = Instant::now();
+    loop {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg("dtg:limit:ban:ip")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        if ttl > 0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no ban stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let banned_at = Instant::now();
+    // Another app's command, on either replica, waits for the ban too.
+    bed.publish(&send("c-ban-b", "beta", to, text("other app")))
+        .await;
+    let calls_now = || {
+        bed.sim
+            .state()
+            .calls(&CallFilter::default())
+            .into_iter()
+            .filter(|call| call.api != Api::NewToken)
+            .count()
+    };
+    let before = calls_now();
+    tokio::time::sleep(ban / 2).await;
+    assert_eq!(calls_now(), before, "DingTalk called during the ban");
+    assert!(bed.results_of("c-ban").is_empty() && bed.results_of("c-ban-b").is_empty());
+    for id in ["c-ban", "c-ban-b"] {
+        let result = bed.result_within(id, Duration::from_secs(30)).await;
+        assert_eq!(result.status, Status::Ok, "{result:?}");
+    }
+    assert!(banned_at.elapsed() >= ban / 2);
+    assert_eq!(delivered(&bed, "during the ban"), 1);
+    assert_eq!(delivered(&bed, "other app"), 1);
+}
+
+#[tokio::test]
 async fn two_replicas_share_one_rate_limit() {
     let bed = Bed::start().await;
     let _second = bed.another_replica().await;

@@ -83,6 +83,15 @@ pub enum ApiError {
     /// DingTalk's generic "system error" (injected).
     #[error("系统错误 (system error, injected fault)")]
     SystemError,
+    /// HTTP 429 (injected).
+    #[error("too many requests")]
+    TooManyRequests,
+    /// The egress-IP ban answer, without an errcode (injected).
+    #[error("egress IP banned")]
+    IpBan,
+    /// An HTML error page instead of JSON (injected).
+    #[error("forbidden (HTML page)")]
+    HtmlPage,
     /// An HTTP 500 (injected).
     #[error("internal server error (injected fault)")]
     Http500,
@@ -156,6 +165,8 @@ impl ApiError {
             ),
             ApiError::SystemError => (StatusCode::BAD_REQUEST, "systemError"),
             ApiError::Http500 => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
+            ApiError::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "Throttling"),
+            ApiError::IpBan | ApiError::HtmlPage => (StatusCode::FORBIDDEN, "Forbidden"),
             ApiError::RouteNotFound { .. } => (StatusCode::NOT_FOUND, "InvalidAction.NotFound"),
             ApiError::Webhook { .. } => (StatusCode::BAD_REQUEST, "invalidParameter"),
         };
@@ -179,6 +190,8 @@ impl ApiError {
             ApiError::PermissionDenied => (StatusCode::OK, 60011),
             ApiError::SystemError => (StatusCode::OK, -1),
             ApiError::Http500 => (StatusCode::INTERNAL_SERVER_ERROR, -1),
+            ApiError::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, -1),
+            ApiError::IpBan | ApiError::HtmlPage => (StatusCode::FORBIDDEN, -1),
             ApiError::DepartmentNotFound(_) => (StatusCode::OK, 60003),
             ApiError::UserNotFound(_) => (StatusCode::OK, 60121),
             ApiError::RouteNotFound { .. } => (StatusCode::NOT_FOUND, 404),
@@ -197,6 +210,23 @@ impl ApiError {
     /// The answer DingTalk would give, in the endpoint's shape.
     pub fn into_answer(&self, family: Family, request_id: &str) -> Response {
         let message = self.to_string();
+        // Answers of DingTalk's front, not of the API: the same on both API generations.
+        match self {
+            ApiError::IpBan => {
+                let body = json!({"status": 1111, "wait": 5, "source": "x5", "punish": "deny",
+                    "rgv587_flag": "sm"});
+                return (StatusCode::FORBIDDEN, Json(body)).into_response();
+            }
+            ApiError::HtmlPage => {
+                return (
+                    StatusCode::FORBIDDEN,
+                    [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+                    "<html><head><title>403 Forbidden</title></head><body><h1>403 Forbidden</h1></body></html>",
+                )
+                    .into_response();
+            }
+            _ => {}
+        }
         match family {
             Family::New => {
                 let (status, code) = self.new_api_status_and_code();

@@ -35,6 +35,14 @@ pub enum FaultKind {
     },
     /// Answer as if the per-second limit were exceeded.
     QpsLimit,
+    /// Answer HTTP 429 (too many requests).
+    #[serde(rename = "http_429")]
+    Http429,
+    /// Answer the egress-IP ban (PROTOCOL §6.3): `{"status":1111,"wait":5,"punish":"deny",…}`
+    /// without an errcode.
+    IpBan,
+    /// Answer HTTP 403 with an HTML page, as DingTalk's gateway (or a proxy) does.
+    HtmlPage,
     /// Carry the call out, then answer HTTP 500 as if the answer were lost on its way back (a
     /// gateway timeout behind DingTalk's front): the effect happened, the caller cannot tell.
     AnswerLost,
@@ -154,6 +162,12 @@ pub enum InjectedFailure {
     Permission,
     /// QPS limit.
     QpsLimit,
+    /// HTTP 429.
+    TooManyRequests,
+    /// The IP-ban answer.
+    IpBan,
+    /// An HTML error page.
+    HtmlPage,
 }
 
 /// What the matching rules do to one call.
@@ -263,6 +277,9 @@ impl FaultBook {
                         FaultKind::Http500 => InjectedFailure::Http500,
                         FaultKind::SystemError => InjectedFailure::SystemError,
                         FaultKind::Permission60011 => InjectedFailure::Permission,
+                        FaultKind::Http429 => InjectedFailure::TooManyRequests,
+                        FaultKind::IpBan => InjectedFailure::IpBan,
+                        FaultKind::HtmlPage => InjectedFailure::HtmlPage,
                         _ => InjectedFailure::QpsLimit,
                     });
                     true

@@ -196,6 +196,9 @@ fn injected(failure: InjectedFailure, app: Option<&str>, api: Api, inner: &Inner
             api: api.name(),
             limit: inner.limits.qps_per_app_api,
         },
+        InjectedFailure::TooManyRequests => ApiError::TooManyRequests,
+        InjectedFailure::IpBan => ApiError::IpBan,
+        InjectedFailure::HtmlPage => ApiError::HtmlPage,
     }
 }
 

@@ -91,6 +91,9 @@ pub struct DingTalkOptions {
     pub server_retry_base: Duration,
     /// Retries of a 5xx/`systemError` on an idempotent call (PROTOCOL §6.4.3: at most 3).
     pub max_server_retries: u32,
+    /// How long an egress-IP ban lasts ([`classify::IP_BAN`], DingTalk's 5 minutes; tests
+    /// shorten it).
+    pub ip_ban: Duration,
 }
 
 impl Default for DingTalkOptions {
@@ -108,6 +111,7 @@ impl Default for DingTalkOptions {
             limiter_margin: Duration::from_millis(100),
             server_retry_base: Duration::from_millis(500),
             max_server_retries: 3,
+            ip_ban: classify::IP_BAN,
         }
     }
 }
@@ -288,7 +292,21 @@ impl DingTalk {
             )?;
             let attempt = match http::send(request, options.call_timeout).await {
                 Ok((status, body)) => {
-                    Attempt::Answered(classify(call.api, status, &body, now_ms()))
+                    let mut verdict = classify(call.api, status, &body, now_ms());
+                    if let Verdict::Throttled {
+                        ban:
+                            Some(
+                                ban @ classify::Ban {
+                                    scope: classify::BanScope::Ip,
+                                    ..
+                                },
+                            ),
+                        ..
+                    } = &mut verdict
+                    {
+                        ban.duration = options.ip_ban;
+                    }
+                    Attempt::Answered(verdict)
                 }
                 Err(failure) => failure,
             };

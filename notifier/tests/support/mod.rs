@@ -69,6 +69,8 @@ pub struct Options {
     pub target_wait: Option<Duration>,
     /// `NOTIFIER_MAX_DEFER`.
     pub max_defer: Option<String>,
+    /// How long an egress-IP ban lasts.
+    pub ip_ban: Option<Duration>,
 }
 
 impl Default for Options {
@@ -82,6 +84,7 @@ impl Default for Options {
             record_retention: None,
             target_wait: None,
             max_defer: None,
+            ip_ban: None,
         }
     }
 }
@@ -128,6 +131,9 @@ impl Bed {
         config.ack_wait = options.ack_wait;
         if let Some(wait) = options.target_wait {
             config.target_wait = wait;
+        }
+        if let Some(ban) = options.ip_ban {
+            config.ip_ban = ban;
         }
         let registry = Registry::connect(
             &redis.url(),
