@@ -98,6 +98,8 @@ pub async fn start(config: &Config, shutdown: &Shutdown) -> Result<Running, Star
     let requests = Queries::subscribe(&foundation.nats)
         .await
         .map_err(|err| nats_error(format!("cannot subscribe to queries: {err}")))?;
+    // Usage gauges stay current across days, months and replicas; ends at shutdown.
+    tokio::spawn(dingtalk.clone().keep_usage_current(shutdown.clone()));
     let queries = tokio::spawn(
         Queries::new(dingtalk, foundation.registry.clone(), records).serve(
             foundation.nats.clone(),

@@ -753,12 +753,28 @@ async fn api_usage_is_counted_per_integration_per_day_and_month() {
     let month = format!("{:04}{:02}", now.year(), u8::from(now.month()));
     let day = format!("{month}{:02}", now.day());
     // Three sends and one token fetch.
-    for period in [day, month] {
+    for period in [&day, &month] {
         let count = world
             .redis_get(&["GET", &format!("dtg:usage:acme:{period}")])
             .await;
         assert_eq!(count, redis::Value::BulkString(b"4".to_vec()), "{period}");
     }
+    // What every replica reports is read again from Redis: another replica's calls show, and
+    // a new month (its counters not there yet) reads 0 rather than the old month's total.
+    let other = world.client().await;
+    assert!(other.refresh_usage().await.is_empty(), "it counted nothing");
+    world
+        .redis_get(&["SET", &format!("dtg:usage:acme:{day}"), "9"])
+        .await;
+    assert_eq!(client.refresh_usage().await, [("acme".to_owned(), 9, 4)]);
+    world
+        .redis_get(&[
+            "DEL",
+            &format!("dtg:usage:acme:{day}"),
+            &format!("dtg:usage:acme:{month}"),
+        ])
+        .await;
+    assert_eq!(client.refresh_usage().await, [("acme".to_owned(), 0, 0)]);
 }
 
 #[tokio::test]

@@ -131,6 +131,8 @@ struct Inner {
     limiter: Limiter,
     /// Permits taken by [`DingTalk::try_acquire`], by limiter bucket, waiting for their `call`.
     prepaid: Mutex<HashMap<String, Vec<Instant>>>,
+    /// Integrations whose usage this process has reported (their gauges are kept current).
+    reported: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl DingTalk {
@@ -153,6 +155,7 @@ impl DingTalk {
                 tokens,
                 limiter: Limiter::new(),
                 prepaid: Mutex::new(HashMap::new()),
+                reported: Mutex::new(Default::default()),
             }),
         }
     }
@@ -484,21 +487,71 @@ impl DingTalk {
     async fn count_usage(&self, redis: &mut redis::aio::ConnectionManager, integration: &str) {
         match usage::record(redis, &self.inner.options.key_prefix, integration).await {
             Ok((today, month)) => {
-                let integration = integration.to_owned();
-                metrics::gauge!(
-                    "dingtalk_gateway_notifier_api_usage_today_calls",
-                    "integration" => integration.clone()
-                )
-                .set(today as f64);
-                metrics::gauge!(
-                    "dingtalk_gateway_notifier_api_usage_month_calls",
-                    "integration" => integration
-                )
-                .set(month as f64);
+                self.inner
+                    .reported
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(integration.to_owned());
+                report_usage(integration, today, month);
             }
             Err(err) => tracing::debug!(error = %err, "could not count API usage"),
         }
     }
+
+    /// Reads again, from Redis, the usage of every integration this process reported, and
+    /// reports it: the totals every replica adds to, and 0 once a new day or month began (a
+    /// replica that made no call since would otherwise go on reporting the old period's
+    /// total). Returns what it reported.
+    pub async fn refresh_usage(&self) -> Vec<(String, u64, u64)> {
+        let integrations: Vec<String> = self
+            .inner
+            .reported
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect();
+        let mut redis = self.inner.redis.clone();
+        let mut reported = Vec::with_capacity(integrations.len());
+        for integration in integrations {
+            match usage::read(&mut redis, &self.inner.options.key_prefix, &integration).await {
+                Ok((today, month)) => {
+                    report_usage(&integration, today, month);
+                    reported.push((integration, today, month));
+                }
+                Err(err) => tracing::debug!(error = %err, "could not read API usage"),
+            }
+        }
+        reported
+    }
+
+    /// [`DingTalk::refresh_usage`] every [`USAGE_REFRESH`] until `shutdown`.
+    pub async fn keep_usage_current(self, shutdown: common::shutdown::Shutdown) {
+        shutdown
+            .every(USAGE_REFRESH, || {
+                let client = self.clone();
+                async move {
+                    client.refresh_usage().await;
+                }
+            })
+            .await;
+    }
+}
+
+/// How often the usage gauges are read again from Redis.
+pub const USAGE_REFRESH: Duration = Duration::from_secs(60);
+
+fn report_usage(integration: &str, today: u64, month: u64) {
+    metrics::gauge!(
+        "dingtalk_gateway_notifier_api_usage_today_calls",
+        "integration" => integration.to_owned()
+    )
+    .set(today as f64);
+    metrics::gauge!(
+        "dingtalk_gateway_notifier_api_usage_month_calls",
+        "integration" => integration.to_owned()
+    )
+    .set(month as f64);
 }
 
 /// When the limiter's Redis is unreachable nothing is sent; the caller retries after this.

@@ -50,6 +50,22 @@ pub async fn record(
         .await
 }
 
+/// The totals of today and this month for `integration` (0 for a period nothing was counted
+/// in yet: a new day or month).
+pub async fn read(
+    redis: &mut ConnectionManager,
+    prefix: &str,
+    integration: &str,
+) -> Result<(u64, u64), redis::RedisError> {
+    let (day, month) = periods(OffsetDateTime::now_utc());
+    let (today, this_month): (Option<u64>, Option<u64>) = redis::pipe()
+        .get(format!("{prefix}usage:{integration}:{day}"))
+        .get(format!("{prefix}usage:{integration}:{month}"))
+        .query_async(redis)
+        .await?;
+    Ok((today.unwrap_or(0), this_month.unwrap_or(0)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
