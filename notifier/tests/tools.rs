@@ -756,3 +756,49 @@ async fn an_unreadable_integration_record_is_a_clear_error_that_names_no_redis_k
     assert!(!message.contains("dtg:"), "{message}");
     assert!(t.bed.sim.state().messages().is_empty());
 }
+
+/// A publish the bus never confirms may still have been stored: the call answers `timeout`,
+/// not retryable, naming the command, which is then executed once when the bus comes back.
+#[tokio::test]
+async fn a_send_the_bus_does_not_confirm_is_in_doubt_not_retryable() {
+    let t = ToolsBed::start().await;
+    let pid = t.bed.nats.pid().expect("a local nats-server").to_string();
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {sig}");
+    };
+    // The server stops answering (a stall, a partition): the publish leaves, no ack comes.
+    signal("-STOP");
+    let (status, answer) = t
+        .post(
+            "dingtalk_send_text_notification",
+            acme(json!({"content": "in doubt", "recipient_id": "user001", "timeoutMs": 800})),
+        )
+        .await;
+    signal("-CONT");
+    assert_ne!(status, 200, "{answer:#}");
+    assert_eq!(answer["error"]["code"], "timeout", "{answer:#}");
+    assert_eq!(answer["error"]["retryable"], false, "{answer:#}");
+    let command_id = answer["error"]["commandId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no commandId in {answer:#}"))
+        .to_owned();
+    // It was stored after all: executed once, which a blind retry would have made twice.
+    let result = t
+        .bed
+        .result_within(&command_id, Duration::from_secs(30))
+        .await;
+    assert_eq!(result.status, Status::Ok, "{result:?}");
+    let delivered = t
+        .bed
+        .sim
+        .state()
+        .messages()
+        .iter()
+        .filter(|m| m.content["content"] == "in doubt")
+        .count();
+    assert_eq!(delivered, 1);
+}
