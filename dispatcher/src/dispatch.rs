@@ -210,6 +210,11 @@ impl Dispatcher {
                 }
             }
             if !err.retryable() || attempt >= max_attempts {
+                if err.run_may_live() {
+                    if let Some(thread) = &input.thread {
+                        self.abandon(thread.as_str(), input.event_id).await;
+                    }
+                }
                 return Err(Failure::Expert(err));
             }
             crate::metrics::expert_retry(err.code());
@@ -220,6 +225,55 @@ impl Dispatcher {
             // The failed attempt may have started a run: find it rather than start another.
             look_first = true;
         }
+    }
+
+    /// Gives up on the event's run, if it is still going at the server (past `EXPERT_TIMEOUT`,
+    /// or its stream broke): cancelled, so that it stops spending and the thread is free for
+    /// the conversation's next message. Best effort.
+    async fn abandon(&self, thread: &str, event_id: &str) {
+        let run = match self.expert.find_run(thread, event_id).await {
+            Ok(RunLookup::Found { run_id, status })
+                if matches!(status.as_str(), "pending" | "running") =>
+            {
+                run_id
+            }
+            Ok(_) => return,
+            Err(err) => {
+                tracing::warn!(%err, "cannot look for the abandoned run to cancel it");
+                return;
+            }
+        };
+        match self.expert.cancel_run(thread, &run, false).await {
+            Ok(()) => {
+                crate::metrics::run_cancelled("abandoned");
+                tracing::info!(run = %run, "cancelled the run given up on");
+            }
+            Err(err) => tracing::warn!(run = %run, %err, "cannot cancel the run given up on"),
+        }
+    }
+
+    /// The thread is busy with runs of other events (given up on by a replica that died, or
+    /// left running before their cancellation): they are cancelled, waiting for each to stop.
+    /// Returns how many active runs were found.
+    async fn free_thread(&self, thread: &str, event_id: &str) -> Result<usize, ExpertError> {
+        let runs = self.expert.list_runs(thread).await?.unwrap_or_default();
+        let mut cancelled = 0;
+        for run in runs
+            .iter()
+            .filter(|run| run.is_active() && run.event_id.as_deref() != Some(event_id))
+        {
+            tracing::warn!(run = %run.run_id, earlier_event = run.event_id.as_deref().unwrap_or("?"),
+                "the thread is busy with a run of an earlier message; cancelling it");
+            // A run that ended meanwhile cannot be cancelled (an error): the thread is free.
+            match self.expert.cancel_run(thread, &run.run_id, true).await {
+                Ok(()) => crate::metrics::run_cancelled("blocking"),
+                Err(err) => {
+                    tracing::info!(run = %run.run_id, %err, "the blocking run could not be cancelled; trying the thread again")
+                }
+            }
+            cancelled += 1;
+        }
+        Ok(cancelled)
     }
 
     /// One attempt: the thread, then either the run an earlier attempt started, or a new run.
@@ -265,7 +319,17 @@ impl Dispatcher {
             }
             input.reply.thinking().await?;
         }
-        self.stream(thread.as_str(), input).await
+        match self.stream(thread.as_str(), input).await {
+            // Our own run is never the one in the way: it was looked for above whenever it
+            // could exist, and joined.
+            Err(Failure::Expert(err)) if err.is_busy() => {
+                if self.free_thread(thread.as_str(), input.event_id).await? == 0 {
+                    return Err(Failure::Expert(err));
+                }
+                self.stream(thread.as_str(), input).await
+            }
+            other => other,
+        }
     }
 
     /// Creates the conversation's thread (deterministic id) and binds it.

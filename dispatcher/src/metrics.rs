@@ -45,6 +45,13 @@ pub fn run_lookup(result: &'static str) {
         .increment(1);
 }
 
+/// A run cancelled at the expert: one given up on (`abandoned`), or one of an earlier message
+/// that kept the thread busy (`blocking`).
+pub fn run_cancelled(reason: &'static str) {
+    ::metrics::counter!("dingtalk_gateway_dispatcher_runs_cancelled_total", "reason" => reason)
+        .increment(1);
+}
+
 /// A message with no expert to answer it.
 pub fn unrouted() {
     ::metrics::counter!("dingtalk_gateway_dispatcher_unrouted_total").increment(1);

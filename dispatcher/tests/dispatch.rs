@@ -292,6 +292,37 @@ async fn after_the_last_try_the_user_gets_an_apology_and_the_event_a_dead_letter
 }
 
 #[tokio::test]
+async fn a_run_given_up_on_is_cancelled_so_the_conversation_goes_on() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), Some("en")).await;
+    world.expert.script(Behavior {
+        delay: Duration::from_secs(60),
+        ..Behavior::default()
+    });
+    let _d = world
+        .dispatcher(&[("EXPERT_TIMEOUT", "1s"), ("EXPERT_MAX_ATTEMPTS", "1")])
+        .await;
+    world
+        .publish(&private("acme", "m1", "u1", "slow"), None)
+        .await;
+    assert!(world.answer("acme:m1").await.starts_with("Sorry"));
+    // The run would go on for a minute, keeping the thread busy: it is stopped.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while world.expert.statuses_for_event("acme:m1") != ["interrupted"] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            world.expert.statuses_for_event("acme:m1")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    world
+        .publish(&private("acme", "m2", "u1", "next"), None)
+        .await;
+    assert!(world.answer("acme:m2").await.ends_with(": next"));
+}
+
+#[tokio::test]
 async fn a_client_error_is_not_retried() {
     let world = World::start().await;
     world.integration("acme", Some("x"), None).await;

@@ -77,6 +77,40 @@ impl ExpertError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::Status { status: 404, .. })
     }
+
+    /// Whether the thread is busy with another run (409: LangGraph's default multitask
+    /// strategy, `reject`, refuses a second run on a thread).
+    pub fn is_busy(&self) -> bool {
+        matches!(self, Self::Status { status: 409, .. })
+    }
+
+    /// Whether the run this error ended may still be going on at the server (the dispatcher
+    /// stopped listening, not the server running it).
+    pub fn run_may_live(&self) -> bool {
+        match self {
+            Self::Status { status, .. } => *status >= 500,
+            Self::Timeout(_) | Self::Transport(_) | Self::Protocol(_) => true,
+            Self::Run(_) => false,
+        }
+    }
+}
+
+/// A run of a thread, as the run listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSummary {
+    /// The run id.
+    pub run_id: String,
+    /// `pending`, `running`, `success`, `error`, `timeout`, `interrupted`.
+    pub status: String,
+    /// The event it answers (`metadata.dingtalk_event_id`), if it is one of ours.
+    pub event_id: Option<String>,
+}
+
+impl RunSummary {
+    /// Whether the run has not finished.
+    pub fn is_active(&self) -> bool {
+        matches!(self.status.as_str(), "pending" | "running")
+    }
 }
 
 /// What a thread's run list says about an event.
@@ -245,12 +279,8 @@ impl ExpertClient {
             .boxed())
     }
 
-    /// Looks for the run of `event_id` among the thread's latest runs.
-    pub async fn find_run(
-        &self,
-        thread_id: &str,
-        event_id: &str,
-    ) -> Result<RunLookup, ExpertError> {
+    /// The thread's latest runs, newest first; `None` when the server cannot list runs.
+    pub async fn list_runs(&self, thread_id: &str) -> Result<Option<Vec<RunSummary>>, ExpertError> {
         let timeout = self.small_timeout();
         let response = self
             .request(
@@ -265,25 +295,70 @@ impl ExpertClient {
             response.status(),
             StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED | StatusCode::NOT_IMPLEMENTED
         ) {
-            return Ok(RunLookup::Unsupported);
+            return Ok(None);
         }
         let runs: Value = check(response)
             .await?
             .json()
             .await
             .map_err(|e| ExpertError::Protocol(e.to_string()))?;
-        let found = runs
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|run| run["metadata"]["dingtalk_event_id"].as_str() == Some(event_id));
-        Ok(match found {
-            Some(run) => RunLookup::Found {
-                run_id: run["run_id"].as_str().unwrap_or_default().to_owned(),
-                status: run["status"].as_str().unwrap_or_default().to_owned(),
+        Ok(Some(
+            runs.as_array()
+                .into_iter()
+                .flatten()
+                .map(|run| RunSummary {
+                    run_id: run["run_id"].as_str().unwrap_or_default().to_owned(),
+                    status: run["status"].as_str().unwrap_or_default().to_owned(),
+                    event_id: run["metadata"]["dingtalk_event_id"]
+                        .as_str()
+                        .map(str::to_owned),
+                })
+                .collect(),
+        ))
+    }
+
+    /// Looks for the run of `event_id` among the thread's latest runs.
+    pub async fn find_run(
+        &self,
+        thread_id: &str,
+        event_id: &str,
+    ) -> Result<RunLookup, ExpertError> {
+        let Some(runs) = self.list_runs(thread_id).await? else {
+            return Ok(RunLookup::Unsupported);
+        };
+        Ok(
+            match runs
+                .into_iter()
+                .find(|run| run.event_id.as_deref() == Some(event_id))
+            {
+                Some(run) => RunLookup::Found {
+                    run_id: run.run_id,
+                    status: run.status,
+                },
+                None => RunLookup::Absent,
             },
-            None => RunLookup::Absent,
-        })
+        )
+    }
+
+    /// Stops a run (`POST /threads/{id}/runs/{run_id}/cancel`, as an interrupt: the thread
+    /// keeps what the run did so far); with `wait`, answers once the run has stopped.
+    pub async fn cancel_run(
+        &self,
+        thread_id: &str,
+        run_id: &str,
+        wait: bool,
+    ) -> Result<(), ExpertError> {
+        let timeout = self.small_timeout();
+        let response = self
+            .request(
+                reqwest::Method::POST,
+                &format!("/threads/{thread_id}/runs/{run_id}/cancel?wait={wait}&action=interrupt"),
+                timeout,
+            )
+            .send()
+            .await
+            .map_err(|e| transport(e, timeout))?;
+        check(response).await.map(drop)
     }
 
     /// Waits for a run to finish and returns its answer (the thread's last AI message).

@@ -12,6 +12,10 @@
 //!   (`on_disconnect: continue`), so a crashed caller can join it later.
 //! * `GET /threads/{thread_id}/runs` — runs with their metadata, newest first.
 //! * `GET /threads/{thread_id}/runs/{run_id}/join` — waits for the run, then the thread's values.
+//! * `POST /threads/{thread_id}/runs/{run_id}/cancel` — stops the run (`interrupted`).
+//!
+//! A thread runs one run at a time: a run requested while another is pending or running is
+//! refused with 409, as LangGraph's default multitask strategy (`reject`) does.
 //!
 //! Tests script answers, delays and failures per run ([`Behavior`]) and read back every run the
 //! expert started ([`FakeExpert::runs`]). The `echo-expert` binary serves the default behaviour
@@ -124,6 +128,8 @@ struct Run {
     status: &'static str,
     created_at: String,
     done: watch::Receiver<bool>,
+    /// The task playing it, until it ends (a cancel aborts it).
+    task: Option<tokio::task::AbortHandle>,
 }
 
 #[derive(Debug, Default)]
@@ -243,6 +249,21 @@ impl FakeExpert {
         runs.into_iter().map(|(_, r)| r).collect()
     }
 
+    /// The statuses of the runs that carried `dingtalk_event_id` = `event_id`, oldest first
+    /// (`running`, `success`, `error`, `interrupted`).
+    pub fn statuses_for_event(&self, event_id: &str) -> Vec<String> {
+        let inner = self.shared.lock();
+        let mut runs: Vec<(&String, &str)> = inner
+            .threads
+            .values()
+            .flat_map(|t| t.runs.iter())
+            .filter(|r| r.record.metadata["dingtalk_event_id"] == event_id)
+            .map(|r| (&r.created_at, r.status))
+            .collect();
+        runs.sort();
+        runs.into_iter().map(|(_, s)| s.to_owned()).collect()
+    }
+
     /// How many runs carried `dingtalk_event_id` = `event_id` in their metadata.
     pub fn runs_for_event(&self, event_id: &str) -> usize {
         self.runs()
@@ -264,6 +285,10 @@ fn router(shared: Shared) -> Router {
         .route("/threads/{thread_id}/runs", get(list_runs))
         .route("/threads/{thread_id}/runs/stream", post(stream_run))
         .route("/threads/{thread_id}/runs/{run_id}/join", get(join_run))
+        .route(
+            "/threads/{thread_id}/runs/{run_id}/cancel",
+            post(cancel_run),
+        )
         .with_state(shared)
 }
 
@@ -412,6 +437,32 @@ async fn join_run(
     }
 }
 
+async fn cancel_run(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path((thread_id, run_id)): Path<(String, String)>,
+) -> Response {
+    if let Err(response) = check_key(&shared, &headers) {
+        return *response;
+    }
+    let mut inner = shared.lock();
+    let Some(run) = inner
+        .threads
+        .get_mut(&thread_id)
+        .and_then(|t| t.runs.iter_mut().find(|r| r.record.run_id == run_id))
+    else {
+        return error(StatusCode::NOT_FOUND, "run not found");
+    };
+    if run.status == "running" {
+        // Its stream ends and its joiners return: the task's senders go with it.
+        if let Some(task) = run.task.take() {
+            task.abort();
+        }
+        run.status = "interrupted";
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
 #[derive(Debug, Deserialize)]
 struct RunRequest {
     assistant_id: String,
@@ -448,6 +499,12 @@ async fn stream_run(
         let Some(thread) = inner.threads.get_mut(&thread_id) else {
             return error(StatusCode::NOT_FOUND, "thread not found");
         };
+        if thread.runs.iter().any(|run| run.status == "running") {
+            return error(
+                StatusCode::CONFLICT,
+                "Thread is already running a task. Wait for it to finish or choose a different multitask strategy.",
+            );
+        }
         if let Some(Failure::Status(code)) = &behavior.failure {
             let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return error(status, "scripted failure");
@@ -467,6 +524,7 @@ async fn stream_run(
             status: "running",
             created_at: format!("{} {:020}", now(), thread.runs.len()),
             done: done_rx,
+            task: None,
         });
         thread
             .messages
@@ -474,9 +532,24 @@ async fn stream_run(
         (behavior, run_id, thread.turns + 1, done_tx)
     };
     let (tx, rx) = mpsc::channel::<SseEvent>(64);
-    tokio::spawn(play(
-        shared, thread_id, run_id, input, turn, behavior, tx, done_tx,
+    let task = tokio::spawn(play(
+        shared.clone(),
+        thread_id.clone(),
+        run_id.clone(),
+        input,
+        turn,
+        behavior,
+        tx,
+        done_tx,
     ));
+    if let Some(run) = shared
+        .lock()
+        .threads
+        .get_mut(&thread_id)
+        .and_then(|t| t.runs.iter_mut().find(|r| r.record.run_id == run_id))
+    {
+        run.task = Some(task.abort_handle());
+    }
     let events = stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
