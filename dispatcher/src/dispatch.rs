@@ -372,6 +372,8 @@ impl Dispatcher {
         let deadline = tokio::time::Instant::now() + self.expert.run_timeout();
         let mut events = self.expert.stream_run(thread, &request).await?;
         let mut answer = Answer::default();
+        let mut run_id: Option<String> = None;
+        let mut ended = false;
         let thinking = tokio::time::sleep(self.settings.thinking_delay);
         tokio::pin!(thinking);
         let mut thinking_due = true;
@@ -385,16 +387,45 @@ impl Dispatcher {
                     return Err(ExpertError::Timeout(self.expert.run_timeout()).into());
                 }
                 event = events.next() => match event {
-                    None | Some(Ok(RunEvent::End)) => break,
+                    Some(Ok(RunEvent::End)) => {
+                        ended = true;
+                        break;
+                    }
+                    None => break,
                     Some(Err(err)) => return Err(err.into()),
                     Some(Ok(RunEvent::Error(message))) => {
                         return Err(ExpertError::Run(message).into())
                     }
+                    Some(Ok(RunEvent::Metadata { run_id: id })) => run_id = Some(id),
                     Some(Ok(event)) => {
                         if answer.apply(&event) {
                             input.reply.progress(answer.text()).await?;
                         }
                     }
+                }
+            }
+        }
+        // A stream that closed without `end` may have been cut (a proxy, a server restart)
+        // while the run goes on: what it carried would be published as the whole answer. The
+        // run's own status tells; one still going is joined for its final answer.
+        if let (false, Some(run_id)) = (ended, &run_id) {
+            match self.expert.run_status(thread, run_id).await {
+                Ok(status) => match status.as_str() {
+                    "success" => {}
+                    "pending" | "running" => {
+                        tracing::warn!(run = %run_id, "the run's stream closed before the run ended; joining it");
+                        return Ok(self.expert.join_run(thread, run_id).await?);
+                    }
+                    other => {
+                        return Err(ExpertError::Run(format!(
+                            "the run's stream closed and the run ended {other}"
+                        ))
+                        .into())
+                    }
+                },
+                // A server that cannot say: what the stream carried stands.
+                Err(err) => {
+                    tracing::warn!(run = %run_id, %err, "cannot read the run's status after its stream closed");
                 }
             }
         }

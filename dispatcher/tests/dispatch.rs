@@ -323,6 +323,25 @@ async fn a_run_given_up_on_is_cancelled_so_the_conversation_goes_on() {
 }
 
 #[tokio::test]
+async fn a_stream_cut_before_the_run_ends_is_joined_not_taken_for_the_answer() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), None).await;
+    world.expert.script(Behavior {
+        reply: Reply::Text("one two three four five".into()),
+        chunks: 5,
+        chunk_delay: Duration::from_millis(200),
+        cut_stream_after: Some(2),
+        ..Behavior::default()
+    });
+    let _d = world.dispatcher(&[]).await;
+    world
+        .publish(&private("acme", "m1", "u1", "count"), None)
+        .await;
+    assert_eq!(world.answer("acme:m1").await, "one two three four five");
+    assert_eq!(world.expert.runs_for_event("acme:m1"), 1);
+}
+
+#[tokio::test]
 async fn a_client_error_is_not_retried() {
     let world = World::start().await;
     world.integration("acme", Some("x"), None).await;

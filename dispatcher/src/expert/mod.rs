@@ -340,6 +340,29 @@ impl ExpertClient {
         )
     }
 
+    /// A run's status (`GET /threads/{id}/runs/{run_id}`).
+    pub async fn run_status(&self, thread_id: &str, run_id: &str) -> Result<String, ExpertError> {
+        let timeout = self.small_timeout();
+        let response = self
+            .request(
+                reqwest::Method::GET,
+                &format!("/threads/{thread_id}/runs/{run_id}"),
+                timeout,
+            )
+            .send()
+            .await
+            .map_err(|e| transport(e, timeout))?;
+        let run: Value = check(response)
+            .await?
+            .json()
+            .await
+            .map_err(|e| ExpertError::Protocol(e.to_string()))?;
+        run["status"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| ExpertError::Protocol("the run has no status".to_owned()))
+    }
+
     /// Stops a run (`POST /threads/{id}/runs/{run_id}/cancel`, as an interrupt: the thread
     /// keeps what the run did so far); with `wait`, answers once the run has stopped.
     pub async fn cancel_run(
@@ -378,16 +401,28 @@ impl ExpertClient {
             .json()
             .await
             .map_err(|e| transport(e, timeout))?;
-        let last = values["messages"].as_array().and_then(|m| m.last());
-        match last {
-            Some(message) if matches!(message["type"].as_str(), Some("ai" | "AIMessageChunk")) => {
-                Ok(stream::content_text(&message["content"]))
-            }
-            _ => Err(ExpertError::Protocol(
-                "the joined run's state ends without an AI message".to_owned(),
-            )),
-        }
+        joined_answer(&values)
     }
+}
+
+/// The answer in what `/join` returned: the state's last message when it is an AI message
+/// (read as the stream's are), or the failure of a run that errored (`__error__`).
+fn joined_answer(values: &Value) -> Result<String, ExpertError> {
+    if let Some(error) = values.get("__error__") {
+        let message = error["message"]
+            .as_str()
+            .or_else(|| error["error"].as_str())
+            .unwrap_or("the run failed");
+        return Err(ExpertError::Run(message.to_owned()));
+    }
+    values["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(stream::ai_text)
+        .map(|(_, text)| text)
+        .ok_or_else(|| {
+            ExpertError::Protocol("the joined run's state ends without an AI message".to_owned())
+        })
 }
 
 fn transport(err: reqwest::Error, timeout: Duration) -> ExpertError {
@@ -449,6 +484,20 @@ mod tests {
             assert_eq!(section["dingtalk_recipient_type"], "chat_id");
         }
         assert_eq!(body["stream_mode"], json!(["messages-tuple", "values"]));
+    }
+
+    #[test]
+    fn a_joined_run_answers_with_its_last_ai_message_or_its_error() {
+        let answer = joined_answer(&json!({"messages": [
+            {"type": "human", "content": "hi"},
+            {"role": "assistant", "content": [{"type": "text", "text": "hel"}, {"type": "text", "text": "lo"}]}
+        ]}));
+        assert_eq!(answer.unwrap(), "hello");
+        let failed =
+            joined_answer(&json!({"__error__": {"error": "ValueError", "message": "bad tool"}}));
+        assert!(matches!(failed, Err(ExpertError::Run(m)) if m == "bad tool"));
+        let tool_last = joined_answer(&json!({"messages": [{"type": "tool", "content": "42"}]}));
+        assert!(matches!(tool_last, Err(ExpertError::Protocol(_))));
     }
 
     #[test]

@@ -95,7 +95,7 @@ pub fn interpret(event: &str, data: &str) -> Result<RunEvent, String> {
 }
 
 /// The id and text of an AI message (or chunk); `None` for any other message type.
-fn ai_text(message: &Value) -> Option<(Option<String>, String)> {
+pub(crate) fn ai_text(message: &Value) -> Option<(Option<String>, String)> {
     let kind = message["type"]
         .as_str()
         .or_else(|| message["role"].as_str())?;

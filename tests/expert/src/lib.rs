@@ -12,6 +12,7 @@
 //!   (`on_disconnect: continue`), so a crashed caller can join it later.
 //! * `GET /threads/{thread_id}/runs` — runs with their metadata, newest first.
 //! * `GET /threads/{thread_id}/runs/{run_id}/join` — waits for the run, then the thread's values.
+//! * `GET /threads/{thread_id}/runs/{run_id}` — the run, with its status.
 //! * `POST /threads/{thread_id}/runs/{run_id}/cancel` — stops the run (`interrupted`).
 //!
 //! A thread runs one run at a time: a run requested while another is pending or running is
@@ -70,6 +71,9 @@ pub struct Behavior {
     pub delay: Duration,
     /// A failure instead of an answer.
     pub failure: Option<Failure>,
+    /// The stream closes after this many chunks (without `end`), as a proxy or a restarting
+    /// server cuts it, while the run goes on to its end.
+    pub cut_stream_after: Option<usize>,
 }
 
 impl Default for Behavior {
@@ -81,6 +85,7 @@ impl Default for Behavior {
             chunk_delay: Duration::ZERO,
             delay: Duration::ZERO,
             failure: None,
+            cut_stream_after: None,
         }
     }
 }
@@ -284,6 +289,7 @@ fn router(shared: Shared) -> Router {
         .route("/threads/{thread_id}", get(get_thread))
         .route("/threads/{thread_id}/runs", get(list_runs))
         .route("/threads/{thread_id}/runs/stream", post(stream_run))
+        .route("/threads/{thread_id}/runs/{run_id}", get(get_run))
         .route("/threads/{thread_id}/runs/{run_id}/join", get(join_run))
         .route(
             "/threads/{thread_id}/runs/{run_id}/cancel",
@@ -437,6 +443,33 @@ async fn join_run(
     }
 }
 
+async fn get_run(
+    State(shared): State<Shared>,
+    headers: HeaderMap,
+    Path((thread_id, run_id)): Path<(String, String)>,
+) -> Response {
+    if let Err(response) = check_key(&shared, &headers) {
+        return *response;
+    }
+    let inner = shared.lock();
+    match inner
+        .threads
+        .get(&thread_id)
+        .and_then(|t| t.runs.iter().find(|r| r.record.run_id == run_id))
+    {
+        Some(run) => Json(json!({
+            "run_id": run.record.run_id,
+            "thread_id": thread_id,
+            "assistant_id": run.record.assistant_id,
+            "status": run.status,
+            "metadata": run.record.metadata,
+            "created_at": run.created_at,
+        }))
+        .into_response(),
+        None => error(StatusCode::NOT_FOUND, "run not found"),
+    }
+}
+
 async fn cancel_run(
     State(shared): State<Shared>,
     headers: HeaderMap,
@@ -572,11 +605,15 @@ async fn play(
     tx: mpsc::Sender<SseEvent>,
     done: watch::Sender<bool>,
 ) {
+    // `None` once the stream is cut: the run goes on without it.
+    let tx = std::sync::Mutex::new(Some(tx));
     let send = |event: SseEvent| {
-        let tx = tx.clone();
+        let tx = tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
         async move {
             // A closed channel means the caller went away; the run goes on regardless.
-            let _ = tx.send(event).await;
+            if let Some(tx) = tx {
+                let _ = tx.send(event).await;
+            }
         }
     };
     let data = |name: &str, value: Value| SseEvent::default().event(name).data(value.to_string());
@@ -605,6 +642,9 @@ async fn play(
     // "50 chunks over 5 s" into six seconds.
     let start = tokio::time::Instant::now();
     for (i, piece) in split(&answer, behavior.chunks).into_iter().enumerate() {
+        if behavior.cut_stream_after == Some(i) {
+            tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        }
         tokio::time::sleep_until(start + behavior.chunk_delay * i as u32).await;
         let chunk = json!({"type": "AIMessageChunk", "id": message_id, "content": piece});
         send(data(
