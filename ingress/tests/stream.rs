@@ -474,6 +474,21 @@ async fn a_peer_asking_every_new_socket_to_disconnect_is_asked_with_a_growing_pa
 }
 
 #[tokio::test]
+async fn a_replaced_socket_that_closed_is_no_longer_counted() {
+    let sim = sim().await;
+    let (app, old) = serving(&sim).await;
+    assert!(sim
+        .state()
+        .stream_control(&old, ConnectionControl::Disconnect));
+    eventually("one socket again", async || {
+        let sockets = stream_status(&app, "acme").await["connections"][0]["sockets"].as_u64();
+        let open = sim.state().stream_connections();
+        (open.len() == 1 && open[0].id != old && sockets == Some(1)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn replaced_sockets_do_not_pile_up_in_their_slot() {
     let sim = sim().await;
     let app = ingress(&sim, &[("STREAM_MAX_AGE", "300ms")]).await;

@@ -200,6 +200,11 @@ pub(crate) async fn hold(
         let report = tokio::select! {
             () = stop.wait() => break,
             report = reports.recv() => report,
+            // A replaced socket that closed: out of the set and the count.
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {
+                reap(&mut tasks, &status);
+                continue;
+            }
         };
         let Some(report) = report else { break };
         if report.generation != generation {
