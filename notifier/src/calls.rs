@@ -111,7 +111,7 @@ pub fn card_send(
         "cardData": card_data.to_string(),
         "callbackRouteKey": callback_route_key,
     });
-    if let CallbackType::Http { url } = callback {
+    if let CallbackType::Http { url } | CallbackType::Unregistered { url } = callback {
         body["callbackUrl"] = json!(url);
     }
     match receiver {
@@ -161,6 +161,12 @@ pub enum CallbackType {
     },
     /// Not registered (no `PUBLIC_BASE_URL`): say nothing and let DingTalk decide.
     Unset,
+    /// The URL could not be registered this time (DingTalk refused or failed): StandardCards
+    /// still name it, template cards say nothing (their route key leads nowhere yet).
+    Unregistered {
+        /// `{PUBLIC_BASE_URL}/api/dingtalk/webhook/{id}/card`.
+        url: String,
+    },
 }
 
 /// Card instance creation (§4.6 step 1).
@@ -182,7 +188,7 @@ pub fn card_instance_create(
     match callback {
         CallbackType::Stream => body["callbackType"] = json!("STREAM"),
         CallbackType::Http { .. } => body["callbackType"] = json!("HTTP"),
-        CallbackType::Unset => {}
+        CallbackType::Unset | CallbackType::Unregistered { .. } => {}
     }
     json_call(Api::CardInstanceCreate, body)
 }

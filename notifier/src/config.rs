@@ -41,12 +41,12 @@ pub struct Config {
     /// delivered and the order of a target's updates are kept in Redis. Default `NATS_MAX_AGE`:
     /// a command is recognised for as long as it can be in the commands stream.
     pub record_retention: Duration,
-    /// `NOTIFIER_MAX_DEFER`: how long after its publication a command may still be put off
-    /// because DingTalk (or its token endpoint, or the rate limit) does not let it through. An
-    /// older command is executed once more, and whatever still cannot pass fails (`throttled`,
-    /// `unavailable`, retryable) instead of waiting until the commands stream drops it
-    /// unanswered. Default 24 h, or half of `NATS_MAX_AGE` when that is shorter; must be shorter
-    /// than `NATS_MAX_AGE`.
+    /// `NOTIFIER_MAX_DEFER`: how long after it was first put off a command may still be put
+    /// off because DingTalk (or its token endpoint, or the rate limit) does not let it through
+    /// (see [`crate::engine::EngineConfig::max_defer`]). Then it is executed once more, and
+    /// whatever still cannot pass fails (`throttled`, `unavailable`, retryable) instead of
+    /// waiting until the commands stream drops it unanswered. Default 24 h, or half of
+    /// `NATS_MAX_AGE` when that is shorter; must be shorter than `NATS_MAX_AGE`.
     pub max_defer: Duration,
 }
 

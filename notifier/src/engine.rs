@@ -67,9 +67,12 @@ pub struct EngineConfig {
     /// How long an update or recall waits for a target that is not on its way
     /// ([`TARGET_WAIT`] unless a test shortens it).
     pub target_wait: Duration,
-    /// `NOTIFIER_MAX_DEFER`: from this age on, a command is no longer put off for throttling
-    /// or an unavailable token; those fail its calls instead.
+    /// `NOTIFIER_MAX_DEFER`: how long after it was first put off a command is no longer put
+    /// off for throttling or an unavailable token; those fail its calls instead.
     pub max_defer: Duration,
+    /// `NATS_MAX_AGE`: a command is never put off past nine tenths of it (the stream would drop
+    /// it unanswered), however recently it was first deferred.
+    pub stream_max_age: Duration,
 }
 
 /// One delivery of a command message, as the engine needs it.
@@ -143,7 +146,7 @@ pub struct Ctx<'a> {
     pub stream_sequence: u64,
     /// When it was published.
     pub published: OffsetDateTime,
-    /// Whether throttling may still put it off (younger than `NOTIFIER_MAX_DEFER`).
+    /// Whether throttling may still put it off (see [`Engine::may_defer`]).
     pub may_defer: bool,
 }
 
@@ -233,6 +236,20 @@ impl Engine {
             .execute(&command, &subject, incoming)
             .instrument(span)
             .await;
+        if let Disposition::Later(_) = &disposition {
+            let noted = self
+                .inner
+                .records
+                .note_deferral(
+                    command.integration_id.as_str(),
+                    &command.id,
+                    common::bus::Timestamp::now().unix_millis(),
+                )
+                .await;
+            if let Err(err) = noted {
+                tracing::debug!(%err, "cannot note the deferral");
+            }
+        }
         // Updates and recalls of a send wait for it while it is on its way.
         if let (Disposition::Later(_), Operation::Send(_)) = (&disposition, &command.op) {
             let marked = self
@@ -296,7 +313,10 @@ impl Engine {
             command_id: &command.id,
             stream_sequence: incoming.stream_sequence,
             published: incoming.published,
-            may_defer: OffsetDateTime::now_utc() - incoming.published < inner.config.max_defer,
+            may_defer: match self.may_defer(id, &command.id, incoming).await {
+                Ok(may) => may,
+                Err(err) => return Disposition::Later(Later::from(err).0),
+            },
         };
         // An update or recall that must wait for its target, or an update already superseded,
         // costs no DingTalk budget: decided before asking for a permit.
@@ -369,6 +389,39 @@ impl Engine {
             tracing::warn!(%err, "cannot release the command lease; it expires by itself");
         }
         disposition
+    }
+
+    /// Whether throttling may still put the command off: not once `NOTIFIER_MAX_DEFER` has
+    /// passed since it was first put off, nor near the end of its life in the stream. A command
+    /// that waited in a backlog without being put off has its whole `NOTIFIER_MAX_DEFER` ahead.
+    async fn may_defer(
+        &self,
+        id: &str,
+        command_id: &str,
+        incoming: &Incoming,
+    ) -> Result<bool, redis::RedisError> {
+        let config = &self.inner.config;
+        let now = OffsetDateTime::now_utc();
+        let stream_life = config.stream_max_age - config.stream_max_age / 10;
+        if now - incoming.published >= stream_life {
+            return Ok(false);
+        }
+        // A first delivery was never put off: no need to ask.
+        if incoming.delivered <= 1 {
+            return Ok(true);
+        }
+        Ok(
+            match self.inner.records.deferred_since(id, command_id).await? {
+                Some(since_ms) => {
+                    let max_ms = i64::try_from(config.max_defer.as_millis()).unwrap_or(i64::MAX);
+                    common::bus::Timestamp::now()
+                        .unix_millis()
+                        .saturating_sub(since_ms)
+                        < max_ms
+                }
+                None => true,
+            },
+        )
     }
 
     /// The result of a command executed before, to be published again; `None`: not executed.
@@ -531,8 +584,8 @@ impl Engine {
                 Ok(CallbackType::Http { url })
             }
             Err(err) => {
-                tracing::warn!(error = %err.error.message, "cannot register the card callback URL; cards are sent without it");
-                Ok(CallbackType::Unset)
+                tracing::warn!(error = %err.error.message, "cannot register the card callback URL; StandardCards name it themselves, template cards go without it");
+                Ok(CallbackType::Unregistered { url })
             }
         }
     }
@@ -578,6 +631,21 @@ impl CallError {
     /// Whether DingTalk refused the request itself (so it certainly had no effect).
     pub fn rejected(&self) -> bool {
         matches!(self.source, DingTalkError::Rejected { .. })
+    }
+
+    /// Whether the call certainly had no effect: refused (as such, for a permission, the token
+    /// or the quota), or never sent (throttled, no token). A server error or a lost answer may
+    /// have had one.
+    pub fn certainly_unsent(&self) -> bool {
+        matches!(
+            self.source,
+            DingTalkError::Rejected { .. }
+                | DingTalkError::Permission { .. }
+                | DingTalkError::TokenInvalid { .. }
+                | DingTalkError::QuotaExhausted { .. }
+                | DingTalkError::Throttled { .. }
+                | DingTalkError::Unavailable { .. }
+        )
     }
 }
 

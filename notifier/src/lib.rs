@@ -87,6 +87,7 @@ pub async fn start(config: &Config, shutdown: &Shutdown) -> Result<Running, Star
             lease: config.ack_wait,
             target_wait: config.target_wait,
             max_defer: config.max_defer,
+            stream_max_age: config.common.streams.max_age,
         },
     );
     if config.public_base_url.is_none() {

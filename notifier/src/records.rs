@@ -2,7 +2,7 @@
 //!
 //! | key | type | what |
 //! |---|---|---|
-//! | `dtg:ntf:cmd:{integration}:{command_id}` | hash | `result` (the final result JSON), `step:{key}` (`pending` before a DingTalk call, its outcome after), `media` (an uploaded media id), `resolved` (the recipients as resolved by the first execution), `waiting_since` (an update or recall: when it first waited for its target, ms) |
+//! | `dtg:ntf:cmd:{integration}:{command_id}` | hash | `result` (the final result JSON), `step:{key}` (`pending` before a DingTalk call, its outcome after), `media` (an uploaded media id), `resolved` (the recipients as resolved by the first execution), `waiting_since` (an update or recall: when it first waited for its target, ms), `deferred_since` (when it was first put off, ms) |
 //! | `dtg:ntf:lock:{integration}:{command_id}` | string | the replica executing the command (a lease) |
 //! | `dtg:ntf:lock:{integration}:order:{target}` | string | the execution (replica and command id) applying an update or recall to `target` (a lease) |
 //! | `dtg:ntf:deferred:{integration}:{command_id}` | string | a send that was offered again for later and has not finished (10 minutes after its last deferral at most); updates and recalls of it wait |
@@ -344,6 +344,43 @@ impl Records {
             .arg("PX")
             .arg(ttl_ms(DEFERRED_MARK))
             .query_async::<()>(&mut self.conn())
+            .await
+    }
+
+    /// Notes that command `command_id` was put off (the first time: since when, in ms since the
+    /// epoch), and keeps its record (its finished steps) alive while it waits.
+    pub async fn note_deferral(
+        &self,
+        integration: &str,
+        command_id: &str,
+        now_ms: i64,
+    ) -> RedisResult<()> {
+        let key = command_key(integration, command_id);
+        redis::pipe()
+            .atomic()
+            .cmd("HSETNX")
+            .arg(&key)
+            .arg("deferred_since")
+            .arg(now_ms)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(ttl_ms(self.retention))
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await
+    }
+
+    /// When command `command_id` was first put off (ms since the epoch), if ever.
+    pub async fn deferred_since(
+        &self,
+        integration: &str,
+        command_id: &str,
+    ) -> RedisResult<Option<i64>> {
+        redis::cmd("HGET")
+            .arg(command_key(integration, command_id))
+            .arg("deferred_since")
+            .query_async(&mut self.conn())
             .await
     }
 

@@ -560,25 +560,29 @@ impl Engine {
                 Err(err) if err.rejected() && err.error.code == STAFF_NOT_EXISTED && ids.len() > 1 => {
                     tracing::info!(ids = ids.len(), "DingTalk refused the batch for an unknown id; sending to each id alone");
                     let mut outcomes = Vec::with_capacity(targets.len());
-                    let mut delivered_any = false;
+                    // Whether a single send may have reached someone: answered, or its answer
+                    // lost. Until one has, the whole step may be put off and run again.
+                    let mut maybe_sent = false;
                     for id in ids {
                         let alone = match self.call(ctx, &ctx.app, call(std::slice::from_ref(id))).await {
                             Ok(Ok(answer)) => {
+                                maybe_sent = true;
                                 let parsed = BatchAnswer::parse(&answer);
                                 batch_outcome(&parsed, id)
                             }
-                            Ok(Err(err)) => TargetOutcome::Failed(err.error),
-                            // Nothing of the step went out yet: put the whole step off.
-                            Err(later) if !delivered_any => return Err(later),
-                            // Some ids have it: the rest fail (retryable) rather than wait and
-                            // have the step, and those ids, sent again.
+                            Ok(Err(err)) => {
+                                maybe_sent |= !err.certainly_unsent();
+                                TargetOutcome::Failed(err.error)
+                            }
+                            Err(later) if !maybe_sent => return Err(later),
+                            // Some ids may have it: the rest fail (retryable) rather than wait
+                            // and have the step, and those ids, sent again.
                             Err(_) => TargetOutcome::Failed(ResultError {
                                 code: "throttled".to_owned(),
                                 message: "DingTalk throttled this recipient's send after the batch was split for an unknown id; publish it again for this recipient".to_owned(),
                                 retryable: true,
                             }),
                         };
-                        delivered_any |= matches!(alone, TargetOutcome::Delivered(_));
                         outcomes.extend(
                             targets
                                 .iter()
@@ -669,7 +673,13 @@ impl Engine {
                         let probe = calls::card_instance_update(out_track_id, params);
                         match self.call(ctx, &ctx.app, probe).await? {
                             Ok(_) => created,
-                            Err(_) => all(targets, TargetOutcome::Failed(err.error)),
+                            // No such card: the refusal stands.
+                            Err(absent) if absent.rejected() => {
+                                all(targets, TargetOutcome::Failed(err.error))
+                            }
+                            // The probe proves nothing (a server error, throttling): not a
+                            // refusal for good, so the probe's own (retryable) error.
+                            Err(unknown) => all(targets, TargetOutcome::Failed(unknown.error)),
                         }
                     }
                     Err(err) => all(targets, TargetOutcome::Failed(err.error)),

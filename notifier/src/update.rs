@@ -300,36 +300,49 @@ impl Engine {
         }
         let degraded = !plain.is_empty();
         if degraded {
-            self.recall_deliveries(ctx, "degrade:", &plain, &mut Outcomes::new())
+            let mut recalled = Outcomes::new();
+            self.recall_deliveries(ctx, "degrade:", &plain, &mut recalled)
                 .await?;
-            let resolved: Vec<_> = (0..sent.recipients.len())
-                .map(|i| {
-                    plain
-                        .iter()
-                        .any(|(index, _)| *index == i)
-                        .then(|| sent.resolved.get(i).cloned().flatten())
-                        .flatten()
-                })
-                .collect();
-            let mut resent = Outcomes::new();
-            if let Err(error) = self
-                .resend(ctx, message, &resolved, &sent.mentions, &mut resent)
-                .await?
-            {
-                for (index, _) in &plain {
-                    resent.insert(*index, Err(error.clone()));
+            // A recall that may still succeed later (throttled past NOTIFIER_MAX_DEFER, a server
+            // error) leaves the old message standing: sending the new one too would show both.
+            // Those recipients fail with the recall's error; the caller may update them again.
+            plain.retain(|(index, _)| match recalled.get(index) {
+                Some(Err(error)) if error.retryable => {
+                    outcomes.insert(*index, Err(error.clone()));
+                    false
                 }
+                _ => true,
+            });
+            if !plain.is_empty() {
+                let resolved: Vec<_> = (0..sent.recipients.len())
+                    .map(|i| {
+                        plain
+                            .iter()
+                            .any(|(index, _)| *index == i)
+                            .then(|| sent.resolved.get(i).cloned().flatten())
+                            .flatten()
+                    })
+                    .collect();
+                let mut resent = Outcomes::new();
+                if let Err(error) = self
+                    .resend(ctx, message, &resolved, &sent.mentions, &mut resent)
+                    .await?
+                {
+                    for (index, _) in &plain {
+                        resent.insert(*index, Err(error.clone()));
+                    }
+                }
+                for (index, outcome) in &resent {
+                    outcomes.insert(*index, outcome.clone());
+                }
+                // Later updates and recalls act on the new messages.
+                let replaced = delivered(&resent);
+                sent.delivered
+                    .retain(|(index, _)| !replaced.iter().any(|(i, _)| i == index));
+                sent.delivered.extend(replaced);
+                sent.delivered.sort_by_key(|(index, _)| *index);
+                self.inner.records.set_sent(ctx.id, target, &sent).await?;
             }
-            for (index, outcome) in &resent {
-                outcomes.insert(*index, outcome.clone());
-            }
-            // Later updates and recalls act on the new messages.
-            let replaced = delivered(&resent);
-            sent.delivered
-                .retain(|(index, _)| !replaced.iter().any(|(i, _)| i == index));
-            sent.delivered.extend(replaced);
-            sent.delivered.sort_by_key(|(index, _)| *index);
-            self.inner.records.set_sent(ctx.id, target, &sent).await?;
         }
         // Recipients the send never reached are not part of the update.
         let reached: Vec<usize> = sent

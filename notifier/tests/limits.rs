@@ -151,6 +151,61 @@ async fn a_command_put_off_past_notifier_max_defer_fails_instead_of_waiting_for_
 }
 
 #[tokio::test]
+async fn a_command_that_waited_in_a_backlog_may_still_be_put_off() {
+    let mut bed = Bed::with(Options {
+        max_defer: Some("3s".into()),
+        ..Options::default()
+    })
+    .await;
+    // Published while no notifier runs, and older than NOTIFIER_MAX_DEFER when one starts.
+    bed.kill_notifier().await;
+    bed.publish(&send(
+        "c-backlog",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}]),
+        text("after the backlog"),
+    ))
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    bed.sim
+        .state()
+        .add_fault(
+            Fault::once(FaultKind::Http500)
+                .on(Api::NewToken)
+                .times(FaultCount::Always),
+        )
+        .unwrap();
+    bed.start_notifier().await;
+    // It is put off (never deferred before, its NOTIFIER_MAX_DEFER starts now), not failed.
+    let mut redis = common::redis::connect(&bed.redis.url()).await.unwrap();
+    let started = Instant::now();
+    loop {
+        assert!(
+            bed.results_of("c-backlog").is_empty(),
+            "failed instead of put off: {:?}",
+            bed.results_of("c-backlog")
+        );
+        let since: Option<i64> = redis::cmd("HGET")
+            .arg("dtg:ntf:cmd:acme:c-backlog")
+            .arg("deferred_since")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        if since.is_some() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "never put off");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bed.sim.state().clear_faults();
+    let result = bed
+        .result_within("c-backlog", Duration::from_secs(30))
+        .await;
+    assert_eq!(result.status, Status::Ok, "{result:?}");
+    assert_eq!(delivered(&bed, "after the backlog"), 1);
+}
+
+#[tokio::test]
 async fn a_send_answered_429_or_an_html_page_is_retried_and_delivered_once() {
     for (n, kind) in [FaultKind::Http429, FaultKind::HtmlPage]
         .into_iter()

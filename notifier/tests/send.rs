@@ -9,7 +9,7 @@ use bytes::Bytes;
 use common::bus::result::Status;
 use common::cards::CardSpace;
 use dingtalk_sim::{
-    Api, CallFilter, CustomRobotConfig, Directory, Fault, FaultKind, Session, User,
+    Api, CallFilter, CustomRobotConfig, Directory, Fault, FaultCount, FaultKind, Session, User,
 };
 use notifier::records::Forget;
 use serde_json::{json, Value};
@@ -499,6 +499,36 @@ async fn a_batch_dingtalk_refuses_for_one_unknown_user_still_reaches_the_others(
         .filter(|m| m.content["content"] == "all hands")
         .count();
     assert_eq!(delivered, 2);
+}
+
+#[tokio::test]
+async fn a_template_card_whose_existence_cannot_be_told_fails_retryably_not_for_good() {
+    let bed = Bed::start().await;
+    // Created, answer lost; the retry is refused as a duplicate; the check fails on its own.
+    bed.sim
+        .state()
+        .add_fault(Fault::once(FaultKind::AnswerLost).on(Api::CardCreate))
+        .unwrap();
+    bed.sim
+        .state()
+        .add_fault(
+            Fault::once(FaultKind::Http500)
+                .on(Api::CardUpdate)
+                .times(FaultCount::Always),
+        )
+        .unwrap();
+    bed.publish(&send(
+        "c-tpl-unknown",
+        "acme",
+        json!([{"type": "chat_id", "id": Directory::OPS_GROUP}]),
+        json!({"type": "template", "template_id": "tpl-123.schema", "params": {"title": "Build"}}),
+    ))
+    .await;
+    let result = bed.result("c-tpl-unknown").await;
+    assert_eq!(result.status, Status::Failed, "{result:?}");
+    let error = result.error.as_ref().expect("an error");
+    assert!(error.retryable, "{result:?}");
+    assert!(bed.dead_letters_of("c-tpl-unknown").is_empty());
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use common::bus::result::Status;
-use dingtalk_sim::{Api, CallFilter, Directory, Fault, FaultKind};
+use dingtalk_sim::{Api, CallFilter, Directory, Fault, FaultCount, FaultKind};
 use serde_json::{json, Value};
 use support::{send, text, Bed, Options, APP_A};
 
@@ -165,6 +165,43 @@ async fn updating_a_plain_message_fails_not_updatable_unless_it_degrades_to_rese
             .unwrap()
             .recalled
     );
+}
+
+#[tokio::test]
+async fn a_degraded_update_whose_recall_fails_for_now_does_not_send_the_new_content_beside_the_old()
+{
+    let bed = Bed::start().await;
+    bed.publish(&send(
+        "c-stay",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}]),
+        text("v1"),
+    ))
+    .await;
+    assert_eq!(bed.result("c-stay").await.status, Status::Ok);
+    bed.sim
+        .state()
+        .add_fault(
+            Fault::once(FaultKind::Http500)
+                .on(Api::RobotBatchRecall)
+                .times(FaultCount::Always),
+        )
+        .unwrap();
+    let mut degrade = update("c-stay-1", "c-stay", "v2");
+    degrade["degrade"] = json!("resend");
+    bed.publish(&degrade).await;
+    let result = bed.result("c-stay-1").await;
+    assert_eq!(result.status, Status::Failed, "{result:?}");
+    assert!(
+        result.targets[0].error.as_ref().unwrap().retryable,
+        "{result:?}"
+    );
+    // v1 still stands, alone.
+    let messages = bed.sim.state().messages();
+    assert!(messages.iter().all(|m| m.content["text"] != "v2"));
+    assert!(messages
+        .iter()
+        .any(|m| m.content["content"] == "v1" && !m.recalled));
 }
 
 #[tokio::test]
@@ -402,6 +439,41 @@ async fn the_first_card_registers_the_callback_url_once() {
             .calls(&CallFilter::api(Api::CardCallbackRegister))
             .len(),
         1
+    );
+}
+
+#[tokio::test]
+async fn a_card_whose_callback_registration_fails_still_names_its_callback_url() {
+    let bed = Bed::with(Options {
+        public_base_url: Some("https://bot.example.com".into()),
+        ..Options::default()
+    })
+    .await;
+    bed.sim
+        .state()
+        .add_fault(Fault::once(FaultKind::Permission60011).on(Api::CardCallbackRegister))
+        .unwrap();
+    let mut command = send(
+        "c-unreg",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}]),
+        text("hi"),
+    );
+    command["updatable"] = json!(true);
+    bed.publish(&command).await;
+    assert_eq!(bed.result("c-unreg").await.status, Status::Ok);
+    assert!(bed
+        .sim
+        .state()
+        .calls(&CallFilter::api(Api::CardCallbackRegister))
+        .is_empty());
+    let standard = bed
+        .sim
+        .state()
+        .calls(&CallFilter::api(Api::StandardCardSend));
+    assert_eq!(
+        standard[0].body["callbackUrl"],
+        "https://bot.example.com/api/dingtalk/webhook/acme/card"
     );
 }
 
