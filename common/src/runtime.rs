@@ -137,11 +137,14 @@ pub async fn connect_nats(url: &str, service: &str) -> Result<async_nats::Client
             url: url.to_owned(),
             reason: format!("not a NATS URL: {err}"),
         })?;
+    // Each seed gets the whole bound: one that is down (its packets dropped, or accepting and
+    // saying nothing) must not use up the time the next one needs.
+    let budget = NATS_CONNECT_TIMEOUT * u32::try_from(servers.len()).unwrap_or(u32::MAX);
     let connect = async_nats::ConnectOptions::new()
         .name(format!("dingtalk-gateway-{service}"))
         .connection_timeout(NATS_CONNECT_TIMEOUT)
         .connect(servers);
-    match tokio::time::timeout(NATS_CONNECT_TIMEOUT, connect).await {
+    match tokio::time::timeout(budget, connect).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(err)) => Err(StartError::Nats {
             url: url.to_owned(),
@@ -149,7 +152,7 @@ pub async fn connect_nats(url: &str, service: &str) -> Result<async_nats::Client
         }),
         Err(_) => Err(StartError::Nats {
             url: url.to_owned(),
-            reason: format!("no answer within {} s", NATS_CONNECT_TIMEOUT.as_secs()),
+            reason: format!("no answer within {} s", budget.as_secs()),
         }),
     }
 }

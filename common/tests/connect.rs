@@ -32,7 +32,28 @@ async fn nats_url_may_list_seed_servers_and_the_first_reachable_one_is_used() {
     assert!(err.to_string().contains("NATS_URL"), "{err}");
 }
 
-/// Runs `openssl` with `args` in `dir`.
+#[tokio::test]
+async fn a_seed_that_accepts_but_never_answers_does_not_use_up_the_time_of_the_next() {
+    let nats = NatsServer::start().await;
+    // Accepts connections and says nothing, as a stalled or half-dead node does.
+    let silent = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .unwrap();
+    let silent_url = format!("nats://{}", silent.local_addr().unwrap());
+    let _holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    // The client tries the seeds in random order: whichever comes first, it connects.
+    let client = common::runtime::connect_nats(&format!("{silent_url},{}", nats.url()), "test")
+        .await
+        .expect("connects through the answering seed");
+    client.flush().await.unwrap();
+}
+
+/// Runs `openssl` with `args` in `dir`./// Runs `openssl` with `args` in `dir`.
 fn openssl(dir: &Path, args: &[&str]) {
     let status = Command::new("openssl")
         .args(args)
