@@ -405,8 +405,8 @@ impl ExpertClient {
     }
 }
 
-/// The answer in what `/join` returned: the state's last message when it is an AI message
-/// (read as the stream's are), or the failure of a run that errored (`__error__`).
+/// The answer in what `/join` returned: the state's answer, read as the stream's final state
+/// is, or the failure of a run that errored (`__error__`).
 fn joined_answer(values: &Value) -> Result<String, ExpertError> {
     if let Some(error) = values.get("__error__") {
         let message = error["message"]
@@ -415,14 +415,9 @@ fn joined_answer(values: &Value) -> Result<String, ExpertError> {
             .unwrap_or("the run failed");
         return Err(ExpertError::Run(message.to_owned()));
     }
-    values["messages"]
-        .as_array()
-        .and_then(|m| m.last())
-        .and_then(stream::ai_text)
-        .map(|(_, text)| text)
-        .ok_or_else(|| {
-            ExpertError::Protocol("the joined run's state ends without an AI message".to_owned())
-        })
+    stream::final_text(values).ok_or_else(|| {
+        ExpertError::Protocol("the joined run's state ends without an answer".to_owned())
+    })
 }
 
 fn transport(err: reqwest::Error, timeout: Duration) -> ExpertError {
@@ -497,7 +492,9 @@ mod tests {
             joined_answer(&json!({"__error__": {"error": "ValueError", "message": "bad tool"}}));
         assert!(matches!(failed, Err(ExpertError::Run(m)) if m == "bad tool"));
         let tool_last = joined_answer(&json!({"messages": [{"type": "tool", "content": "42"}]}));
-        assert!(matches!(tool_last, Err(ExpertError::Protocol(_))));
+        assert_eq!(tool_last.unwrap(), "42");
+        let unanswered = joined_answer(&json!({"messages": [{"type": "human", "content": "hi"}]}));
+        assert!(matches!(unanswered, Err(ExpertError::Protocol(_))));
     }
 
     #[test]

@@ -70,11 +70,8 @@ pub fn interpret(event: &str, data: &str) -> Result<RunEvent, String> {
         }
         "values" => {
             let value = json()?;
-            Ok(value["messages"]
-                .as_array()
-                .and_then(|m| m.last())
-                .and_then(ai_text)
-                .map(|(_, text)| RunEvent::Values(text))
+            Ok(final_text(&value)
+                .map(RunEvent::Values)
                 .unwrap_or(RunEvent::Ignored))
         }
         "error" => {
@@ -94,8 +91,20 @@ pub fn interpret(event: &str, data: &str) -> Result<RunEvent, String> {
     }
 }
 
+/// The answer a state holds: its last message, when that is an AI message, or a tool's output
+/// (a graph that ends on a tool that answers directly; in a state mid-run, the next state
+/// replaces it). `None` when the state ends on the human message.
+pub(crate) fn final_text(state: &Value) -> Option<String> {
+    let last = state["messages"].as_array()?.last()?;
+    match ai_text(last) {
+        Some((_, text)) => Some(text),
+        None if last["type"] == "tool" => Some(content_text(&last["content"])),
+        None => None,
+    }
+}
+
 /// The id and text of an AI message (or chunk); `None` for any other message type.
-pub(crate) fn ai_text(message: &Value) -> Option<(Option<String>, String)> {
+fn ai_text(message: &Value) -> Option<(Option<String>, String)> {
     let kind = message["type"]
         .as_str()
         .or_else(|| message["role"].as_str())?;
@@ -251,6 +260,23 @@ mod tests {
                 run_id: "r1".into()
             }
         );
+    }
+
+    #[test]
+    fn a_state_that_ends_on_a_tool_output_answers_with_it() {
+        let mut answer = Answer::default();
+        answer.apply(
+            &interpret(
+                "messages",
+                r#"[{"type":"AIMessageChunk","id":"m1","content":"Let me look"},{}]"#,
+            )
+            .unwrap(),
+        );
+        let values = r#"{"messages":[{"type":"human","content":"weather?"},
+            {"type":"ai","content":"","tool_calls":[{"name":"weather"}]},
+            {"type":"tool","content":"Sunny, 21 °C"}]}"#;
+        answer.apply(&interpret("values", values).unwrap());
+        assert_eq!(answer.finish(), "Sunny, 21 °C");
     }
 
     #[test]
