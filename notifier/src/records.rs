@@ -355,20 +355,14 @@ impl Records {
         command_id: &str,
         now_ms: i64,
     ) -> RedisResult<()> {
-        let key = command_key(integration, command_id);
-        redis::pipe()
-            .atomic()
-            .cmd("HSETNX")
-            .arg(&key)
-            .arg("deferred_since")
-            .arg(now_ms)
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&key)
-            .arg(ttl_ms(self.retention))
-            .ignore()
-            .query_async::<()>(&mut self.conn())
-            .await
+        self.write_command_field(
+            "HSETNX",
+            integration,
+            command_id,
+            "deferred_since",
+            &now_ms.to_string(),
+        )
+        .await
     }
 
     /// When command `command_id` was first put off (ms since the epoch), if ever.
@@ -535,10 +529,24 @@ impl Records {
         field: &str,
         value: &str,
     ) -> RedisResult<()> {
+        self.write_command_field("HSET", integration, command_id, field, value)
+            .await
+    }
+
+    /// `HSET` (or `HSETNX`) a field of a command's record, keeping the record for the
+    /// retention from now.
+    async fn write_command_field(
+        &self,
+        write: &str,
+        integration: &str,
+        command_id: &str,
+        field: &str,
+        value: &str,
+    ) -> RedisResult<()> {
         let key = command_key(integration, command_id);
         redis::pipe()
             .atomic()
-            .cmd("HSET")
+            .cmd(write)
             .arg(&key)
             .arg(field)
             .arg(value)

@@ -397,21 +397,7 @@ async fn list_runs(
     let Some(thread) = inner.threads.get(&thread_id) else {
         return error(StatusCode::NOT_FOUND, "thread not found");
     };
-    let runs: Vec<Value> = thread
-        .runs
-        .iter()
-        .rev()
-        .map(|run| {
-            json!({
-                "run_id": run.record.run_id,
-                "thread_id": thread_id,
-                "assistant_id": run.record.assistant_id,
-                "status": run.status,
-                "metadata": run.record.metadata,
-                "created_at": run.created_at,
-            })
-        })
-        .collect();
+    let runs: Vec<Value> = thread.runs.iter().rev().map(run_json).collect();
     Json(runs).into_response()
 }
 
@@ -443,6 +429,18 @@ async fn join_run(
     }
 }
 
+/// A run as the API shows it.
+fn run_json(run: &Run) -> Value {
+    json!({
+        "run_id": run.record.run_id,
+        "thread_id": run.record.thread_id,
+        "assistant_id": run.record.assistant_id,
+        "status": run.status,
+        "metadata": run.record.metadata,
+        "created_at": run.created_at,
+    })
+}
+
 async fn get_run(
     State(shared): State<Shared>,
     headers: HeaderMap,
@@ -457,15 +455,7 @@ async fn get_run(
         .get(&thread_id)
         .and_then(|t| t.runs.iter().find(|r| r.record.run_id == run_id))
     {
-        Some(run) => Json(json!({
-            "run_id": run.record.run_id,
-            "thread_id": thread_id,
-            "assistant_id": run.record.assistant_id,
-            "status": run.status,
-            "metadata": run.record.metadata,
-            "created_at": run.created_at,
-        }))
-        .into_response(),
+        Some(run) => Json(run_json(run)).into_response(),
         None => error(StatusCode::NOT_FOUND, "run not found"),
     }
 }
