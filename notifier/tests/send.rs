@@ -532,6 +532,56 @@ async fn a_template_card_whose_existence_cannot_be_told_fails_retryably_not_for_
 }
 
 #[tokio::test]
+async fn a_split_batch_is_not_put_off_once_a_single_send_may_have_gone_out() {
+    let mut options = Options::default();
+    options.sim.limits.refuse_batch_with_unknown_staff = true;
+    // Longer than the client waits for a throttle: the ban puts the command off.
+    options.ip_ban = Some(Duration::from_secs(60));
+    let bed = Bed::with(options).await;
+    // The batch is refused for ghost-9; then user001 alone is delivered but its answer lost,
+    // ghost-9 alone is refused, and user002 alone meets an IP ban.
+    bed.sim
+        .state()
+        .add_fault(
+            Fault::once(FaultKind::AnswerLost)
+                .on(Api::RobotBatchSend)
+                .after(1),
+        )
+        .unwrap();
+    bed.sim
+        .state()
+        .add_fault(
+            Fault::once(FaultKind::IpBan)
+                .on(Api::RobotBatchSend)
+                .after(3),
+        )
+        .unwrap();
+    bed.publish(&send(
+        "c-split",
+        "acme",
+        json!([{"type": "user_id", "id": "user001"}, {"type": "user_id", "id": "ghost-9"},
+               {"type": "user_id", "id": "user002"}]),
+        text("split guard"),
+    ))
+    .await;
+    // Put off, the step would run again and send user001 a second copy: it ends now instead.
+    let result = bed.result_within("c-split", Duration::from_secs(15)).await;
+    let last = &result.targets[2];
+    assert_eq!(last.recipient.id, "user002");
+    let error = last.error.as_ref().expect("user002 was throttled");
+    assert_eq!(error.code, "throttled", "{result:?}");
+    assert!(error.retryable);
+    let delivered = bed
+        .sim
+        .state()
+        .messages()
+        .iter()
+        .filter(|m| m.content["content"] == "split guard")
+        .count();
+    assert_eq!(delivered, 1, "user001's copy");
+}
+
+#[tokio::test]
 async fn interactive_and_template_cards_are_sent_as_cards() {
     let bed = Bed::start().await;
     let card = json!({"config": {"autoLayout": true}, "header": {"title": {"type": "text", "text": "Approve?"}},

@@ -105,6 +105,13 @@ pub struct Fault {
     /// How many matching calls (default 1).
     #[serde(default)]
     pub count: FaultCount,
+    /// Matching calls to let through untouched first (default 0): `after: 2` hits the third.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub after: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Fault {
@@ -115,7 +122,14 @@ impl Fault {
             app: None,
             kind,
             count: FaultCount::Times(1),
+            after: 0,
         }
+    }
+
+    /// Lets `calls` matching calls through before the rule applies.
+    pub fn after(mut self, calls: u32) -> Self {
+        self.after = calls;
+        self
     }
 
     /// Restricts the rule to one endpoint.
@@ -189,6 +203,8 @@ struct Rule {
     id: u64,
     fault: Fault,
     remaining: FaultCount,
+    /// Matching calls still to let through.
+    skip: u32,
 }
 
 /// Why a rule was not added.
@@ -233,6 +249,7 @@ impl FaultBook {
         self.rules.push(Rule {
             id,
             remaining: fault.count,
+            skip: fault.after,
             fault,
         });
         Ok(id)
@@ -257,6 +274,10 @@ impl FaultBook {
         let mut effects = Effects::default();
         for rule in &mut self.rules {
             if !rule.fault.matches(api, app) {
+                continue;
+            }
+            if rule.skip > 0 {
+                rule.skip -= 1;
                 continue;
             }
             let used = match &rule.fault.kind {
