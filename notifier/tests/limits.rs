@@ -10,6 +10,18 @@ use dingtalk_sim::{Api, CallFilter, Fault, FaultCount, FaultKind};
 use serde_json::json;
 use support::{send, text, Bed, Options};
 
+/// DingTalk's token endpoint fails (500) until the faults are cleared.
+fn no_tokens(bed: &Bed) {
+    bed.sim
+        .state()
+        .add_fault(
+            Fault::once(FaultKind::Http500)
+                .on(Api::NewToken)
+                .times(FaultCount::Always),
+        )
+        .unwrap();
+}
+
 fn delivered(bed: &Bed, content: &str) -> usize {
     bed.sim
         .state()
@@ -44,14 +56,7 @@ async fn a_token_that_expires_mid_run_is_refreshed_and_the_command_succeeds_once
 #[tokio::test]
 async fn a_send_waits_while_dingtalk_issues_no_token_and_is_delivered_once_it_does() {
     let bed = Bed::start().await;
-    bed.sim
-        .state()
-        .add_fault(
-            Fault::once(FaultKind::Http500)
-                .on(Api::NewToken)
-                .times(FaultCount::Always),
-        )
-        .unwrap();
+    no_tokens(&bed);
     bed.publish(&send(
         "c-no-token",
         "acme",
@@ -118,14 +123,7 @@ async fn a_command_put_off_past_notifier_max_defer_fails_instead_of_waiting_for_
     })
     .await;
     // DingTalk issues no token (it could as well throttle every call: both defer a command).
-    bed.sim
-        .state()
-        .add_fault(
-            Fault::once(FaultKind::Http500)
-                .on(Api::NewToken)
-                .times(FaultCount::Always),
-        )
-        .unwrap();
+    no_tokens(&bed);
     bed.publish(&send(
         "c-stuck",
         "acme",
@@ -167,14 +165,7 @@ async fn a_command_that_waited_in_a_backlog_may_still_be_put_off() {
     ))
     .await;
     tokio::time::sleep(Duration::from_secs(4)).await;
-    bed.sim
-        .state()
-        .add_fault(
-            Fault::once(FaultKind::Http500)
-                .on(Api::NewToken)
-                .times(FaultCount::Always),
-        )
-        .unwrap();
+    no_tokens(&bed);
     bed.start_notifier().await;
     // It is put off (never deferred before, its NOTIFIER_MAX_DEFER starts now), not failed.
     let mut redis = common::redis::connect(&bed.redis.url()).await.unwrap();

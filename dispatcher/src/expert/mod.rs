@@ -220,6 +220,21 @@ impl ExpertClient {
         request
     }
 
+    /// A request without a body, answered with a success status within `timeout`.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, ExpertError> {
+        let response = self
+            .request(method, path, timeout)
+            .send()
+            .await
+            .map_err(|e| transport(e, timeout))?;
+        check(response).await
+    }
+
     fn small_timeout(&self) -> Duration {
         SMALL_CALL_TIMEOUT.min(self.timeout)
     }
@@ -342,17 +357,12 @@ impl ExpertClient {
 
     /// A run's status (`GET /threads/{id}/runs/{run_id}`).
     pub async fn run_status(&self, thread_id: &str, run_id: &str) -> Result<String, ExpertError> {
-        let timeout = self.small_timeout();
-        let response = self
-            .request(
+        let run: Value = self
+            .call(
                 reqwest::Method::GET,
                 &format!("/threads/{thread_id}/runs/{run_id}"),
-                timeout,
+                self.small_timeout(),
             )
-            .send()
-            .await
-            .map_err(|e| transport(e, timeout))?;
-        let run: Value = check(response)
             .await?
             .json()
             .await
@@ -371,32 +381,24 @@ impl ExpertClient {
         run_id: &str,
         wait: bool,
     ) -> Result<(), ExpertError> {
-        let timeout = self.small_timeout();
-        let response = self
-            .request(
-                reqwest::Method::POST,
-                &format!("/threads/{thread_id}/runs/{run_id}/cancel?wait={wait}&action=interrupt"),
-                timeout,
-            )
-            .send()
-            .await
-            .map_err(|e| transport(e, timeout))?;
-        check(response).await.map(drop)
+        self.call(
+            reqwest::Method::POST,
+            &format!("/threads/{thread_id}/runs/{run_id}/cancel?wait={wait}&action=interrupt"),
+            self.small_timeout(),
+        )
+        .await
+        .map(drop)
     }
 
     /// Waits for a run to finish and returns its answer (the thread's last AI message).
     pub async fn join_run(&self, thread_id: &str, run_id: &str) -> Result<String, ExpertError> {
         let timeout = self.timeout;
-        let response = self
-            .request(
+        let values: Value = self
+            .call(
                 reqwest::Method::GET,
                 &format!("/threads/{thread_id}/runs/{run_id}/join"),
                 timeout,
             )
-            .send()
-            .await
-            .map_err(|e| transport(e, timeout))?;
-        let values: Value = check(response)
             .await?
             .json()
             .await

@@ -155,6 +155,15 @@ struct Inner {
     api_key: Option<(String, String)>,
 }
 
+impl Inner {
+    /// Run `run_id` of thread `thread_id`.
+    fn run_mut(&mut self, thread_id: &str, run_id: &str) -> Option<&mut Run> {
+        self.threads
+            .get_mut(thread_id)
+            .and_then(|t| t.runs.iter_mut().find(|r| r.record.run_id == run_id))
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 struct Shared(Arc<Mutex<Inner>>);
 
@@ -410,12 +419,8 @@ async fn join_run(
         return *response;
     }
     let done = {
-        let inner = shared.lock();
-        let Some(run) = inner
-            .threads
-            .get(&thread_id)
-            .and_then(|t| t.runs.iter().find(|r| r.record.run_id == run_id))
-        else {
+        let mut inner = shared.lock();
+        let Some(run) = inner.run_mut(&thread_id, &run_id) else {
             return error(StatusCode::NOT_FOUND, "run not found");
         };
         run.done.clone()
@@ -449,12 +454,8 @@ async fn get_run(
     if let Err(response) = check_key(&shared, &headers) {
         return *response;
     }
-    let inner = shared.lock();
-    match inner
-        .threads
-        .get(&thread_id)
-        .and_then(|t| t.runs.iter().find(|r| r.record.run_id == run_id))
-    {
+    let mut inner = shared.lock();
+    match inner.run_mut(&thread_id, &run_id) {
         Some(run) => Json(run_json(run)).into_response(),
         None => error(StatusCode::NOT_FOUND, "run not found"),
     }
@@ -469,11 +470,7 @@ async fn cancel_run(
         return *response;
     }
     let mut inner = shared.lock();
-    let Some(run) = inner
-        .threads
-        .get_mut(&thread_id)
-        .and_then(|t| t.runs.iter_mut().find(|r| r.record.run_id == run_id))
-    else {
+    let Some(run) = inner.run_mut(&thread_id, &run_id) else {
         return error(StatusCode::NOT_FOUND, "run not found");
     };
     if run.status == "running" {
@@ -565,12 +562,7 @@ async fn stream_run(
         tx,
         done_tx,
     ));
-    if let Some(run) = shared
-        .lock()
-        .threads
-        .get_mut(&thread_id)
-        .and_then(|t| t.runs.iter_mut().find(|r| r.record.run_id == run_id))
-    {
+    if let Some(run) = shared.lock().run_mut(&thread_id, &run_id) {
         run.task = Some(task.abort_handle());
     }
     let events = stream::unfold(rx, |mut rx| async move {
