@@ -177,16 +177,36 @@ async fn a_union_id_resolving_only_after_a_crash_sends_nothing_twice() {
         text("once only"),
     ))
     .await;
+    // The crash must come after the batchSend's outcome is recorded (during the wait before
+    // the retry round), not between DingTalk's answer and the record: then the step is in
+    // doubt, and nobody in it is sent again.
+    let mut redis = common::redis::connect(&bed.redis.url()).await.unwrap();
     let started = Instant::now();
-    while bed
-        .sim
-        .state()
-        .calls(&CallFilter::api(Api::RobotBatchSend))
-        .is_empty()
-    {
-        assert!(started.elapsed() < Duration::from_secs(20), "no batchSend");
+    loop {
+        let fields: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg("dtg:ntf:cmd:acme:c-union-crash")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        let recorded = fields.iter().any(|(field, value)| {
+            field.starts_with("step:") && field.contains("batch") && value != "pending"
+        });
+        if recorded {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no batchSend recorded"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    assert_eq!(
+        bed.sim
+            .state()
+            .calls(&CallFilter::api(Api::RobotBatchSend))
+            .len(),
+        1
+    );
     bed.kill_notifier().await;
     bed.sim.state().clear_faults();
     bed.start_notifier().await;
