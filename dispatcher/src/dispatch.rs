@@ -5,11 +5,13 @@
 use std::time::{Duration, Instant};
 
 use common::bus::event::Event;
-use common::registry::{ConversationKey, Registry, RegistryError, ThreadId, XpertId};
+use common::registry::{ConversationKey, Language, Registry, RegistryError, ThreadId, XpertId};
 use futures::StreamExt;
+use serde_json::Value;
 
 use crate::answer::{Commands, PublishError, Reply};
-use crate::expert::stream::{Answer, RunEvent};
+use crate::expert::interrupt;
+use crate::expert::stream::{Answer, RunAnswer, RunEvent};
 use crate::expert::{ExpertClient, ExpertError, RunLookup, RunRequest};
 use crate::routing::{choose_expert, Facts, Intent, Work};
 use crate::texts::Text;
@@ -157,22 +159,38 @@ impl Dispatcher {
         tracing::debug!(expert = %xpert, source = source.as_str(), "expert chosen");
         let started = Instant::now();
         let thread = binding.map(|b| b.thread_id);
-        let result = self
-            .run(RunInput {
-                key: &work.key,
-                xpert: &xpert,
-                thread,
-                input,
-                event_id: &event.id,
-                facts: &work.facts,
-                redelivered,
-                reply: &mut reply,
-            })
-            .await;
+        // The expert may have stopped to ask this user something: then this message answers it.
+        let waiting = match &thread {
+            Some(thread) => self.registry.waiting_thread(&work.key).await?.as_ref() == Some(thread),
+            None => false,
+        };
+        let mut run = RunInput {
+            key: &work.key,
+            xpert: &xpert,
+            thread,
+            input,
+            resume: None,
+            check_waiting: waiting,
+            event_id: &event.id,
+            facts: &work.facts,
+            redelivered,
+            reply: &mut reply,
+        };
+        let result = self.run(&mut run).await;
+        let thread = run.thread;
         match result {
-            Ok(text) => {
+            Ok(answer) => {
                 crate::metrics::expert_run("answered", started.elapsed());
-                reply.finish(&text).await?;
+                let asks = !answer.interrupts.is_empty();
+                if asks || waiting {
+                    // Before the answer goes out: the user's reply to it must find the mark.
+                    let waits = thread.as_ref().filter(|_| asks);
+                    self.registry.set_waiting_thread(&work.key, waits).await?;
+                }
+                if asks {
+                    crate::metrics::interrupt("asked");
+                }
+                reply.finish(&shown(answer, language)).await?;
                 Ok(Outcome::Answered)
             }
             Err(Failure::Expert(err)) => {
@@ -186,13 +204,13 @@ impl Dispatcher {
     }
 
     /// Runs the expert with retries; returns the whole answer.
-    async fn run(&self, mut input: RunInput<'_, '_>) -> Result<String, Failure> {
+    async fn run(&self, input: &mut RunInput<'_, '_>) -> Result<RunAnswer, Failure> {
         let mut recreated = false;
         let mut look_first = input.redelivered;
         let max_attempts = self.settings.max_attempts.max(1);
         let mut attempt = 1;
         loop {
-            let result = self.attempt(&mut input, look_first).await;
+            let result = self.attempt(input, look_first).await;
             let err = match result {
                 Ok(text) => return Ok(text),
                 Err(Failure::Expert(err)) => err,
@@ -206,6 +224,9 @@ impl Dispatcher {
                     self.expert
                         .create_thread(thread.as_str(), input.facts)
                         .await?;
+                    // A new thread waits for nothing: the message is a message again.
+                    input.resume = None;
+                    input.check_waiting = false;
                     continue;
                 }
             }
@@ -281,7 +302,7 @@ impl Dispatcher {
         &self,
         input: &mut RunInput<'_, '_>,
         look_first: bool,
-    ) -> Result<String, Failure> {
+    ) -> Result<RunAnswer, Failure> {
         let thread = match &input.thread {
             Some(thread) => thread.clone(),
             None => {
@@ -318,6 +339,19 @@ impl Dispatcher {
                 }
             }
             input.reply.thinking().await?;
+        }
+        if input.check_waiting {
+            // The thread is asked, not told: it may have been answered elsewhere, or the
+            // run that asked may have been cancelled.
+            let pending = self.expert.pending_interrupts(thread.as_str()).await?;
+            input.check_waiting = false;
+            if pending.is_empty() {
+                tracing::info!(thread = %thread, "the expert no longer waits for the user; the message is sent as a new one");
+                crate::metrics::interrupt("stale");
+            } else {
+                crate::metrics::interrupt("resumed");
+                input.resume = Some(interrupt::resume_value(&pending, input.input));
+            }
         }
         match self.stream(thread.as_str(), input).await {
             // Our own run is never the one in the way: it was looked for above whenever it
@@ -362,10 +396,15 @@ impl Dispatcher {
     }
 
     /// Streams a new run, showing the answer as it grows.
-    async fn stream(&self, thread: &str, input: &mut RunInput<'_, '_>) -> Result<String, Failure> {
+    async fn stream(
+        &self,
+        thread: &str,
+        input: &mut RunInput<'_, '_>,
+    ) -> Result<RunAnswer, Failure> {
         let request = RunRequest {
             assistant_id: input.xpert.as_str(),
             input: input.input,
+            resume: input.resume.as_ref(),
             event_id: input.event_id,
             facts: input.facts,
         };
@@ -433,12 +472,37 @@ impl Dispatcher {
     }
 }
 
+/// What the user sees of an answer: its text and, when the expert stopped to ask, what it asks
+/// and (for a decision) how to answer.
+fn shown(answer: RunAnswer, language: Language) -> String {
+    if answer.interrupts.is_empty() {
+        return answer.text;
+    }
+    let (question, decides) = interrupt::prompt(&answer.interrupts);
+    let mut parts = Vec::new();
+    for part in [answer.text, question] {
+        if !part.trim().is_empty() {
+            parts.push(part);
+        }
+    }
+    if decides {
+        parts.push(Text::DecisionHint.in_language(language).to_owned());
+    } else if parts.is_empty() {
+        parts.push(Text::WaitingForReply.in_language(language).to_owned());
+    }
+    parts.join("\n\n")
+}
+
 /// Everything one run needs.
 struct RunInput<'r, 'a> {
     key: &'r ConversationKey,
     xpert: &'r XpertId,
     thread: Option<ThreadId>,
     input: &'r str,
+    /// The `command.resume` answering the thread's interrupts, once known.
+    resume: Option<Value>,
+    /// Whether the thread may wait for this message (it asked the user), still to be checked.
+    check_waiting: bool,
     event_id: &'r str,
     facts: &'r Facts,
     redelivered: bool,
@@ -458,5 +522,38 @@ mod tests {
         assert_ne!(thread_id(&key("cid1"), 0), thread_id(&key("cid1"), 1));
         assert_ne!(thread_id(&key("cid1"), 0), thread_id(&key("cid2"), 0));
         assert!(uuid::Uuid::parse_str(&thread_id(&key("cid1"), 0)).is_ok());
+    }
+
+    #[test]
+    fn an_answer_that_asks_shows_the_question_and_how_to_decide() {
+        use interrupt::Interrupt;
+        let asking = |text: &str, value: Value| RunAnswer {
+            text: text.to_owned(),
+            interrupts: vec![Interrupt { id: None, value }],
+        };
+        assert_eq!(
+            shown(
+                asking("I will email Li.", "Send it now?".into()),
+                Language::En
+            ),
+            "I will email Li.\n\nSend it now?"
+        );
+        let review = serde_json::json!({"action_requests": [{"name": "send_email", "description": "Email Li"}]});
+        assert_eq!(
+            shown(asking("", review), Language::En),
+            format!(
+                "Email Li\n\n{}",
+                Text::DecisionHint.in_language(Language::En)
+            )
+        );
+        assert_eq!(
+            shown(asking(" ", Value::Null), Language::ZhHans),
+            Text::WaitingForReply.in_language(Language::ZhHans)
+        );
+        let plain = RunAnswer {
+            text: "hi".into(),
+            interrupts: Vec::new(),
+        };
+        assert_eq!(shown(plain, Language::En), "hi");
     }
 }

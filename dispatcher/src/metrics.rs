@@ -52,6 +52,13 @@ pub fn run_cancelled(reason: &'static str) {
         .increment(1);
 }
 
+/// Human in the loop, by event: a run ended asking the user (`asked`), a message answered a
+/// waiting thread (`resumed`), or a thread recorded as waiting no longer was (`stale`).
+pub fn interrupt(event: &'static str) {
+    ::metrics::counter!("dingtalk_gateway_dispatcher_interrupts_total", "event" => event)
+        .increment(1);
+}
+
 /// A message with no expert to answer it.
 pub fn unrouted() {
     ::metrics::counter!("dingtalk_gateway_dispatcher_unrouted_total").increment(1);

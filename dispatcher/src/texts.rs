@@ -18,6 +18,10 @@ pub enum Text {
     Apology,
     /// The expert finished without saying anything.
     EmptyAnswer,
+    /// Under a tool call the expert asks the user to approve: how to answer.
+    DecisionHint,
+    /// The expert stopped to wait for the user without saying what it asks.
+    WaitingForReply,
 }
 
 impl Text {
@@ -39,6 +43,14 @@ impl Text {
             }
             (Self::EmptyAnswer, ZhHans) => "（专家没有给出回答）",
             (Self::EmptyAnswer, En) => "(The expert gave no answer.)",
+            (Self::DecisionHint, ZhHans) => {
+                "回复“同意”继续，回复“拒绝”取消；回复其他内容将作为您的意见转告专家。"
+            }
+            (Self::DecisionHint, En) => {
+                "Reply \"yes\" to go ahead or \"no\" to decline; anything else is passed on to the expert as your answer."
+            }
+            (Self::WaitingForReply, ZhHans) => "专家正在等待您的回复。",
+            (Self::WaitingForReply, En) => "The expert is waiting for your reply.",
         }
     }
 }
@@ -55,6 +67,8 @@ mod tests {
             Text::NewConversation,
             Text::Apology,
             Text::EmptyAnswer,
+            Text::DecisionHint,
+            Text::WaitingForReply,
         ] {
             let zh = text.in_language(Language::ZhHans);
             let en = text.in_language(Language::En);

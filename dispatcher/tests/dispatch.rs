@@ -963,3 +963,144 @@ async fn an_answer_slower_than_the_ack_wait_is_kept_alive_not_redelivered() {
     // One delivery in all: a redelivery would have counted a second.
     assert_eq!(info.delivered.consumer_sequence, 1, "{info:?}");
 }
+
+fn conversation_of(staff_id: &str) -> ConversationKey {
+    ConversationKey::new("acme".parse().unwrap(), format!("cid-{staff_id}"), staff_id).unwrap()
+}
+
+#[tokio::test]
+async fn an_expert_that_stops_to_ask_is_answered_by_the_next_message() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), Some("en")).await;
+    let _d = world.dispatcher(&[]).await;
+    world.expert.script(Behavior {
+        reply: Reply::Text("I will email Li the report.".into()),
+        interrupt: Some(json!({
+            "action_requests": [{"name": "send_email", "args": {"to": "li"}, "description": "Email the Q3 report to Li"}],
+            "review_configs": [{"action_name": "send_email", "allowed_decisions": ["approve", "reject"]}]
+        })),
+        ..Behavior::default()
+    });
+
+    world
+        .publish(&private("acme", "m1", "u1", "mail Li the Q3 report"), None)
+        .await;
+    let asked = world.answer("acme:m1").await;
+    assert!(
+        asked.starts_with(
+            "I will email Li the report.\n\nEmail the Q3 report to Li\n\nReply \"yes\""
+        ),
+        "{asked}"
+    );
+    let thread = world.expert.runs()[0].thread_id.clone();
+    let waiting = world.registry.waiting_thread(&conversation_of("u1")).await;
+    assert_eq!(waiting.unwrap().unwrap().as_str(), thread);
+
+    // The reply answers the question: a resume of the same thread, not a new message.
+    world
+        .publish(&private("acme", "m2", "u1", "Yes"), None)
+        .await;
+    assert_eq!(
+        world.answer("acme:m2").await,
+        r#"echo #2: resumed with {"decisions":[{"type":"approve"}]}"#
+    );
+    let runs = world.expert.runs();
+    assert_eq!(runs[1].thread_id, thread);
+    assert_eq!(
+        runs[1].resume,
+        Some(json!({"decisions": [{"type": "approve"}]}))
+    );
+    assert_eq!(runs[1].metadata["dingtalk_event_id"], "acme:m2");
+    let waiting = world.registry.waiting_thread(&conversation_of("u1")).await;
+    assert_eq!(waiting.unwrap(), None);
+
+    // Nothing waits any more: the next message is a message.
+    world
+        .publish(&private("acme", "m3", "u1", "thanks"), None)
+        .await;
+    assert_eq!(world.answer("acme:m3").await, "echo #3: thanks");
+    assert_eq!(world.expert.runs()[2].resume, None);
+}
+
+#[tokio::test]
+async fn a_question_answered_elsewhere_or_left_with_new_no_longer_takes_the_next_message() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), Some("en")).await;
+    let _d = world.dispatcher(&[]).await;
+    let asks = || Behavior {
+        interrupt: Some(json!({"question": "Which day?"})),
+        ..Behavior::default()
+    };
+    world.expert.script(asks());
+    world
+        .publish(&private("acme", "m1", "u1", "plan a trip"), None)
+        .await;
+    assert_eq!(
+        world.answer("acme:m1").await,
+        "echo #1: plan a trip\n\nWhich day?"
+    );
+    let thread = world.expert.runs()[0].thread_id.clone();
+    assert!(world.expert.pending_interrupt(&thread).is_some());
+
+    // Answered in the expert's own UI meanwhile: the thread is asked before it is resumed.
+    world.expert.answer_elsewhere(&thread);
+    world
+        .publish(&private("acme", "m2", "u1", "Friday"), None)
+        .await;
+    assert_eq!(world.answer("acme:m2").await, "echo #2: Friday");
+    assert_eq!(world.expert.runs()[1].resume, None);
+    let waiting = world.registry.waiting_thread(&conversation_of("u1")).await;
+    assert_eq!(waiting.unwrap(), None);
+
+    // A reset leaves the question behind with its thread.
+    world.expert.script(asks());
+    world
+        .publish(&private("acme", "m3", "u1", "another trip"), None)
+        .await;
+    world.answer("acme:m3").await;
+    world
+        .publish(&private("acme", "m4", "u1", "/new"), None)
+        .await;
+    world.answer("acme:m4").await;
+    let waiting = world.registry.waiting_thread(&conversation_of("u1")).await;
+    assert_eq!(waiting.unwrap(), None);
+    world
+        .publish(&private("acme", "m5", "u1", "Monday"), None)
+        .await;
+    assert_eq!(world.answer("acme:m5").await, "echo #1: Monday");
+    let runs = world.expert.runs();
+    assert_eq!(runs[3].resume, None);
+    assert_ne!(runs[3].thread_id, thread);
+}
+
+#[tokio::test]
+async fn a_question_asked_while_the_dispatcher_died_is_shown_by_its_successor() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), Some("en")).await;
+    world.expert.script(Behavior {
+        delay: Duration::from_millis(1500),
+        interrupt: Some(json!("Which day?")),
+        ..Behavior::default()
+    });
+    let mut first = world.dispatcher(&[]).await;
+    world
+        .publish(&private("acme", "m1", "u1", "plan a trip"), None)
+        .await;
+    world.run_started().await;
+    first.kill();
+    // The successor joins the run; what `/join` returns does not carry the interrupt, the
+    // thread does.
+    let _second = world.dispatcher(&[]).await;
+    assert_eq!(
+        world.answer("acme:m1").await,
+        "echo #1: plan a trip\n\nWhich day?"
+    );
+    assert_eq!(world.expert.runs().len(), 1);
+    world
+        .publish(&private("acme", "m2", "u1", "Friday"), None)
+        .await;
+    assert_eq!(
+        world.answer("acme:m2").await,
+        "echo #2: resumed with Friday"
+    );
+}

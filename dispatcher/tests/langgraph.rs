@@ -104,3 +104,62 @@ async fn langgraph_run_is_joined_after_a_dispatcher_dies_mid_run() {
         "the expert must see the message once: {runs:#?}"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs a LangGraph server: scripts/check-langgraph"]
+async fn langgraph_interrupt_is_asked_and_the_reply_resumes_it() {
+    let world = World::start().await;
+    world.integration("acme", Some("echo"), Some("en")).await;
+    let url = langgraph_url();
+    let _d = world
+        .dispatcher(&[("EXPERT_API_URL", &url), ("THINKING_DELAY", "0s")])
+        .await;
+    let who = format!("h{}", std::process::id());
+
+    world
+        .publish(&private("acme", "t1", &who, "plan a trip"), None)
+        .await;
+    assert_eq!(world.answer("acme:t1").await, "Which day?");
+    world
+        .publish(&private("acme", "t2", &who, "Friday"), None)
+        .await;
+    // Resumed, not a second message: the graph saw one human message.
+    assert_eq!(
+        world.answer("acme:t2").await,
+        "echo #1: plan a trip on Friday"
+    );
+    world
+        .publish(&private("acme", "t3", &who, "thanks"), None)
+        .await;
+    assert_eq!(world.answer("acme:t3").await, "echo #2: thanks");
+}
+
+#[tokio::test]
+#[ignore = "needs a LangGraph server: scripts/check-langgraph"]
+async fn langgraph_interrupt_of_a_joined_run_is_asked_by_the_successor() {
+    let world = World::start().await;
+    world.integration("acme", Some("echo"), Some("en")).await;
+    let url = langgraph_url();
+    let overrides = [("EXPERT_API_URL", url.as_str()), ("THINKING_DELAY", "0s")];
+    let mut first = world.dispatcher(&overrides).await;
+    let who = format!("j{}", std::process::id());
+
+    world
+        .publish(&private("acme", "s1", &who, "slow trip"), None)
+        .await;
+    world
+        .wait_commands(Duration::from_secs(10), |c| {
+            !of_event(c, "acme:s1").is_empty()
+        })
+        .await;
+    first.kill();
+    let _second = world.dispatcher(&overrides).await;
+    assert_eq!(world.answer("acme:s1").await, "Which day?");
+    world
+        .publish(&private("acme", "s2", &who, "Monday"), None)
+        .await;
+    assert_eq!(
+        world.answer("acme:s2").await,
+        "echo #1: slow trip on Monday"
+    );
+}

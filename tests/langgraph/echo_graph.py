@@ -2,7 +2,9 @@
 
 No model and no network: a fake chat model streams "echo #N: <text>" word by word, so the server
 emits real `messages` chunks and `values`. A message starting with "slow" sleeps two seconds
-first, long enough for a test to kill the dispatcher mid-run.
+first, long enough for a test to kill the dispatcher mid-run. A message containing "trip" stops
+to ask "Which day?" (`interrupt()`, human in the loop) and answers with the reply:
+"echo #N: <text> on <reply>".
 """
 
 import time
@@ -10,6 +12,7 @@ import time
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.types import interrupt
 
 
 def answer(state: MessagesState):
@@ -17,7 +20,10 @@ def answer(state: MessagesState):
     text = human[-1].content if human else ""
     if isinstance(text, str) and text.startswith("slow"):
         time.sleep(2)
-    reply = AIMessage(content=f"echo #{len(human)}: {text}")
+    day = ""
+    if isinstance(text, str) and "trip" in text:
+        day = f" on {interrupt({'question': 'Which day?'})}"
+    reply = AIMessage(content=f"echo #{len(human)}: {text}{day}")
     model = GenericFakeChatModel(messages=iter([reply]))
     return {"messages": [model.invoke(state["messages"])]}
 

@@ -17,6 +17,7 @@
 //! | `dtg:trigger:<id>` | string | expert id for the integration |
 //! | `dtg:conv:<conversation key>` | string, TTL | JSON [`ConversationBinding`] |
 //! | `dtg:conv-gen:<conversation key>` | string | generation counter (`INCR`), no TTL |
+//! | `dtg:conv-wait:<conversation key>` | string, TTL | thread whose expert waits for the user's reply (human in the loop) |
 //! | `dtg:registry:invalidate` | pub/sub channel | id of an integration whose data changed |
 //!
 //! `<conversation key>` is [`ConversationKey::encoded`]:
@@ -684,13 +685,56 @@ impl Registry {
         .transpose()
     }
 
-    /// Forgets the conversation's binding and moves it to the next generation, so the next
-    /// message derives a new thread id. Returns the new generation.
+    /// The thread of the conversation whose expert stopped to ask the user (a run that ended on
+    /// an interrupt), so that the next message answers it; `None` when nothing waits. Kept as
+    /// long as a binding is (the same TTL).
+    pub async fn waiting_thread(
+        &self,
+        key: &ConversationKey,
+    ) -> Result<Option<ThreadId>, RegistryError> {
+        let waiting_key = store::waiting_key(key);
+        let raw: Option<String> = self
+            .inner
+            .store
+            .query("GET", redis::cmd("GET").arg(&waiting_key).clone())
+            .await?;
+        raw.map(|thread| {
+            thread.parse().map_err(|e| RegistryError::Corrupt {
+                key: waiting_key,
+                reason: format!("not a thread id: {e}"),
+            })
+        })
+        .transpose()
+    }
+
+    /// Records that `thread` waits for the user's reply, or (`None`) that nothing waits.
+    pub async fn set_waiting_thread(
+        &self,
+        key: &ConversationKey,
+        thread: Option<&ThreadId>,
+    ) -> Result<(), RegistryError> {
+        let waiting_key = store::waiting_key(key);
+        let cmd = match thread {
+            Some(thread) => redis::cmd("SET")
+                .arg(&waiting_key)
+                .arg(thread.as_ref())
+                .arg("EX")
+                .arg(self.inner.binding_ttl_secs)
+                .clone(),
+            None => redis::cmd("DEL").arg(&waiting_key).clone(),
+        };
+        self.inner.store.query::<()>("SET waiting", cmd).await
+    }
+
+    /// Forgets the conversation's binding (and any question its expert waits on) and moves it
+    /// to the next generation, so the next message derives a new thread id. Returns the new
+    /// generation.
     pub async fn unbind(&self, key: &ConversationKey) -> Result<u64, RegistryError> {
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("DEL")
             .arg(store::binding_key(key))
+            .arg(store::waiting_key(key))
             .ignore()
             .cmd("INCR")
             .arg(store::generation_key(key));

@@ -39,6 +39,10 @@ pub(crate) fn generation_key(key: &ConversationKey) -> String {
     format!("{PREFIX}conv-gen:{}", key.encoded())
 }
 
+pub(crate) fn waiting_key(key: &ConversationKey) -> String {
+    format!("{PREFIX}conv-wait:{}", key.encoded())
+}
+
 /// Associated data for a sealed secret: its storage location, so a ciphertext only opens in
 /// the field and integration it was written for.
 fn aad(id: &str, field: &str) -> Vec<u8> {
@@ -458,6 +462,10 @@ mod tests {
         assert_eq!(
             generation_key(&key),
             "dtg:conv-gen:acme:7:cid:x==:$:LWCP_v1:$u"
+        );
+        assert_eq!(
+            waiting_key(&key),
+            "dtg:conv-wait:acme:7:cid:x==:$:LWCP_v1:$u"
         );
     }
 }

@@ -3,6 +3,7 @@
 //! Every call is bounded: a connect timeout, `EXPERT_TIMEOUT` for a whole run (including its
 //! stream), and [`SMALL_CALL_TIMEOUT`] (at most `EXPERT_TIMEOUT`) for the small calls.
 
+pub mod interrupt;
 pub mod stream;
 
 use std::time::Duration;
@@ -17,7 +18,8 @@ use serde_json::{json, Value};
 use crate::config::ExpertConfig;
 use crate::routing::Facts;
 use common::secret::Secret;
-use stream::RunEvent;
+use interrupt::Interrupt;
+use stream::{RunAnswer, RunEvent};
 
 /// Bound of the calls that are not a run: thread creation, run listing.
 pub const SMALL_CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -136,6 +138,9 @@ pub struct RunRequest<'a> {
     pub assistant_id: &'a str,
     /// The human message.
     pub input: &'a str,
+    /// Set when the thread waits for the user: the `command.resume` value that answers it
+    /// (`input` is then not sent).
+    pub resume: Option<&'a Value>,
     /// The event answered (run metadata `dingtalk_event_id`, to find the run again).
     pub event_id: &'a str,
     /// The conversation's facts.
@@ -158,15 +163,21 @@ impl RunRequest<'_> {
         });
         let mut metadata = context.clone();
         metadata["dingtalk_event_id"] = json!(self.event_id);
-        json!({
+        let mut body = json!({
             "assistant_id": self.assistant_id,
-            "input": {"messages": [{"role": "human", "content": self.input}]},
             "stream_mode": ["messages-tuple", "values"],
             "metadata": metadata,
             "config": {"configurable": context},
             // A dispatcher that dies mid-run must not kill the run: its successor joins it.
             "on_disconnect": "continue",
-        })
+        });
+        match self.resume {
+            Some(resume) => body["command"] = json!({ "resume": resume }),
+            None => {
+                body["input"] = json!({"messages": [{"role": "human", "content": self.input}]});
+            }
+        }
+        body
     }
 }
 
@@ -390,8 +401,26 @@ impl ExpertClient {
         .map(drop)
     }
 
-    /// Waits for a run to finish and returns its answer (the thread's last AI message).
-    pub async fn join_run(&self, thread_id: &str, run_id: &str) -> Result<String, ExpertError> {
+    /// What the thread waits for the user to answer (`GET /threads/{id}`): nothing unless the
+    /// thread is `interrupted`.
+    pub async fn pending_interrupts(&self, thread_id: &str) -> Result<Vec<Interrupt>, ExpertError> {
+        let thread: Value = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/threads/{thread_id}"),
+                self.small_timeout(),
+            )
+            .await?
+            .json()
+            .await
+            .map_err(|e| ExpertError::Protocol(e.to_string()))?;
+        Ok(interrupt::from_thread(&thread))
+    }
+
+    /// Waits for a run to finish and returns its answer (the thread's last AI message), with
+    /// the interrupts it ended on: from the joined state, or else from the thread (not every
+    /// server puts `__interrupt__` in what `/join` returns).
+    pub async fn join_run(&self, thread_id: &str, run_id: &str) -> Result<RunAnswer, ExpertError> {
         let timeout = self.timeout;
         let values: Value = self
             .call(
@@ -403,13 +432,18 @@ impl ExpertClient {
             .json()
             .await
             .map_err(|e| transport(e, timeout))?;
-        joined_answer(&values)
+        let mut interrupts = interrupt::from_state(&values);
+        if interrupts.is_empty() && values.get("__error__").is_none() {
+            interrupts = self.pending_interrupts(thread_id).await?;
+        }
+        joined_answer(&values, interrupts)
     }
 }
 
 /// The answer in what `/join` returned: the state's answer, read as the stream's final state
-/// is, or the failure of a run that errored (`__error__`).
-fn joined_answer(values: &Value) -> Result<String, ExpertError> {
+/// is, or the failure of a run that errored (`__error__`). A run that stopped to ask may end
+/// without an answer.
+fn joined_answer(values: &Value, interrupts: Vec<Interrupt>) -> Result<RunAnswer, ExpertError> {
     if let Some(error) = values.get("__error__") {
         let message = error["message"]
             .as_str()
@@ -417,9 +451,16 @@ fn joined_answer(values: &Value) -> Result<String, ExpertError> {
             .unwrap_or("the run failed");
         return Err(ExpertError::Run(message.to_owned()));
     }
-    stream::final_text(values).ok_or_else(|| {
-        ExpertError::Protocol("the joined run's state ends without an answer".to_owned())
-    })
+    match stream::final_text(values) {
+        Some(text) => Ok(RunAnswer { text, interrupts }),
+        None if !interrupts.is_empty() => Ok(RunAnswer {
+            text: String::new(),
+            interrupts,
+        }),
+        None => Err(ExpertError::Protocol(
+            "the joined run's state ends without an answer".to_owned(),
+        )),
+    }
 }
 
 fn transport(err: reqwest::Error, timeout: Duration) -> ExpertError {
@@ -459,13 +500,14 @@ mod tests {
             recipient_id: "cid1".into(),
             recipient_type: common::bus::command::RecipientType::ChatId,
         };
-        let body = RunRequest {
+        let request = RunRequest {
             assistant_id: "x1",
             input: "hi",
+            resume: None,
             event_id: "acme:m1",
             facts: &facts,
-        }
-        .body();
+        };
+        let body = request.body();
         assert_eq!(body["assistant_id"], "x1");
         assert_eq!(body["input"]["messages"][0]["role"], "human");
         assert_eq!(body["input"]["messages"][0]["content"], "hi");
@@ -481,22 +523,51 @@ mod tests {
             assert_eq!(section["dingtalk_recipient_type"], "chat_id");
         }
         assert_eq!(body["stream_mode"], json!(["messages-tuple", "values"]));
+        assert!(body.get("command").is_none());
+
+        // Answering a thread that waits: the reply goes as `command.resume`, not as a message.
+        let resume = json!({"decisions": [{"type": "approve"}]});
+        let body = RunRequest {
+            resume: Some(&resume),
+            ..request
+        }
+        .body();
+        assert_eq!(body["command"], json!({ "resume": resume }));
+        assert!(body.get("input").is_none());
+        assert_eq!(body["metadata"]["dingtalk_event_id"], "acme:m1");
     }
 
     #[test]
     fn a_joined_run_answers_with_its_last_ai_message_or_its_error() {
-        let answer = joined_answer(&json!({"messages": [
-            {"type": "human", "content": "hi"},
-            {"role": "assistant", "content": [{"type": "text", "text": "hel"}, {"type": "text", "text": "lo"}]}
-        ]}));
-        assert_eq!(answer.unwrap(), "hello");
-        let failed =
-            joined_answer(&json!({"__error__": {"error": "ValueError", "message": "bad tool"}}));
+        let answer = joined_answer(
+            &json!({"messages": [
+                {"type": "human", "content": "hi"},
+                {"role": "assistant", "content": [{"type": "text", "text": "hel"}, {"type": "text", "text": "lo"}]}
+            ]}),
+            Vec::new(),
+        );
+        assert_eq!(answer.unwrap().text, "hello");
+        let failed = joined_answer(
+            &json!({"__error__": {"error": "ValueError", "message": "bad tool"}}),
+            Vec::new(),
+        );
         assert!(matches!(failed, Err(ExpertError::Run(m)) if m == "bad tool"));
-        let tool_last = joined_answer(&json!({"messages": [{"type": "tool", "content": "42"}]}));
-        assert_eq!(tool_last.unwrap(), "42");
-        let unanswered = joined_answer(&json!({"messages": [{"type": "human", "content": "hi"}]}));
+        let tool_last = joined_answer(
+            &json!({"messages": [{"type": "tool", "content": "42"}]}),
+            Vec::new(),
+        );
+        assert_eq!(tool_last.unwrap().text, "42");
+        let human_last = json!({"messages": [{"type": "human", "content": "hi"}]});
+        let unanswered = joined_answer(&human_last, Vec::new());
         assert!(matches!(unanswered, Err(ExpertError::Protocol(_))));
+        // A run that stopped to ask before answering anything.
+        let asked = Interrupt {
+            id: None,
+            value: json!("Which day?"),
+        };
+        let asking = joined_answer(&human_last, vec![asked.clone()]).unwrap();
+        assert_eq!(asking.text, "");
+        assert_eq!(asking.interrupts, vec![asked]);
     }
 
     #[test]

@@ -7,8 +7,11 @@
 //! (the whole state after a step; its last message is the answer once the run is done), `error`
 //! and `end`. LangGraph's `messages` mode (`messages/partial` with the message so far,
 //! `messages/complete`, `messages/metadata`) is understood too, and unknown events are ignored.
+//! A run that stops to ask the user says so in a `values` event with `__interrupt__`.
 
 use serde_json::Value;
+
+use super::interrupt::{self, Interrupt};
 
 /// One event of a run stream, read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +37,13 @@ pub enum RunEvent {
     },
     /// The state's last message is this AI answer.
     Values(String),
+    /// The run stopped to ask the user (`__interrupt__`); the state's answer so far, if any.
+    Interrupted {
+        /// The state's answer, as for [`RunEvent::Values`].
+        answer: Option<String>,
+        /// What it asks.
+        interrupts: Vec<Interrupt>,
+    },
     /// The run failed.
     Error(String),
     /// The stream is over.
@@ -70,9 +80,13 @@ pub fn interpret(event: &str, data: &str) -> Result<RunEvent, String> {
         }
         "values" => {
             let value = json()?;
-            Ok(final_text(&value)
-                .map(RunEvent::Values)
-                .unwrap_or(RunEvent::Ignored))
+            let interrupts = interrupt::from_state(&value);
+            let answer = final_text(&value);
+            Ok(if !interrupts.is_empty() {
+                RunEvent::Interrupted { answer, interrupts }
+            } else {
+                answer.map(RunEvent::Values).unwrap_or(RunEvent::Ignored)
+            })
         }
         "error" => {
             let message = serde_json::from_str::<Value>(data)
@@ -131,12 +145,22 @@ pub fn content_text(content: &Value) -> String {
     }
 }
 
+/// What a run ended with: its answer, and what it asks the user when it stopped to ask.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunAnswer {
+    /// The answer's text.
+    pub text: String,
+    /// The interrupts the run ended on (none when it finished).
+    pub interrupts: Vec<Interrupt>,
+}
+
 /// The answer as it grows; what the user sees is the AI message being written.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Answer {
     message_id: Option<String>,
     text: String,
     last_values: Option<String>,
+    interrupts: Vec<Interrupt>,
     streamed: bool,
 }
 
@@ -161,6 +185,13 @@ impl Answer {
                 self.last_values = Some(text.clone());
                 false
             }
+            RunEvent::Interrupted { answer, interrupts } => {
+                if answer.is_some() {
+                    self.last_values.clone_from(answer);
+                }
+                self.interrupts.clone_from(interrupts);
+                false
+            }
             _ => false,
         }
     }
@@ -183,9 +214,13 @@ impl Answer {
         self.streamed
     }
 
-    /// The whole answer: the final state's AI message, else what was streamed.
-    pub fn finish(self) -> String {
-        self.last_values.unwrap_or(self.text)
+    /// The whole answer: the final state's AI message, else what was streamed; and the
+    /// interrupts the run ended on.
+    pub fn finish(self) -> RunAnswer {
+        RunAnswer {
+            text: self.last_values.unwrap_or(self.text),
+            interrupts: self.interrupts,
+        }
     }
 }
 
@@ -206,7 +241,7 @@ mod tests {
         assert!(answer.streamed());
         let values = "{\n\"messages\": [\n{\"type\":\"human\",\"content\":\"hi\"},\n{\"type\":\"ai\",\"content\":\"Hello!\"}]}";
         answer.apply(&interpret("values", values).unwrap());
-        assert_eq!(answer.finish(), "Hello!");
+        assert_eq!(answer.finish().text, "Hello!");
     }
 
     #[test]
@@ -235,7 +270,7 @@ mod tests {
             .unwrap(),
         );
         assert_eq!(answer.text(), "Done");
-        assert_eq!(answer.finish(), "Done");
+        assert_eq!(answer.finish().text, "Done");
     }
 
     #[test]
@@ -276,7 +311,43 @@ mod tests {
             {"type":"ai","content":"","tool_calls":[{"name":"weather"}]},
             {"type":"tool","content":"Sunny, 21 °C"}]}"#;
         answer.apply(&interpret("values", values).unwrap());
-        assert_eq!(answer.finish(), "Sunny, 21 °C");
+        assert_eq!(answer.finish().text, "Sunny, 21 °C");
+    }
+
+    #[test]
+    fn a_run_that_stops_to_ask_ends_with_its_interrupts() {
+        let mut answer = Answer::default();
+        answer.apply(
+            &interpret(
+                "messages",
+                r#"[{"type":"AIMessageChunk","id":"m1","content":"I will email Li."},{}]"#,
+            )
+            .unwrap(),
+        );
+        // The interrupt comes alone in a values event, after the state so far.
+        let state = r#"{"messages":[{"type":"human","content":"mail Li"},
+            {"type":"ai","id":"m1","content":"I will email Li.","tool_calls":[{"name":"send_email"}]}]}"#;
+        answer.apply(&interpret("values", state).unwrap());
+        let asked = interpret(
+            "values",
+            r#"{"__interrupt__":[{"value":"Send it?","id":"i1","resumable":true}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            asked,
+            RunEvent::Interrupted {
+                answer: None,
+                interrupts: vec![Interrupt {
+                    id: Some("i1".into()),
+                    value: "Send it?".into()
+                }]
+            }
+        );
+        answer.apply(&asked);
+        let finished = answer.finish();
+        assert_eq!(finished.text, "I will email Li.");
+        assert_eq!(finished.interrupts.len(), 1);
+        assert_eq!(Answer::default().finish().interrupts, vec![]);
     }
 
     #[test]

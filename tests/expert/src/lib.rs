@@ -14,6 +14,18 @@
 //! * `GET /threads/{thread_id}/runs/{run_id}/join` — waits for the run, then the thread's values.
 //! * `GET /threads/{thread_id}/runs/{run_id}` — the run, with its status.
 //! * `POST /threads/{thread_id}/runs/{run_id}/cancel` — stops the run (`interrupted`).
+//! * `GET /threads/{thread_id}` — the thread, with its `status` (`idle`, `busy`, `interrupted`)
+//!   and its pending `interrupts` (task id → list).
+//!
+//! Human in the loop: a run scripted with [`Behavior::interrupt`] streams its answer, then stops
+//! on an interrupt as LangGraph's `interrupt()` does (its last `values` event carries
+//! `__interrupt__` beside the messages; the run ends `success`, the thread `interrupted`). The
+//! next run answers it with `command.resume`, and a run with a new message drops it. Two
+//! deliberate differences from langgraph-api 0.16.7: a resume of a thread that waits for nothing
+//! is refused with 400 (LangGraph accepts it and only repeats the state, so a caller resuming
+//! blindly would send the previous answer again), and `/join` returns the thread's messages
+//! without `__interrupt__` (LangGraph returns `{"__interrupt__": […]}` alone), so that the
+//! client's other way to the question, the thread's state, is what these tests exercise.
 //!
 //! A thread runs one run at a time: a run requested while another is pending or running is
 //! refused with 409, as LangGraph's default multitask strategy (`reject`) does.
@@ -74,6 +86,8 @@ pub struct Behavior {
     /// The stream closes after this many chunks (without `end`), as a proxy or a restarting
     /// server cuts it, while the run goes on to its end.
     pub cut_stream_after: Option<usize>,
+    /// After its answer the run stops to ask the user: the value passed to `interrupt()`.
+    pub interrupt: Option<Value>,
 }
 
 impl Default for Behavior {
@@ -86,6 +100,7 @@ impl Default for Behavior {
             delay: Duration::ZERO,
             failure: None,
             cut_stream_after: None,
+            interrupt: None,
         }
     }
 }
@@ -117,8 +132,10 @@ pub struct RunRecord {
     pub thread_id: String,
     /// `assistant_id` of the request.
     pub assistant_id: String,
-    /// The human message's text.
+    /// The human message's text (empty for a resume).
     pub input: String,
+    /// The run's `command.resume`, when it answered an interrupt.
+    pub resume: Option<Value>,
     /// The run's `metadata`.
     pub metadata: Value,
     /// The run's `config.configurable`.
@@ -143,6 +160,8 @@ struct Thread {
     messages: Vec<Value>,
     turns: u64,
     runs: Vec<Run>,
+    /// The interrupt the thread waits on (`{"value", "id"}`).
+    pending: Option<Value>,
 }
 
 #[derive(Debug, Default)]
@@ -290,6 +309,23 @@ impl FakeExpert {
     pub fn threads_created(&self) -> usize {
         self.shared.lock().threads_created
     }
+
+    /// The interrupt thread `thread_id` waits on (`{"value", "id"}`), if any.
+    pub fn pending_interrupt(&self, thread_id: &str) -> Option<Value> {
+        self.shared
+            .lock()
+            .threads
+            .get(thread_id)
+            .and_then(|t| t.pending.clone())
+    }
+
+    /// Drops the interrupt thread `thread_id` waits on, as an answer given elsewhere (the
+    /// expert's own UI) would.
+    pub fn answer_elsewhere(&self, thread_id: &str) {
+        if let Some(thread) = self.shared.lock().threads.get_mut(thread_id) {
+            thread.pending = None;
+        }
+    }
 }
 
 fn router(shared: Shared) -> Router {
@@ -369,11 +405,23 @@ async fn create_thread(
 }
 
 fn thread_json(id: &str, thread: &Thread) -> Value {
+    let status = if thread.runs.iter().any(|r| r.status == "running") {
+        "busy"
+    } else if thread.pending.is_some() {
+        "interrupted"
+    } else {
+        "idle"
+    };
+    let interrupts = match &thread.pending {
+        Some(pending) => json!({ format!("task-{}", thread.turns): [pending] }),
+        None => json!({}),
+    };
     json!({
         "thread_id": id,
         "metadata": thread.metadata,
-        "status": "idle",
+        "status": status,
         "values": {"messages": thread.messages},
+        "interrupts": interrupts,
     })
 }
 
@@ -492,6 +540,8 @@ struct RunRequest {
     metadata: Value,
     #[serde(default)]
     config: Value,
+    #[serde(default)]
+    command: Value,
 }
 
 async fn stream_run(
@@ -510,6 +560,7 @@ async fn stream_run(
         .and_then(|m| m["content"].as_str())
         .unwrap_or_default()
         .to_owned();
+    let resume = body.command.get("resume").cloned();
     let (behavior, run_id, turn, done_tx) = {
         let mut inner = shared.lock();
         let behavior = match inner.script.pop_front() {
@@ -529,6 +580,14 @@ async fn stream_run(
             let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return error(status, "scripted failure");
         }
+        if resume.is_some() && thread.pending.is_none() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "the thread has no pending interrupt to resume",
+            );
+        }
+        // Answered, or dropped by a new message.
+        thread.pending = None;
         let run_id = uuid::Uuid::new_v4().to_string();
         let (done_tx, done_rx) = watch::channel(false);
         thread.runs.push(Run {
@@ -537,6 +596,7 @@ async fn stream_run(
                 thread_id: thread_id.clone(),
                 assistant_id: body.assistant_id.clone(),
                 input: input.clone(),
+                resume: resume.clone(),
                 metadata: body.metadata.clone(),
                 configurable: body.config["configurable"].clone(),
                 api_key,
@@ -546,17 +606,25 @@ async fn stream_run(
             done: done_rx,
             task: None,
         });
-        thread
-            .messages
-            .push(json!({"type": "human", "content": input}));
+        if resume.is_none() {
+            thread
+                .messages
+                .push(json!({"type": "human", "content": input}));
+        }
         (behavior, run_id, thread.turns + 1, done_tx)
     };
     let (tx, rx) = mpsc::channel::<SseEvent>(64);
+    // What the echo repeats: the message, or what answered the interrupt.
+    let heard = match &resume {
+        Some(Value::String(text)) => format!("resumed with {text}"),
+        Some(other) => format!("resumed with {other}"),
+        None => input,
+    };
     let task = tokio::spawn(play(
         shared.clone(),
         thread_id.clone(),
         run_id.clone(),
-        input,
+        heard,
         turn,
         behavior,
         tx,
@@ -637,7 +705,14 @@ async fn play(
     }
     let ai = json!({"type": "ai", "id": message_id, "content": answer});
     let messages = finish(&shared, &thread_id, &run_id, "success", Some(ai));
-    let values = json!({"messages": messages});
+    let mut values = json!({"messages": messages});
+    if let Some(value) = behavior.interrupt {
+        let pending = json!({"value": value, "id": format!("int-{run_id}")});
+        if let Some(thread) = shared.lock().threads.get_mut(&thread_id) {
+            thread.pending = Some(pending.clone());
+        }
+        values["__interrupt__"] = json!([pending]);
+    }
     // Pretty-printed: the data spans several lines, as real servers' sometimes does.
     let pretty = serde_json::to_string_pretty(&values).unwrap_or_else(|_| values.to_string());
     send(SseEvent::default().event("values").data(pretty)).await;

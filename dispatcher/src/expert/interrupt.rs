@@ -1,0 +1,427 @@
+//! Human in the loop: a run that stops to ask the user (LangGraph's `interrupt()`), and the
+//! user's reply that lets it go on (`command.resume`). Pure: reading interrupts, showing them,
+//! and turning a reply typed in DingTalk into the value the graph waits for.
+//!
+//! Three shapes of interrupt value are understood:
+//! - **a tool-call review** (LangChain's human-in-the-loop middleware): `{"action_requests":
+//!   [{"name", "args", "description"}], "review_configs": …}`, resumed with
+//!   `{"decisions": [{"type": "approve"} | {"type": "reject", "message"?}]}`, one per request;
+//! - **an agent-inbox request** (LangGraph's prebuilt `HumanInterrupt`): `[{"action_request":
+//!   {"action", "args"}, "config", "description"}]`, resumed with `[{"type": "accept" | "ignore"
+//!   | "response", "args"}]`, one per request;
+//! - **anything else** (a question as a string, or an object with a `question`, `message`, …
+//!   field): shown as it is, and resumed with the reply's text.
+//!
+//! For the first two a reply of "yes" (同意, ok, …) approves, "no" (拒绝, cancel, …) declines,
+//! and any other text declines with that text as the reason (review) or answers in the user's
+//! words (agent inbox).
+
+use serde_json::{json, Map, Value};
+
+/// One pending interrupt of a thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interrupt {
+    /// Its id, which a resume of several interrupts at once is keyed by (`interrupt_id` on
+    /// older servers; absent on the oldest).
+    pub id: Option<String>,
+    /// What the graph passed to `interrupt()`.
+    pub value: Value,
+}
+
+impl Interrupt {
+    fn read(item: &Value) -> Self {
+        let id = item["id"]
+            .as_str()
+            .or_else(|| item["interrupt_id"].as_str())
+            .map(str::to_owned);
+        Self {
+            id,
+            value: item.get("value").cloned().unwrap_or(Value::Null),
+        }
+    }
+}
+
+/// The interrupts of a run stream's `values` event (`__interrupt__`: a list).
+pub fn from_state(state: &Value) -> Vec<Interrupt> {
+    state["__interrupt__"]
+        .as_array()
+        .map(|items| items.iter().map(Interrupt::read).collect())
+        .unwrap_or_default()
+}
+
+/// The pending interrupts of a thread as `GET /threads/{id}` shows it: none unless its status is
+/// `interrupted`; then its `interrupts` (task id → list), or one interrupt without id or value
+/// when the server does not list them.
+pub fn from_thread(thread: &Value) -> Vec<Interrupt> {
+    if thread["status"] != "interrupted" {
+        return Vec::new();
+    }
+    let listed: Vec<Interrupt> = match &thread["interrupts"] {
+        Value::Object(tasks) => tasks
+            .values()
+            .filter_map(Value::as_array)
+            .flatten()
+            .map(Interrupt::read)
+            .collect(),
+        Value::Array(items) => items.iter().map(Interrupt::read).collect(),
+        _ => Vec::new(),
+    };
+    if listed.is_empty() {
+        vec![Interrupt {
+            id: None,
+            value: Value::Null,
+        }]
+    } else {
+        listed
+    }
+}
+
+/// What an interrupt asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// Tool calls to approve or reject (LangChain's middleware).
+    Review,
+    /// Agent-inbox requests to accept, ignore or answer.
+    Inbox,
+    /// A free question.
+    Question,
+}
+
+impl Shape {
+    fn of(value: &Value) -> Self {
+        if value["action_requests"].is_array() {
+            Self::Review
+        } else if inbox_requests(value).is_some() {
+            Self::Inbox
+        } else {
+            Self::Question
+        }
+    }
+}
+
+/// The requests of an agent-inbox interrupt: a list of objects with `action_request` (or one).
+fn inbox_requests(value: &Value) -> Option<Vec<&Value>> {
+    match value {
+        Value::Array(items)
+            if !items.is_empty() && items.iter().all(|i| i["action_request"].is_object()) =>
+        {
+            Some(items.iter().collect())
+        }
+        Value::Object(_) if value["action_request"].is_object() => Some(vec![value]),
+        _ => None,
+    }
+}
+
+/// A reply read as a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Yes,
+    No,
+    Other,
+}
+
+const YES: [&str; 17] = [
+    "yes", "y", "ok", "okay", "approve", "approved", "accept", "confirm", "go", "go ahead", "是",
+    "是的", "好", "好的", "同意", "确认", "可以",
+];
+const NO: [&str; 13] = [
+    "no",
+    "n",
+    "reject",
+    "deny",
+    "decline",
+    "cancel",
+    "stop",
+    "否",
+    "不",
+    "不要",
+    "拒绝",
+    "取消",
+    "不同意",
+];
+
+impl Verdict {
+    fn of(reply: &str) -> Self {
+        let word = reply
+            .trim()
+            .trim_end_matches(['.', '!', '。', '！', '~'])
+            .trim()
+            .to_lowercase();
+        if YES.contains(&word.as_str()) {
+            Self::Yes
+        } else if NO.contains(&word.as_str()) {
+            Self::No
+        } else {
+            Self::Other
+        }
+    }
+}
+
+/// The `command.resume` value answering `interrupts` with the user's `reply`: the answer itself
+/// for one interrupt, a map of answers by interrupt id for several (without ids they cannot be
+/// told apart, and the first is answered).
+pub fn resume_value(interrupts: &[Interrupt], reply: &str) -> Value {
+    match interrupts {
+        [] => Value::String(reply.to_owned()),
+        [only] => answer(&only.value, reply),
+        several => several
+            .iter()
+            .map(|i| i.id.clone().map(|id| (id, answer(&i.value, reply))))
+            .collect::<Option<Map<_, _>>>()
+            .map_or_else(|| answer(&several[0].value, reply), Value::Object),
+    }
+}
+
+/// The answer to one interrupt.
+fn answer(value: &Value, reply: &str) -> Value {
+    let verdict = Verdict::of(reply);
+    match Shape::of(value) {
+        Shape::Review => {
+            let decision = match verdict {
+                Verdict::Yes => json!({"type": "approve"}),
+                Verdict::No => json!({"type": "reject"}),
+                Verdict::Other => json!({"type": "reject", "message": reply}),
+            };
+            let count = value["action_requests"].as_array().map_or(1, Vec::len);
+            json!({ "decisions": vec![decision; count.max(1)] })
+        }
+        Shape::Inbox => {
+            let response = match verdict {
+                Verdict::Yes => json!({"type": "accept", "args": null}),
+                Verdict::No => json!({"type": "ignore", "args": null}),
+                Verdict::Other => json!({"type": "response", "args": reply}),
+            };
+            let count = inbox_requests(value).map_or(1, |r| r.len());
+            Value::Array(vec![response; count])
+        }
+        Shape::Question => Value::String(reply.to_owned()),
+    }
+}
+
+/// What the user is shown for `interrupts` (markdown), and whether the reply is read as a
+/// yes/no decision (then the caller adds how to answer).
+pub fn prompt(interrupts: &[Interrupt]) -> (String, bool) {
+    let mut decides = false;
+    let parts: Vec<String> = interrupts
+        .iter()
+        .filter_map(|interrupt| {
+            let value = &interrupt.value;
+            let text = match Shape::of(value) {
+                Shape::Review => {
+                    decides = true;
+                    value["action_requests"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|request| {
+                            describe(
+                                &request["description"],
+                                request["name"].as_str().or(request["action"].as_str()),
+                                &request["args"],
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n\n")
+                }
+                Shape::Inbox => {
+                    decides = true;
+                    inbox_requests(value)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|request| {
+                            describe(
+                                &request["description"],
+                                request["action_request"]["action"].as_str(),
+                                &request["action_request"]["args"],
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n\n")
+                }
+                Shape::Question => question(value),
+            };
+            (!text.trim().is_empty()).then_some(text)
+        })
+        .collect();
+    (parts.join("\n\n"), decides)
+}
+
+/// A request to approve: its description, else the action and its arguments.
+fn describe(description: &Value, action: Option<&str>, args: &Value) -> String {
+    if let Some(text) = description.as_str().filter(|t| !t.trim().is_empty()) {
+        return text.to_owned();
+    }
+    let action = action.unwrap_or("?");
+    if args.is_null() {
+        format!("**{action}**")
+    } else {
+        format!("**{action}**\n\n{}", code_block(args))
+    }
+}
+
+/// A free question: a string as it is, an object's first text field, else the value as JSON.
+fn question(value: &Value) -> String {
+    const FIELDS: [&str; 7] = [
+        "question",
+        "message",
+        "prompt",
+        "description",
+        "text",
+        "content",
+        "query",
+    ];
+    match value {
+        Value::Null => String::new(),
+        Value::String(text) => text.clone(),
+        Value::Object(fields) => FIELDS
+            .iter()
+            .find_map(|name| fields.get(*name).and_then(Value::as_str))
+            .map(str::to_owned)
+            .unwrap_or_else(|| code_block(value)),
+        other => code_block(other),
+    }
+}
+
+fn code_block(value: &Value) -> String {
+    let json = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
+    format!("```json\n{json}\n```")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(value: Value) -> Vec<Interrupt> {
+        vec![Interrupt {
+            id: Some("i1".into()),
+            value,
+        }]
+    }
+
+    #[test]
+    fn interrupts_are_read_from_a_state_and_from_a_thread() {
+        let state = json!({"__interrupt__": [
+            {"value": "Send it?", "id": "a", "resumable": true},
+            {"value": {"question": "Which day?"}, "interrupt_id": "b"}
+        ]});
+        let read = from_state(&state);
+        assert_eq!(read.len(), 2);
+        assert_eq!(read[0].id.as_deref(), Some("a"));
+        assert_eq!(read[1].id.as_deref(), Some("b"));
+        assert_eq!(read[1].value["question"], "Which day?");
+        assert!(from_state(&json!({"messages": []})).is_empty());
+
+        let thread = json!({"status": "interrupted", "interrupts": {
+            "task-1": [{"value": "Send it?", "id": "a"}]
+        }});
+        assert_eq!(from_thread(&thread), from_state(&state)[..1].to_vec());
+        let idle = json!({"status": "idle", "interrupts": {"t": [{"value": "x", "id": "a"}]}});
+        assert!(from_thread(&idle).is_empty());
+        let unlisted = from_thread(&json!({"status": "interrupted"}));
+        assert_eq!(unlisted.len(), 1);
+        assert_eq!(unlisted[0].id, None);
+    }
+
+    #[test]
+    fn a_question_is_answered_with_the_reply_itself() {
+        assert_eq!(
+            resume_value(&one(json!("Which day?")), "Friday"),
+            json!("Friday")
+        );
+        // Even a "yes": a free question has no decision to make.
+        assert_eq!(
+            resume_value(&one(json!({"question": "Sure?"})), "yes"),
+            json!("yes")
+        );
+        assert_eq!(
+            prompt(&one(json!({"question": "Which day?", "options": [1, 2]}))),
+            ("Which day?".to_owned(), false)
+        );
+        let (shown, _) = prompt(&one(json!({"amount": 3})));
+        assert!(shown.starts_with("```json\n") && shown.contains("\"amount\": 3"));
+    }
+
+    #[test]
+    fn a_tool_review_is_approved_or_rejected_with_the_reply_as_reason() {
+        let review = json!({
+            "action_requests": [
+                {"name": "send_email", "args": {"to": "li@example.com"}, "description": "Send the report to Li"},
+                {"name": "delete_file", "args": {"path": "/tmp/x"}}
+            ],
+            "review_configs": [{"action_name": "send_email", "allowed_decisions": ["approve", "reject"]}]
+        });
+        let interrupts = one(review);
+        assert_eq!(
+            resume_value(&interrupts, " 同意。"),
+            json!({"decisions": [{"type": "approve"}, {"type": "approve"}]})
+        );
+        assert_eq!(
+            resume_value(&interrupts, "No!"),
+            json!({"decisions": [{"type": "reject"}, {"type": "reject"}]})
+        );
+        assert_eq!(
+            resume_value(&interrupts, "not to Li, to Wang"),
+            json!({"decisions": [
+                {"type": "reject", "message": "not to Li, to Wang"},
+                {"type": "reject", "message": "not to Li, to Wang"}
+            ]})
+        );
+        let (shown, decides) = prompt(&interrupts);
+        assert!(decides);
+        assert!(shown.starts_with("Send the report to Li\n\n**delete_file**\n\n```json\n"));
+        assert!(shown.contains("\"path\": \"/tmp/x\""));
+    }
+
+    #[test]
+    fn an_agent_inbox_request_is_accepted_ignored_or_answered() {
+        let inbox = json!([{
+            "action_request": {"action": "book_flight", "args": {"to": "PEK"}},
+            "config": {"allow_accept": true, "allow_ignore": true, "allow_respond": true},
+            "description": "Book the 9:00 flight?"
+        }]);
+        let interrupts = one(inbox);
+        assert_eq!(
+            resume_value(&interrupts, "ok"),
+            json!([{"type": "accept", "args": null}])
+        );
+        assert_eq!(
+            resume_value(&interrupts, "取消"),
+            json!([{"type": "ignore", "args": null}])
+        );
+        assert_eq!(
+            resume_value(&interrupts, "the 10:00 one"),
+            json!([{"type": "response", "args": "the 10:00 one"}])
+        );
+        assert_eq!(
+            prompt(&interrupts),
+            ("Book the 9:00 flight?".to_owned(), true)
+        );
+    }
+
+    #[test]
+    fn several_interrupts_are_resumed_by_id_when_every_one_has_an_id() {
+        let both = vec![
+            Interrupt {
+                id: Some("a".into()),
+                value: json!("Name?"),
+            },
+            Interrupt {
+                id: Some("b".into()),
+                value: json!({"action_requests": [{"name": "t", "args": {}}]}),
+            },
+        ];
+        assert_eq!(
+            resume_value(&both, "yes"),
+            json!({"a": "yes", "b": {"decisions": [{"type": "approve"}]}})
+        );
+        let (shown, decides) = prompt(&both);
+        assert!(shown.starts_with("Name?\n\n**t**"));
+        assert!(decides);
+        // Without ids they cannot be told apart: the first is answered.
+        let anonymous: Vec<Interrupt> = both
+            .into_iter()
+            .map(|i| Interrupt { id: None, ..i })
+            .collect();
+        assert_eq!(resume_value(&anonymous, "Li"), json!("Li"));
+    }
+}
