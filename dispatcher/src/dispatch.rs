@@ -212,7 +212,7 @@ impl Dispatcher {
         loop {
             let result = self.attempt(input, look_first).await;
             let err = match result {
-                Ok(text) => return Ok(text),
+                Ok(answer) => return Ok(answer),
                 Err(Failure::Expert(err)) => err,
                 Err(other) => return Err(other),
             };
