@@ -128,6 +128,17 @@ impl Foundation {
 /// several servers, comma-separated: the client tries them, and learns the rest of the cluster
 /// from the one it reaches.
 pub async fn connect_nats(url: &str, service: &str) -> Result<async_nats::Client, StartError> {
+    connect_nats_with(async_nats::ConnectOptions::new(), url, service).await
+}
+
+/// [`connect_nats`] starting from `options` (tests pin the order in which seeds are tried,
+/// which the client otherwise shuffles).
+#[doc(hidden)]
+pub async fn connect_nats_with(
+    options: async_nats::ConnectOptions,
+    url: &str,
+    service: &str,
+) -> Result<async_nats::Client, StartError> {
     let servers = url
         .split(',')
         .map(str::trim)
@@ -140,7 +151,7 @@ pub async fn connect_nats(url: &str, service: &str) -> Result<async_nats::Client
     // Each seed gets the whole bound: one that is down (its packets dropped, or accepting and
     // saying nothing) must not use up the time the next one needs.
     let budget = NATS_CONNECT_TIMEOUT * u32::try_from(servers.len()).unwrap_or(u32::MAX);
-    let connect = async_nats::ConnectOptions::new()
+    let connect = options
         .name(format!("dingtalk-gateway-{service}"))
         .connection_timeout(NATS_CONNECT_TIMEOUT)
         .connect(servers);

@@ -46,14 +46,20 @@ async fn a_seed_that_accepts_but_never_answers_does_not_use_up_the_time_of_the_n
             held.push(socket);
         }
     });
-    // The client tries the seeds in random order: whichever comes first, it connects.
-    let client = common::runtime::connect_nats(&format!("{silent_url},{}", nats.url()), "test")
-        .await
-        .expect("connects through the answering seed");
+    // The client shuffles the seeds; here the silent one is tried first, which uses up a whole
+    // seed's bound before the answering one is tried.
+    let in_order = async_nats::ConnectOptions::new().retain_servers_order();
+    let client = common::runtime::connect_nats_with(
+        in_order,
+        &format!("{silent_url},{}", nats.url()),
+        "test",
+    )
+    .await
+    .expect("connects through the answering seed");
     client.flush().await.unwrap();
 }
 
-/// Runs `openssl` with `args` in `dir`./// Runs `openssl` with `args` in `dir`.
+/// Runs `openssl` with `args` in `dir`.
 fn openssl(dir: &Path, args: &[&str]) {
     let status = Command::new("openssl")
         .args(args)
