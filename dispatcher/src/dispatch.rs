@@ -218,6 +218,13 @@ impl Dispatcher {
             };
             if err.is_not_found() && !recreated {
                 if let Some(thread) = &input.thread {
+                    // LangGraph's 404 says "thread or assistant not found": a thread the
+                    // server still has means it does not know the expert.
+                    if let Ok(Some(_)) = self.expert.get_thread(thread.as_str()).await {
+                        let unknown = ExpertError::UnknownExpert(input.xpert.to_string());
+                        tracing::error!(thread = %thread, "{unknown}");
+                        return Err(Failure::Expert(unknown));
+                    }
                     // The expert lost the thread: create it again (same id), once.
                     tracing::warn!(thread = %thread, "the expert no longer knows the thread; creating it again");
                     recreated = true;

@@ -434,6 +434,27 @@ async fn a_thread_the_expert_forgot_is_created_again_once() {
 }
 
 #[tokio::test]
+async fn an_expert_the_server_does_not_know_is_named_not_taken_for_a_lost_thread() {
+    let world = World::start().await;
+    world.integration("acme", Some("ghost"), None).await;
+    world.expert.forget_assistant("ghost");
+    let _d = world.dispatcher(&[]).await;
+
+    world
+        .publish(&private("acme", "m1", "u1", "hi"), None)
+        .await;
+    assert_eq!(
+        world.answer("acme:m1").await,
+        "抱歉，专家暂时无法回答，请稍后再试。"
+    );
+    assert!(world.expert.runs().is_empty());
+    let letters = world.dead_letters().await;
+    let reason = letters[0].1.get(dlq_headers::REASON).unwrap().as_str();
+    assert!(reason.starts_with("expert_not_found:"), "{reason}");
+    assert!(reason.contains("\"ghost\""), "{reason}");
+}
+
+#[tokio::test]
 async fn the_api_key_goes_in_the_configured_header() {
     let world = World::start().await;
     world.integration("acme", Some("x"), None).await;

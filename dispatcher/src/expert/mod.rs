@@ -50,6 +50,9 @@ pub enum ExpertError {
     /// The answer could not be read.
     #[error("unreadable answer from the expert: {0}")]
     Protocol(String),
+    /// The server answered 404 for a run on a thread it knows: it does not know the expert.
+    #[error("the expert server does not know expert {0:?}: check the xpert id of the trigger binding or the integration (a conversation bound to it starts over with /new)")]
+    UnknownExpert(String),
 }
 
 impl ExpertError {
@@ -59,7 +62,7 @@ impl ExpertError {
         match self {
             Self::Status { status, .. } => *status >= 500 || *status == 429,
             Self::Timeout(_) | Self::Transport(_) => true,
-            Self::Run(_) | Self::Protocol(_) => false,
+            Self::Run(_) | Self::Protocol(_) | Self::UnknownExpert(_) => false,
         }
     }
 
@@ -72,10 +75,12 @@ impl ExpertError {
             Self::Transport(_) => "expert_unreachable",
             Self::Run(_) => "expert_run_failed",
             Self::Protocol(_) => "expert_protocol",
+            Self::UnknownExpert(_) => "expert_not_found",
         }
     }
 
-    /// Whether the thread is unknown to the server (404).
+    /// Whether the server answered 404: an unknown thread, or for a run, an unknown thread or
+    /// expert (LangGraph does not say which).
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::Status { status: 404, .. })
     }
@@ -92,7 +97,7 @@ impl ExpertError {
         match self {
             Self::Status { status, .. } => *status >= 500,
             Self::Timeout(_) | Self::Transport(_) | Self::Protocol(_) => true,
-            Self::Run(_) => false,
+            Self::Run(_) | Self::UnknownExpert(_) => false,
         }
     }
 }
@@ -401,20 +406,33 @@ impl ExpertClient {
         .map(drop)
     }
 
-    /// What the thread waits for the user to answer (`GET /threads/{id}`): nothing unless the
-    /// thread is `interrupted`.
-    pub async fn pending_interrupts(&self, thread_id: &str) -> Result<Vec<Interrupt>, ExpertError> {
-        let thread: Value = self
+    /// The thread (`GET /threads/{id}`); `None` when the server does not know it.
+    pub async fn get_thread(&self, thread_id: &str) -> Result<Option<Value>, ExpertError> {
+        let response = self
             .call(
                 reqwest::Method::GET,
                 &format!("/threads/{thread_id}"),
                 self.small_timeout(),
             )
-            .await?
-            .json()
-            .await
-            .map_err(|e| ExpertError::Protocol(e.to_string()))?;
-        Ok(interrupt::from_thread(&thread))
+            .await;
+        match response {
+            Ok(response) => response
+                .json()
+                .await
+                .map(Some)
+                .map_err(|e| ExpertError::Protocol(e.to_string())),
+            Err(err) if err.is_not_found() => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// What the thread waits for the user to answer: nothing unless the thread is
+    /// `interrupted`.
+    pub async fn pending_interrupts(&self, thread_id: &str) -> Result<Vec<Interrupt>, ExpertError> {
+        let thread = self.get_thread(thread_id).await?;
+        Ok(thread
+            .map(|thread| interrupt::from_thread(&thread))
+            .unwrap_or_default())
     }
 
     /// Waits for a run to finish and returns its answer (the thread's last AI message), with

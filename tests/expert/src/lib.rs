@@ -172,6 +172,8 @@ struct Inner {
     threads_created: usize,
     run_listing: bool,
     api_key: Option<(String, String)>,
+    /// Assistant ids the server does not know.
+    unknown_assistants: Vec<String>,
 }
 
 impl Inner {
@@ -259,6 +261,12 @@ impl FakeExpert {
     /// Answers 404 to `GET /threads/{id}/runs`, as an expert server without run listing.
     pub fn disable_run_listing(&self) {
         self.shared.lock().run_listing = false;
+    }
+
+    /// Does not know assistant `id`: runs for it are refused with LangGraph's 404, which does not
+    /// say whether the thread or the assistant is missing.
+    pub fn forget_assistant(&self, id: &str) {
+        self.shared.lock().unknown_assistants.push(id.to_owned());
     }
 
     /// Forgets a thread, as an expert whose storage was reset.
@@ -567,8 +575,9 @@ async fn stream_run(
             Some(behavior) => behavior,
             None => inner.default.clone(),
         };
-        let Some(thread) = inner.threads.get_mut(&thread_id) else {
-            return error(StatusCode::NOT_FOUND, "thread not found");
+        let known = !inner.unknown_assistants.contains(&body.assistant_id);
+        let Some(thread) = inner.threads.get_mut(&thread_id).filter(|_| known) else {
+            return error(StatusCode::NOT_FOUND, "Thread or assistant not found.");
         };
         if thread.runs.iter().any(|run| run.status == "running") {
             return error(
