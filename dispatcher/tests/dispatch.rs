@@ -1096,32 +1096,73 @@ async fn a_question_answered_elsewhere_or_left_with_new_no_longer_takes_the_next
 
 #[tokio::test]
 async fn a_question_asked_while_the_dispatcher_died_is_shown_by_its_successor() {
+    // `/join` returns only the interrupt (LangGraph), or only the messages: either way the
+    // successor shows what the run said and what it asks, and the reply resumes it.
+    for join_shows_interrupts in [true, false] {
+        let world = World::start().await;
+        world.integration("acme", Some("x"), Some("en")).await;
+        world.expert.join_shows_interrupts(join_shows_interrupts);
+        world.expert.script(Behavior {
+            delay: Duration::from_millis(1500),
+            interrupt: Some(json!("Which day?")),
+            ..Behavior::default()
+        });
+        let mut first = world.dispatcher(&[]).await;
+        world
+            .publish(&private("acme", "m1", "u1", "plan a trip"), None)
+            .await;
+        world.run_started().await;
+        first.kill();
+        let _second = world.dispatcher(&[]).await;
+        assert_eq!(
+            world.answer("acme:m1").await,
+            "echo #1: plan a trip\n\nWhich day?",
+            "join shows interrupts: {join_shows_interrupts}"
+        );
+        assert_eq!(world.expert.runs().len(), 1);
+        world
+            .publish(&private("acme", "m2", "u1", "Friday"), None)
+            .await;
+        assert_eq!(
+            world.answer("acme:m2").await,
+            "echo #2: resumed with Friday"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_reply_whose_run_was_cancelled_leaves_nothing_to_answer() {
     let world = World::start().await;
     world.integration("acme", Some("x"), Some("en")).await;
     world.expert.script(Behavior {
-        delay: Duration::from_millis(1500),
         interrupt: Some(json!("Which day?")),
         ..Behavior::default()
     });
-    let mut first = world.dispatcher(&[]).await;
+    // The resume run outlives EXPERT_TIMEOUT and is cancelled mid-step: LangGraph leaves the
+    // thread `interrupted`, with no interrupt to answer.
+    world.expert.script(Behavior {
+        delay: Duration::from_secs(60),
+        ..Behavior::default()
+    });
+    let _d = world
+        .dispatcher(&[("EXPERT_TIMEOUT", "1s"), ("EXPERT_MAX_ATTEMPTS", "1")])
+        .await;
     world
         .publish(&private("acme", "m1", "u1", "plan a trip"), None)
         .await;
-    world.run_started().await;
-    first.kill();
-    // The successor joins the run; what `/join` returns does not carry the interrupt, the
-    // thread does.
-    let _second = world.dispatcher(&[]).await;
-    assert_eq!(
-        world.answer("acme:m1").await,
-        "echo #1: plan a trip\n\nWhich day?"
-    );
-    assert_eq!(world.expert.runs().len(), 1);
+    world.answer("acme:m1").await;
     world
         .publish(&private("acme", "m2", "u1", "Friday"), None)
         .await;
-    assert_eq!(
-        world.answer("acme:m2").await,
-        "echo #2: resumed with Friday"
-    );
+    assert!(world.answer("acme:m2").await.starts_with("Sorry"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while world.expert.statuses_for_event("acme:m2") != ["interrupted"] {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    world
+        .publish(&private("acme", "m3", "u1", "hello"), None)
+        .await;
+    assert_eq!(world.answer("acme:m3").await, "echo #2: hello");
+    assert_eq!(world.expert.runs()[2].resume, None);
 }

@@ -50,13 +50,14 @@ pub fn from_state(state: &Value) -> Vec<Interrupt> {
 }
 
 /// The pending interrupts of a thread as `GET /threads/{id}` shows it: none unless its status is
-/// `interrupted`; then its `interrupts` (task id → list), or one interrupt without id or value
-/// when the server does not list them.
+/// `interrupted`; then its `interrupts` (task id → list). A thread is `interrupted` with no
+/// interrupts too when a run of it was cancelled mid-step: nothing waits for the user then.
+/// Only a server that does not list interrupts at all gets one without id or value.
 pub fn from_thread(thread: &Value) -> Vec<Interrupt> {
     if thread["status"] != "interrupted" {
         return Vec::new();
     }
-    let listed: Vec<Interrupt> = match &thread["interrupts"] {
+    match &thread["interrupts"] {
         Value::Object(tasks) => tasks
             .values()
             .filter_map(Value::as_array)
@@ -64,15 +65,20 @@ pub fn from_thread(thread: &Value) -> Vec<Interrupt> {
             .map(Interrupt::read)
             .collect(),
         Value::Array(items) => items.iter().map(Interrupt::read).collect(),
-        _ => Vec::new(),
-    };
-    if listed.is_empty() {
-        vec![Interrupt {
+        _ => vec![Interrupt {
             id: None,
             value: Value::Null,
-        }]
-    } else {
-        listed
+        }],
+    }
+}
+
+/// Adds `more` to `interrupts`, leaving out those already there (LangGraph sends one `values`
+/// event per task that stopped).
+pub fn merge(interrupts: &mut Vec<Interrupt>, more: &[Interrupt]) {
+    for interrupt in more {
+        if !interrupts.contains(interrupt) {
+            interrupts.push(interrupt.clone());
+        }
     }
 }
 
@@ -120,31 +126,67 @@ enum Verdict {
     Other,
 }
 
-const YES: [&str; 17] = [
-    "yes", "y", "ok", "okay", "approve", "approved", "accept", "confirm", "go", "go ahead", "是",
-    "是的", "好", "好的", "同意", "确认", "可以",
+const YES: [&str; 30] = [
+    "yes",
+    "y",
+    "yep",
+    "yeah",
+    "sure",
+    "ok",
+    "okay",
+    "approve",
+    "approved",
+    "accept",
+    "confirm",
+    "go",
+    "go ahead",
+    "do it",
+    "yes please",
+    "是",
+    "是的",
+    "对",
+    "好",
+    "好的",
+    "行",
+    "嗯",
+    "同意",
+    "确认",
+    "确定",
+    "可以",
+    "可以的",
+    "没问题",
+    "批准",
+    "继续",
 ];
-const NO: [&str; 13] = [
+const NO: [&str; 21] = [
     "no",
     "n",
+    "nope",
     "reject",
     "deny",
     "decline",
     "cancel",
     "stop",
+    "don't",
+    "no thanks",
     "否",
     "不",
     "不要",
+    "不行",
+    "不用",
+    "不可以",
     "拒绝",
     "取消",
     "不同意",
+    "算了",
+    "别",
 ];
 
 impl Verdict {
     fn of(reply: &str) -> Self {
         let word = reply
             .trim()
-            .trim_end_matches(['.', '!', '。', '！', '~'])
+            .trim_end_matches(['.', '!', '。', '！', '~', '，', ',', ' '])
             .trim()
             .to_lowercase();
         if YES.contains(&word.as_str()) {
@@ -191,8 +233,11 @@ fn answer(value: &Value, reply: &str) -> Value {
                 Verdict::No => json!({"type": "ignore", "args": null}),
                 Verdict::Other => json!({"type": "response", "args": reply}),
             };
-            let count = inbox_requests(value).map_or(1, |r| r.len());
-            Value::Array(vec![response; count])
+            // A list of requests gets a list of answers, one request (not in a list) one answer.
+            match value {
+                Value::Array(requests) => Value::Array(vec![response; requests.len()]),
+                _ => response,
+            }
         }
         Shape::Question => Value::String(reply.to_owned()),
     }
@@ -320,6 +365,24 @@ mod tests {
         let unlisted = from_thread(&json!({"status": "interrupted"}));
         assert_eq!(unlisted.len(), 1);
         assert_eq!(unlisted[0].id, None);
+        // What a run cancelled mid-step leaves: interrupted, with nothing to answer.
+        let cancelled = json!({"status": "interrupted", "interrupts": {}});
+        assert!(from_thread(&cancelled).is_empty());
+
+        let mut merged = from_state(&state)[..1].to_vec();
+        merge(&mut merged, &from_state(&state));
+        assert_eq!(merged, from_state(&state));
+    }
+
+    #[test]
+    fn everyday_yes_and_no_are_read_as_decisions() {
+        for yes in ["Yes", "ok!", "好的，", "行", "没问题。", "go ahead", "确定"] {
+            assert_eq!(Verdict::of(yes), Verdict::Yes, "{yes}");
+        }
+        for no in ["no", "不行", "算了", "Cancel.", "不用"] {
+            assert_eq!(Verdict::of(no), Verdict::No, "{no}");
+        }
+        assert_eq!(Verdict::of("yes, but to Wang"), Verdict::Other);
     }
 
     #[test]
@@ -395,6 +458,12 @@ mod tests {
         assert_eq!(
             prompt(&interrupts),
             ("Book the 9:00 flight?".to_owned(), true)
+        );
+        // One request, not in a list: one answer, not in a list.
+        let single = one(json!({"action_request": {"action": "book_flight", "args": {}}}));
+        assert_eq!(
+            resume_value(&single, "ok"),
+            json!({"type": "accept", "args": null})
         );
     }
 

@@ -436,8 +436,9 @@ impl ExpertClient {
     }
 
     /// Waits for a run to finish and returns its answer (the thread's last AI message), with
-    /// the interrupts it ended on: from the joined state, or else from the thread (not every
-    /// server puts `__interrupt__` in what `/join` returns).
+    /// the interrupts it ended on. What `/join` returns for a run that stopped to ask differs
+    /// between servers: LangGraph gives `{"__interrupt__": […]}` alone, others the values alone;
+    /// the thread has both.
     pub async fn join_run(&self, thread_id: &str, run_id: &str) -> Result<RunAnswer, ExpertError> {
         let timeout = self.timeout;
         let values: Value = self
@@ -451,10 +452,20 @@ impl ExpertClient {
             .await
             .map_err(|e| transport(e, timeout))?;
         let mut interrupts = interrupt::from_state(&values);
-        if interrupts.is_empty() && values.get("__error__").is_none() {
-            interrupts = self.pending_interrupts(thread_id).await?;
+        let mut state = values;
+        if state.get("__error__").is_none()
+            && (interrupts.is_empty() || state.get("messages").is_none())
+        {
+            if let Some(thread) = self.get_thread(thread_id).await? {
+                if interrupts.is_empty() {
+                    interrupts = interrupt::from_thread(&thread);
+                }
+                if state.get("messages").is_none() {
+                    state = thread["values"].clone();
+                }
+            }
         }
-        joined_answer(&values, interrupts)
+        joined_answer(&state, interrupts)
     }
 }
 

@@ -189,7 +189,7 @@ impl Answer {
                 if answer.is_some() {
                     self.last_values.clone_from(answer);
                 }
-                self.interrupts.clone_from(interrupts);
+                interrupt::merge(&mut self.interrupts, interrupts);
                 false
             }
             _ => false,

@@ -20,12 +20,13 @@
 //! Human in the loop: a run scripted with [`Behavior::interrupt`] streams its answer, then stops
 //! on an interrupt as LangGraph's `interrupt()` does (its last `values` event carries
 //! `__interrupt__` beside the messages; the run ends `success`, the thread `interrupted`). The
-//! next run answers it with `command.resume`, and a run with a new message drops it. Two
-//! deliberate differences from langgraph-api 0.16.7: a resume of a thread that waits for nothing
-//! is refused with 400 (LangGraph accepts it and only repeats the state, so a caller resuming
-//! blindly would send the previous answer again), and `/join` returns the thread's messages
-//! without `__interrupt__` (LangGraph returns `{"__interrupt__": […]}` alone), so that the
-//! client's other way to the question, the thread's state, is what these tests exercise.
+//! next run answers it with `command.resume`, and a run with a new message drops it. `/join` of
+//! a run that stopped to ask returns `{"__interrupt__": […]}` alone, as langgraph-api 0.16.7
+//! does, or (`join_shows_interrupts(false)`) the messages alone, as a server that leaves the
+//! question to the thread's state. A run cancelled mid-step leaves the thread `interrupted` with
+//! no interrupts, as LangGraph does. One deliberate difference: a resume of a thread that waits
+//! for nothing is refused with 400 (LangGraph accepts it and only repeats the state, so a caller
+//! resuming blindly would send the previous answer again).
 //!
 //! A thread runs one run at a time: a run requested while another is pending or running is
 //! refused with 409, as LangGraph's default multitask strategy (`reject`) does.
@@ -162,6 +163,8 @@ struct Thread {
     runs: Vec<Run>,
     /// The interrupt the thread waits on (`{"value", "id"}`).
     pending: Option<Value>,
+    /// A run was cancelled mid-step: the thread is `interrupted`, with nothing to answer.
+    cut_short: bool,
 }
 
 #[derive(Debug, Default)]
@@ -174,6 +177,9 @@ struct Inner {
     api_key: Option<(String, String)>,
     /// Assistant ids the server does not know.
     unknown_assistants: Vec<String>,
+    /// Whether `/join` of a run that stopped to ask returns only `__interrupt__` (else only the
+    /// messages).
+    join_hides_interrupts: bool,
 }
 
 impl Inner {
@@ -267,6 +273,12 @@ impl FakeExpert {
     /// say whether the thread or the assistant is missing.
     pub fn forget_assistant(&self, id: &str) {
         self.shared.lock().unknown_assistants.push(id.to_owned());
+    }
+
+    /// What `/join` of a run that stopped to ask returns: `{"__interrupt__": […]}` alone (true,
+    /// the default, as LangGraph), or the thread's messages alone (false).
+    pub fn join_shows_interrupts(&self, shows: bool) {
+        self.shared.lock().join_hides_interrupts = !shows;
     }
 
     /// Forgets a thread, as an expert whose storage was reset.
@@ -415,7 +427,7 @@ async fn create_thread(
 fn thread_json(id: &str, thread: &Thread) -> Value {
     let status = if thread.runs.iter().any(|r| r.status == "running") {
         "busy"
-    } else if thread.pending.is_some() {
+    } else if thread.pending.is_some() || thread.cut_short {
         "interrupted"
     } else {
         "idle"
@@ -484,8 +496,14 @@ async fn join_run(
     let mut done = done;
     // The sender lives as long as the run's task; a closed channel also means "finished".
     let _ = done.wait_for(|finished| *finished).await;
-    match shared.lock().threads.get(&thread_id) {
-        Some(thread) => Json(json!({"messages": thread.messages})).into_response(),
+    let inner = shared.lock();
+    match inner.threads.get(&thread_id) {
+        Some(thread) => match &thread.pending {
+            Some(pending) if !inner.join_hides_interrupts => {
+                Json(json!({ "__interrupt__": [pending] })).into_response()
+            }
+            _ => Json(json!({"messages": thread.messages})).into_response(),
+        },
         None => error(StatusCode::NOT_FOUND, "thread not found"),
     }
 }
@@ -526,7 +544,10 @@ async fn cancel_run(
         return *response;
     }
     let mut inner = shared.lock();
-    let Some(run) = inner.run_mut(&thread_id, &run_id) else {
+    let Some(thread) = inner.threads.get_mut(&thread_id) else {
+        return error(StatusCode::NOT_FOUND, "run not found");
+    };
+    let Some(run) = thread.runs.iter_mut().find(|r| r.record.run_id == run_id) else {
         return error(StatusCode::NOT_FOUND, "run not found");
     };
     if run.status == "running" {
@@ -535,6 +556,7 @@ async fn cancel_run(
             task.abort();
         }
         run.status = "interrupted";
+        thread.cut_short = true;
     }
     StatusCode::NO_CONTENT.into_response()
 }
@@ -597,6 +619,7 @@ async fn stream_run(
         }
         // Answered, or dropped by a new message.
         thread.pending = None;
+        thread.cut_short = false;
         let run_id = uuid::Uuid::new_v4().to_string();
         let (done_tx, done_rx) = watch::channel(false);
         thread.runs.push(Run {
