@@ -14,7 +14,7 @@ use crate::expert::interrupt;
 use crate::expert::stream::{Answer, RunAnswer, RunEvent};
 use crate::expert::{ExpertClient, ExpertError, RunLookup, RunRequest};
 use crate::routing::{choose_expert, Facts, Intent, Work};
-use crate::texts::Text;
+use crate::texts::{decision_hint, Text};
 use crate::throttle::Throttle;
 
 /// The namespace of thread ids (UUID v5), fixed forever: changing it would fork every
@@ -171,13 +171,14 @@ impl Dispatcher {
             input,
             resume: None,
             check_waiting: waiting,
+            refused: false,
             event_id: &event.id,
             facts: &work.facts,
             redelivered,
             reply: &mut reply,
         };
         let result = self.run(&mut run).await;
-        let thread = run.thread;
+        let (thread, refused) = (run.thread, run.refused);
         match result {
             Ok(answer) => {
                 crate::metrics::expert_run("answered", started.elapsed());
@@ -187,10 +188,13 @@ impl Dispatcher {
                     let waits = thread.as_ref().filter(|_| asks);
                     self.registry.set_waiting_thread(&work.key, waits).await?;
                 }
-                if asks {
+                let mut text = shown(answer, language);
+                if refused {
+                    text = format!("{}\n\n{text}", Text::ReplyNotAllowed.in_language(language));
+                } else if asks {
                     crate::metrics::interrupt("asked");
                 }
-                reply.finish(&shown(answer, language)).await?;
+                reply.finish(&text).await?;
                 Ok(Outcome::Answered)
             }
             Err(Failure::Expert(err)) => {
@@ -356,8 +360,21 @@ impl Dispatcher {
                 tracing::info!(thread = %thread, "the expert no longer waits for the user; the message is sent as a new one");
                 crate::metrics::interrupt("stale");
             } else {
-                crate::metrics::interrupt("resumed");
-                input.resume = Some(interrupt::resume_value(&pending, input.input));
+                match interrupt::resume_value(&pending, input.input) {
+                    Ok(resume) => {
+                        crate::metrics::interrupt("resumed");
+                        input.resume = Some(resume);
+                    }
+                    // The graph would fail on it: nothing is run, the question is asked again.
+                    Err(_) => {
+                        crate::metrics::interrupt("refused");
+                        input.refused = true;
+                        return Ok(RunAnswer {
+                            text: String::new(),
+                            interrupts: pending,
+                        });
+                    }
+                }
             }
         }
         match self.stream(thread.as_str(), input).await {
@@ -485,15 +502,15 @@ fn shown(answer: RunAnswer, language: Language) -> String {
     if answer.interrupts.is_empty() {
         return answer.text;
     }
-    let (question, decides) = interrupt::prompt(&answer.interrupts);
+    let (question, choices) = interrupt::prompt(&answer.interrupts);
     let mut parts = Vec::new();
     for part in [answer.text, question] {
         if !part.trim().is_empty() {
             parts.push(part);
         }
     }
-    if decides {
-        parts.push(Text::DecisionHint.in_language(language).to_owned());
+    if let Some(choices) = choices {
+        parts.push(decision_hint(choices, language));
     } else if parts.is_empty() {
         parts.push(Text::WaitingForReply.in_language(language).to_owned());
     }
@@ -510,6 +527,8 @@ struct RunInput<'r, 'a> {
     resume: Option<Value>,
     /// Whether the thread may wait for this message (it asked the user), still to be checked.
     check_waiting: bool,
+    /// The message answers the thread's question in a way it does not allow: no run.
+    refused: bool,
     event_id: &'r str,
     facts: &'r Facts,
     redelivered: bool,
@@ -548,10 +567,7 @@ mod tests {
         let review = serde_json::json!({"action_requests": [{"name": "send_email", "description": "Email Li"}]});
         assert_eq!(
             shown(asking("", review), Language::En),
-            format!(
-                "Email Li\n\n{}",
-                Text::DecisionHint.in_language(Language::En)
-            )
+            "Email Li\n\nReply \"yes\" to go ahead; \"no\" to decline; anything else to decline, with your words as the reason."
         );
         assert_eq!(
             shown(asking(" ", Value::Null), Language::ZhHans),

@@ -5,6 +5,8 @@
 
 use common::registry::Language;
 
+use crate::expert::interrupt::{Choices, OtherReply};
+
 /// The system texts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Text {
@@ -18,8 +20,18 @@ pub enum Text {
     Apology,
     /// The expert finished without saying anything.
     EmptyAnswer,
-    /// Under a tool call the expert asks the user to approve: how to answer.
-    DecisionHint,
+    /// How to answer a decision: "yes" goes ahead.
+    HintYes,
+    /// How to answer a decision: "no" declines.
+    HintNo,
+    /// How to answer a decision: other words decline, with them as the reason.
+    HintOtherDeclines,
+    /// How to answer a decision: other words are the answer.
+    HintOtherAnswers,
+    /// A decision that allows no answer typed in DingTalk (only an edit, say).
+    CannotDecideHere,
+    /// The reply is not one the expert's decision allows; the question follows again.
+    ReplyNotAllowed,
     /// The expert stopped to wait for the user without saying what it asks.
     WaitingForReply,
 }
@@ -43,15 +55,49 @@ impl Text {
             }
             (Self::EmptyAnswer, ZhHans) => "（专家没有给出回答）",
             (Self::EmptyAnswer, En) => "(The expert gave no answer.)",
-            (Self::DecisionHint, ZhHans) => {
-                "回复“同意”继续，回复“拒绝”取消；回复其他内容将作为您的意见转告专家。"
+            (Self::HintYes, ZhHans) => "“同意”继续",
+            (Self::HintYes, En) => "\"yes\" to go ahead",
+            (Self::HintNo, ZhHans) => "“拒绝”取消",
+            (Self::HintNo, En) => "\"no\" to decline",
+            (Self::HintOtherDeclines, ZhHans) => "其他内容即拒绝，并作为理由转告专家",
+            (Self::HintOtherDeclines, En) => "anything else to decline, with your words as the reason",
+            (Self::HintOtherAnswers, ZhHans) => "其他内容将作为您的答复转告专家",
+            (Self::HintOtherAnswers, En) => "anything else to answer in your own words",
+            (Self::CannotDecideHere, ZhHans) => {
+                "这一步无法在钉钉中确认：请在专家的应用中处理，或发送 /new 开始新的对话。"
             }
-            (Self::DecisionHint, En) => {
-                "Reply \"yes\" to go ahead or \"no\" to decline; anything else is passed on to the expert as your answer."
+            (Self::CannotDecideHere, En) => {
+                "This step cannot be decided from DingTalk: answer it in the expert's own app, or send /new to start over."
             }
+            (Self::ReplyNotAllowed, ZhHans) => "这个回复不适用于当前的确认。",
+            (Self::ReplyNotAllowed, En) => "That reply does not fit this question.",
             (Self::WaitingForReply, ZhHans) => "专家正在等待您的回复。",
             (Self::WaitingForReply, En) => "The expert is waiting for your reply.",
         }
+    }
+}
+
+/// How to answer a decision that allows `choices`, in `language`.
+pub fn decision_hint(choices: Choices, language: Language) -> String {
+    let mut options = Vec::new();
+    if choices.yes {
+        options.push(Text::HintYes);
+    }
+    if choices.no {
+        options.push(Text::HintNo);
+    }
+    match choices.other {
+        Some(OtherReply::Declines) => options.push(Text::HintOtherDeclines),
+        Some(OtherReply::Answers) => options.push(Text::HintOtherAnswers),
+        None => {}
+    }
+    if options.is_empty() {
+        return Text::CannotDecideHere.in_language(language).to_owned();
+    }
+    let options: Vec<&str> = options.iter().map(|t| t.in_language(language)).collect();
+    match language {
+        Language::ZhHans => format!("请回复{}。", options.join("；")),
+        Language::En => format!("Reply {}.", options.join("; ")),
     }
 }
 
@@ -67,7 +113,12 @@ mod tests {
             Text::NewConversation,
             Text::Apology,
             Text::EmptyAnswer,
-            Text::DecisionHint,
+            Text::HintYes,
+            Text::HintNo,
+            Text::HintOtherDeclines,
+            Text::HintOtherAnswers,
+            Text::CannotDecideHere,
+            Text::ReplyNotAllowed,
             Text::WaitingForReply,
         ] {
             let zh = text.in_language(Language::ZhHans);
@@ -76,5 +127,40 @@ mod tests {
             assert_ne!(zh, en, "{text:?}");
             assert!(!zh.is_ascii(), "{text:?} zh-Hans should be Chinese");
         }
+    }
+
+    #[test]
+    fn a_decision_hint_names_only_the_allowed_replies() {
+        let all = Choices {
+            yes: true,
+            no: true,
+            other: Some(OtherReply::Declines),
+        };
+        assert_eq!(
+            decision_hint(all, Language::En),
+            "Reply \"yes\" to go ahead; \"no\" to decline; anything else to decline, with your words as the reason."
+        );
+        assert_eq!(
+            decision_hint(all, Language::ZhHans),
+            "请回复“同意”继续；“拒绝”取消；其他内容即拒绝，并作为理由转告专家。"
+        );
+        let only_yes = Choices {
+            yes: true,
+            no: false,
+            other: None,
+        };
+        assert_eq!(
+            decision_hint(only_yes, Language::En),
+            "Reply \"yes\" to go ahead."
+        );
+        let none = Choices {
+            yes: false,
+            no: false,
+            other: None,
+        };
+        assert_eq!(
+            decision_hint(none, Language::En),
+            Text::CannotDecideHere.in_language(Language::En)
+        );
     }
 }

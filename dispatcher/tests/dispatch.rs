@@ -1166,3 +1166,44 @@ async fn a_reply_whose_run_was_cancelled_leaves_nothing_to_answer() {
     assert_eq!(world.answer("acme:m3").await, "echo #2: hello");
     assert_eq!(world.expert.runs()[2].resume, None);
 }
+
+#[tokio::test]
+async fn a_reply_the_question_does_not_allow_is_not_sent_and_the_question_stands() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), Some("en")).await;
+    let _d = world.dispatcher(&[]).await;
+    world.expert.script(Behavior {
+        reply: Reply::Text("Ready to email Li.".into()),
+        interrupt: Some(json!({
+            "action_requests": [{"name": "send_email", "args": {"to": "li"}, "description": "Email Li"}],
+            "review_configs": [{"action_name": "send_email", "allowed_decisions": ["approve", "edit"]}]
+        })),
+        ..Behavior::default()
+    });
+    world
+        .publish(&private("acme", "m1", "u1", "mail Li"), None)
+        .await;
+    assert_eq!(
+        world.answer("acme:m1").await,
+        "Ready to email Li.\n\nEmail Li\n\nReply \"yes\" to go ahead."
+    );
+    // Rejecting is not allowed: the middleware would fail the run on it.
+    world
+        .publish(&private("acme", "m2", "u1", "no"), None)
+        .await;
+    assert_eq!(
+        world.answer("acme:m2").await,
+        "That reply does not fit this question.\n\nEmail Li\n\nReply \"yes\" to go ahead."
+    );
+    assert_eq!(world.expert.runs().len(), 1);
+    world
+        .publish(&private("acme", "m3", "u1", "ok"), None)
+        .await;
+    world.answer("acme:m3").await;
+    let runs = world.expert.runs();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(
+        runs[1].resume,
+        Some(json!({"decisions": [{"type": "approve"}]}))
+    );
+}

@@ -14,7 +14,9 @@
 //!
 //! For the first two a reply of "yes" (同意, ok, …) approves, "no" (拒绝, cancel, …) declines,
 //! and any other text declines with that text as the reason (review) or answers in the user's
-//! words (agent inbox).
+//! words (agent inbox), each only where the interrupt allows it (`review_configs[].
+//! allowed_decisions`, the agent-inbox `config.allow_*`): a reply it does not allow is not sent,
+//! since the graph would fail on it.
 
 use serde_json::{json, Map, Value};
 
@@ -118,6 +120,102 @@ fn inbox_requests(value: &Value) -> Option<Vec<&Value>> {
     }
 }
 
+/// What a decision lets the user reply (for several decisions: what every one of them allows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Choices {
+    /// "yes" approves (accepts).
+    pub yes: bool,
+    /// "no" declines (rejects, ignores).
+    pub no: bool,
+    /// What any other reply does, if it is allowed.
+    pub other: Option<OtherReply>,
+}
+
+/// What a reply other than yes or no does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtherReply {
+    /// Declines, with the reply as the reason (a tool-call review).
+    Declines,
+    /// Answers in the user's words (an agent-inbox request).
+    Answers,
+}
+
+impl Choices {
+    fn allows(self, verdict: Verdict) -> bool {
+        match verdict {
+            Verdict::Yes => self.yes,
+            Verdict::No => self.no,
+            Verdict::Other => self.other.is_some(),
+        }
+    }
+
+    fn and(self, other: Self) -> Self {
+        Self {
+            yes: self.yes && other.yes,
+            no: self.no && other.no,
+            other: match (self.other, other.other) {
+                (Some(OtherReply::Answers), Some(OtherReply::Answers)) => Some(OtherReply::Answers),
+                (Some(_), Some(_)) => Some(OtherReply::Declines),
+                _ => None,
+            },
+        }
+    }
+
+    /// The choices of one interrupt; `None` for a free question.
+    fn of(value: &Value) -> Option<Self> {
+        match Shape::of(value) {
+            Shape::Question => None,
+            Shape::Review => {
+                let requests = value["action_requests"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                let configs = value["review_configs"].as_array();
+                // A tool without a config (or a config without a list) allows every decision.
+                let allowed = |request: &Value, decision: &str| {
+                    let name = request["name"].as_str().or(request["action"].as_str());
+                    configs
+                        .and_then(|configs| {
+                            configs
+                                .iter()
+                                .find(|config| config["action_name"].as_str() == name)
+                        })
+                        .and_then(|config| config["allowed_decisions"].as_array())
+                        .is_none_or(|decisions| decisions.iter().any(|d| d == decision))
+                };
+                let every = |decision| requests.iter().all(|r| allowed(r, decision));
+                let reject = every("reject");
+                Some(Self {
+                    yes: every("approve"),
+                    no: reject,
+                    other: reject.then_some(OtherReply::Declines),
+                })
+            }
+            Shape::Inbox => {
+                let requests = inbox_requests(value).unwrap_or_default();
+                let every = |flag: &str| {
+                    requests
+                        .iter()
+                        .all(|r| r["config"][flag].as_bool().unwrap_or(true))
+                };
+                Some(Self {
+                    yes: every("allow_accept"),
+                    no: every("allow_ignore"),
+                    other: every("allow_respond").then_some(OtherReply::Answers),
+                })
+            }
+        }
+    }
+}
+
+/// What the decisions among `interrupts` allow; `None` when none is a decision.
+pub fn choices(interrupts: &[Interrupt]) -> Option<Choices> {
+    interrupts
+        .iter()
+        .filter_map(|i| Choices::of(&i.value))
+        .reduce(Choices::and)
+}
+
 /// A reply read as a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
@@ -201,9 +299,15 @@ impl Verdict {
 
 /// The `command.resume` value answering `interrupts` with the user's `reply`: the answer itself
 /// for one interrupt, a map of answers by interrupt id for several (without ids they cannot be
-/// told apart, and the first is answered).
-pub fn resume_value(interrupts: &[Interrupt], reply: &str) -> Value {
-    match interrupts {
+/// told apart, and the first is answered). `Err` with what is allowed when a decision does not
+/// allow this reply.
+pub fn resume_value(interrupts: &[Interrupt], reply: &str) -> Result<Value, Choices> {
+    if let Some(choices) = choices(interrupts) {
+        if !choices.allows(Verdict::of(reply)) {
+            return Err(choices);
+        }
+    }
+    Ok(match interrupts {
         [] => Value::String(reply.to_owned()),
         [only] => answer(&only.value, reply),
         several => several
@@ -211,7 +315,7 @@ pub fn resume_value(interrupts: &[Interrupt], reply: &str) -> Value {
             .map(|i| i.id.clone().map(|id| (id, answer(&i.value, reply))))
             .collect::<Option<Map<_, _>>>()
             .map_or_else(|| answer(&several[0].value, reply), Value::Object),
-    }
+    })
 }
 
 /// The answer to one interrupt.
@@ -243,52 +347,45 @@ fn answer(value: &Value, reply: &str) -> Value {
     }
 }
 
-/// What the user is shown for `interrupts` (markdown), and whether the reply is read as a
-/// yes/no decision (then the caller adds how to answer).
-pub fn prompt(interrupts: &[Interrupt]) -> (String, bool) {
-    let mut decides = false;
+/// What the user is shown for `interrupts` (markdown), and, when the reply is read as a
+/// decision, what it may be (the caller says how to answer).
+pub fn prompt(interrupts: &[Interrupt]) -> (String, Option<Choices>) {
     let parts: Vec<String> = interrupts
         .iter()
         .filter_map(|interrupt| {
             let value = &interrupt.value;
             let text = match Shape::of(value) {
-                Shape::Review => {
-                    decides = true;
-                    value["action_requests"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|request| {
-                            describe(
-                                &request["description"],
-                                request["name"].as_str().or(request["action"].as_str()),
-                                &request["args"],
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join("\n\n")
-                }
-                Shape::Inbox => {
-                    decides = true;
-                    inbox_requests(value)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|request| {
-                            describe(
-                                &request["description"],
-                                request["action_request"]["action"].as_str(),
-                                &request["action_request"]["args"],
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join("\n\n")
-                }
+                Shape::Review => value["action_requests"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|request| {
+                        describe(
+                            &request["description"],
+                            request["name"].as_str().or(request["action"].as_str()),
+                            &request["args"],
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n\n"),
+                Shape::Inbox => inbox_requests(value)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|request| {
+                        describe(
+                            &request["description"],
+                            request["action_request"]["action"].as_str(),
+                            &request["action_request"]["args"],
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n\n"),
                 Shape::Question => question(value),
             };
             (!text.trim().is_empty()).then_some(text)
         })
         .collect();
-    (parts.join("\n\n"), decides)
+    (parts.join("\n\n"), choices(interrupts))
 }
 
 /// A request to approve: its description, else the action and its arguments.
@@ -388,17 +485,17 @@ mod tests {
     #[test]
     fn a_question_is_answered_with_the_reply_itself() {
         assert_eq!(
-            resume_value(&one(json!("Which day?")), "Friday"),
+            resume_value(&one(json!("Which day?")), "Friday").unwrap(),
             json!("Friday")
         );
         // Even a "yes": a free question has no decision to make.
         assert_eq!(
-            resume_value(&one(json!({"question": "Sure?"})), "yes"),
+            resume_value(&one(json!({"question": "Sure?"})), "yes").unwrap(),
             json!("yes")
         );
         assert_eq!(
             prompt(&one(json!({"question": "Which day?", "options": [1, 2]}))),
-            ("Which day?".to_owned(), false)
+            ("Which day?".to_owned(), None)
         );
         let (shown, _) = prompt(&one(json!({"amount": 3})));
         assert!(shown.starts_with("```json\n") && shown.contains("\"amount\": 3"));
@@ -415,22 +512,22 @@ mod tests {
         });
         let interrupts = one(review);
         assert_eq!(
-            resume_value(&interrupts, " 同意。"),
+            resume_value(&interrupts, " 同意。").unwrap(),
             json!({"decisions": [{"type": "approve"}, {"type": "approve"}]})
         );
         assert_eq!(
-            resume_value(&interrupts, "No!"),
+            resume_value(&interrupts, "No!").unwrap(),
             json!({"decisions": [{"type": "reject"}, {"type": "reject"}]})
         );
         assert_eq!(
-            resume_value(&interrupts, "not to Li, to Wang"),
+            resume_value(&interrupts, "not to Li, to Wang").unwrap(),
             json!({"decisions": [
                 {"type": "reject", "message": "not to Li, to Wang"},
                 {"type": "reject", "message": "not to Li, to Wang"}
             ]})
         );
         let (shown, decides) = prompt(&interrupts);
-        assert!(decides);
+        assert!(decides.is_some());
         assert!(shown.starts_with("Send the report to Li\n\n**delete_file**\n\n```json\n"));
         assert!(shown.contains("\"path\": \"/tmp/x\""));
     }
@@ -444,27 +541,72 @@ mod tests {
         }]);
         let interrupts = one(inbox);
         assert_eq!(
-            resume_value(&interrupts, "ok"),
+            resume_value(&interrupts, "ok").unwrap(),
             json!([{"type": "accept", "args": null}])
         );
         assert_eq!(
-            resume_value(&interrupts, "取消"),
+            resume_value(&interrupts, "取消").unwrap(),
             json!([{"type": "ignore", "args": null}])
         );
         assert_eq!(
-            resume_value(&interrupts, "the 10:00 one"),
+            resume_value(&interrupts, "the 10:00 one").unwrap(),
             json!([{"type": "response", "args": "the 10:00 one"}])
         );
         assert_eq!(
             prompt(&interrupts),
-            ("Book the 9:00 flight?".to_owned(), true)
+            (
+                "Book the 9:00 flight?".to_owned(),
+                Some(Choices {
+                    yes: true,
+                    no: true,
+                    other: Some(OtherReply::Answers)
+                })
+            )
         );
         // One request, not in a list: one answer, not in a list.
         let single = one(json!({"action_request": {"action": "book_flight", "args": {}}}));
         assert_eq!(
-            resume_value(&single, "ok"),
+            resume_value(&single, "ok").unwrap(),
             json!({"type": "accept", "args": null})
         );
+    }
+
+    #[test]
+    fn a_reply_the_interrupt_does_not_allow_is_refused_with_what_it_allows() {
+        let approve_or_edit = one(json!({
+            "action_requests": [{"name": "send_email", "args": {}}],
+            "review_configs": [{"action_name": "send_email", "allowed_decisions": ["approve", "edit"]}]
+        }));
+        let only_yes = Choices {
+            yes: true,
+            no: false,
+            other: None,
+        };
+        assert_eq!(resume_value(&approve_or_edit, "no"), Err(only_yes));
+        assert_eq!(resume_value(&approve_or_edit, "to Wang"), Err(only_yes));
+        assert!(resume_value(&approve_or_edit, "yes").is_ok());
+        assert_eq!(prompt(&approve_or_edit).1, Some(only_yes));
+
+        // LangGraph's own example: accept, edit or respond, but not ignore.
+        let no_ignore = one(json!([{
+            "action_request": {"action": "t", "args": {}},
+            "config": {"allow_accept": true, "allow_ignore": false, "allow_respond": true, "allow_edit": true}
+        }]));
+        assert!(resume_value(&no_ignore, "取消").is_err());
+        assert_eq!(
+            resume_value(&no_ignore, "later").unwrap(),
+            json!([{"type": "response", "args": "later"}])
+        );
+        // A free question beside a decision does not narrow it.
+        let mixed = vec![
+            approve_or_edit[0].clone(),
+            Interrupt {
+                id: Some("q".into()),
+                value: json!("Why?"),
+            },
+        ];
+        assert_eq!(choices(&mixed), Some(only_yes));
+        assert_eq!(choices(&one(json!("Why?"))), None);
     }
 
     #[test]
@@ -480,17 +622,17 @@ mod tests {
             },
         ];
         assert_eq!(
-            resume_value(&both, "yes"),
+            resume_value(&both, "yes").unwrap(),
             json!({"a": "yes", "b": {"decisions": [{"type": "approve"}]}})
         );
         let (shown, decides) = prompt(&both);
         assert!(shown.starts_with("Name?\n\n**t**"));
-        assert!(decides);
+        assert!(decides.is_some());
         // Without ids they cannot be told apart: the first is answered.
         let anonymous: Vec<Interrupt> = both
             .into_iter()
             .map(|i| Interrupt { id: None, ..i })
             .collect();
-        assert_eq!(resume_value(&anonymous, "Li"), json!("Li"));
+        assert_eq!(resume_value(&anonymous, "Li").unwrap(), json!("Li"));
     }
 }
