@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use common::registry::{
     ConversationKey, CustomRobotSpec, IntegrationId, IntegrationSpec, Registry, RegistryError,
-    RegistryOptions, SecretsKeys, ThreadId, XpertId,
+    RegistryOptions, SecretsKeys, ThreadId, WaitingQuestion, XpertId,
 };
 use test_harness::RedisServer;
 
@@ -535,6 +535,69 @@ async fn conversation_binding_ttl_is_set_and_refreshed_on_read_and_unbind_bumps_
         ttl("dtg:conv-gen:acme:14:cid$:LWCP=+x==:$:LWCP_v1:$user").await,
         -1
     );
+}
+
+#[tokio::test]
+async fn a_waiting_question_lives_and_is_refreshed_like_a_binding_and_goes_with_a_reset() {
+    let redis = RedisServer::start().await;
+    let registry = connect(
+        &redis,
+        RegistryOptions {
+            binding_ttl: Duration::from_secs(1000),
+            ..encrypted_with(&KEY_A, None)
+        },
+    )
+    .await;
+    let key = ConversationKey::new(id("acme"), "cid1", "u1").unwrap();
+    let redis_key = "dtg:conv-wait:acme:4:cid1:u1";
+    let ttl = || async {
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(redis_key)
+            .query_async(&mut raw(&redis).await)
+            .await
+            .unwrap();
+        ttl
+    };
+    let question = WaitingQuestion {
+        thread_id: "thread-0".parse().unwrap(),
+        interrupt_ids: vec!["i1".into()],
+        asked_by: "acme:m1".into(),
+    };
+    registry
+        .set_waiting_question(&key, Some(&question))
+        .await
+        .unwrap();
+    assert!((990..=1000).contains(&ttl().await));
+    let _: () = redis::cmd("EXPIRE")
+        .arg(redis_key)
+        .arg(10)
+        .query_async(&mut raw(&redis).await)
+        .await
+        .unwrap();
+    assert_eq!(
+        registry.waiting_question(&key).await.unwrap(),
+        Some(question.clone())
+    );
+    assert!((990..=1000).contains(&ttl().await));
+
+    // Answered: gone. Asked again, then reset: gone with the binding.
+    registry.set_waiting_question(&key, None).await.unwrap();
+    assert_eq!(registry.waiting_question(&key).await.unwrap(), None);
+    registry
+        .set_waiting_question(&key, Some(&question))
+        .await
+        .unwrap();
+    registry.unbind(&key).await.unwrap();
+    assert_eq!(registry.waiting_question(&key).await.unwrap(), None);
+
+    // A record that does not read is no question (the thread is asked before any resume).
+    let _: () = redis::cmd("SET")
+        .arg(redis_key)
+        .arg("thread-0")
+        .query_async(&mut raw(&redis).await)
+        .await
+        .unwrap();
+    assert_eq!(registry.waiting_question(&key).await.unwrap(), None);
 }
 
 #[tokio::test]

@@ -5,7 +5,9 @@
 use std::time::{Duration, Instant};
 
 use common::bus::event::Event;
-use common::registry::{ConversationKey, Language, Registry, RegistryError, ThreadId, XpertId};
+use common::registry::{
+    ConversationKey, Language, Registry, RegistryError, ThreadId, WaitingQuestion, XpertId,
+};
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -160,9 +162,13 @@ impl Dispatcher {
         let started = Instant::now();
         let thread = binding.map(|b| b.thread_id);
         // The expert may have stopped to ask this user something: then this message answers it.
-        let waiting = match &thread {
-            Some(thread) => self.registry.waiting_thread(&work.key).await?.as_ref() == Some(thread),
-            None => false,
+        let question = match &thread {
+            Some(thread) => self
+                .registry
+                .waiting_question(&work.key)
+                .await?
+                .filter(|question| question.thread_id == *thread),
+            None => None,
         };
         let mut run = RunInput {
             key: &work.key,
@@ -170,29 +176,43 @@ impl Dispatcher {
             thread,
             input,
             resume: None,
-            check_waiting: waiting,
-            refused: false,
+            check_waiting: question.is_some(),
+            question,
+            preface: None,
             event_id: &event.id,
             facts: &work.facts,
             redelivered,
             reply: &mut reply,
         };
         let result = self.run(&mut run).await;
-        let (thread, refused) = (run.thread, run.refused);
+        let (thread, question, preface) = (run.thread, run.question, run.preface);
         match result {
             Ok(answer) => {
                 crate::metrics::expert_run("answered", started.elapsed());
-                let asks = !answer.interrupts.is_empty();
-                if asks || waiting {
-                    // Before the answer goes out: the user's reply to it must find the mark.
-                    let waits = thread.as_ref().filter(|_| asks);
-                    self.registry.set_waiting_thread(&work.key, waits).await?;
+                // Before the answer goes out: the user's reply to it must find the question.
+                let asked = match (&thread, answer.interrupts.is_empty()) {
+                    (Some(thread), false) => Some(WaitingQuestion {
+                        thread_id: thread.clone(),
+                        interrupt_ids: answer
+                            .interrupts
+                            .iter()
+                            .filter_map(|i| i.id.clone())
+                            .collect(),
+                        asked_by: event.id.clone(),
+                    }),
+                    _ => None,
+                };
+                if asked.is_some() || question.is_some() {
+                    self.registry
+                        .set_waiting_question(&work.key, asked.as_ref())
+                        .await?;
+                }
+                if asked.is_some() && preface.is_none() {
+                    crate::metrics::interrupt("asked");
                 }
                 let mut text = shown(answer, language);
-                if refused {
-                    text = format!("{}\n\n{text}", Text::ReplyNotAllowed.in_language(language));
-                } else if asks {
-                    crate::metrics::interrupt("asked");
+                if let Some(preface) = preface {
+                    text = format!("{}\n\n{text}", preface.in_language(language));
                 }
                 reply.finish(&text).await?;
                 Ok(Outcome::Answered)
@@ -238,6 +258,7 @@ impl Dispatcher {
                     // A new thread waits for nothing: the message is a message again.
                     input.resume = None;
                     input.check_waiting = false;
+                    input.question = None;
                     continue;
                 }
             }
@@ -317,9 +338,12 @@ impl Dispatcher {
         let thread = match &input.thread {
             Some(thread) => thread.clone(),
             None => {
-                let thread = self
+                let (thread, waits) = self
                     .open_thread(input.key, input.xpert, input.facts)
                     .await?;
+                // A thread bound again (its binding expired) may still wait on a question the
+                // user was never reminded of: it is asked again below rather than overrun.
+                input.check_waiting |= waits;
                 input.thread = Some(thread.clone());
                 thread
             }
@@ -360,6 +384,22 @@ impl Dispatcher {
                 tracing::info!(thread = %thread, "the expert no longer waits for the user; the message is sent as a new one");
                 crate::metrics::interrupt("stale");
             } else {
+                let shown = input.question.as_ref();
+                // This very event showed the question (a redelivery the run listing could not
+                // place), or the thread waits on something the user was not shown (answered and
+                // asked anew elsewhere, or a binding bound again): show it instead of answering.
+                let asked_here = shown.is_some_and(|q| q.asked_by == input.event_id);
+                let seen = shown.is_some_and(|q| same_interrupts(&q.interrupt_ids, &pending));
+                if asked_here || !seen {
+                    crate::metrics::interrupt("reasked");
+                    if !asked_here {
+                        input.preface = Some(Text::StillWaiting);
+                    }
+                    return Ok(RunAnswer {
+                        text: String::new(),
+                        interrupts: pending,
+                    });
+                }
                 match interrupt::resume_value(&pending, input.input) {
                     Ok(resume) => {
                         crate::metrics::interrupt("resumed");
@@ -368,7 +408,7 @@ impl Dispatcher {
                     // The graph would fail on it: nothing is run, the question is asked again.
                     Err(_) => {
                         crate::metrics::interrupt("refused");
-                        input.refused = true;
+                        input.preface = Some(Text::ReplyNotAllowed);
                         return Ok(RunAnswer {
                             text: String::new(),
                             interrupts: pending,
@@ -390,20 +430,22 @@ impl Dispatcher {
         }
     }
 
-    /// Creates the conversation's thread (deterministic id) and binds it.
+    /// Creates the conversation's thread (deterministic id) and binds it; says whether the
+    /// thread (an existing one, bound again) waits for the user.
     async fn open_thread(
         &self,
         key: &ConversationKey,
         xpert: &XpertId,
         facts: &Facts,
-    ) -> Result<ThreadId, Failure> {
+    ) -> Result<(ThreadId, bool), Failure> {
         // A concurrent reset moves the generation on; derive again from the new one (bounded).
         let mut tries = 0;
         loop {
             tries += 1;
             let generation = self.registry.generation(key).await?;
             let id = thread_id(key, generation);
-            self.expert.create_thread(&id, facts).await?;
+            let created = self.expert.create_thread(&id, facts).await?;
+            let waits = !interrupt::from_thread(&created).is_empty();
             let thread: ThreadId = id.parse().map_err(|e| {
                 Failure::Expert(ExpertError::Protocol(format!("thread id {id}: {e}")))
             })?;
@@ -412,7 +454,7 @@ impl Dispatcher {
                 .bind(key, xpert.clone(), thread, generation)
                 .await
             {
-                Ok(binding) => return Ok(binding.thread_id),
+                Ok(binding) => return Ok((binding.thread_id, waits)),
                 Err(RegistryError::StaleGeneration { .. }) if tries < 3 => continue,
                 Err(err) => return Err(err.into()),
             }
@@ -496,6 +538,16 @@ impl Dispatcher {
     }
 }
 
+/// Whether the thread waits on the interrupts the user was shown (`shown`: their ids; a server
+/// without ids can only be taken at its word).
+fn same_interrupts(shown: &[String], pending: &[interrupt::Interrupt]) -> bool {
+    let mut pending: Vec<&str> = pending.iter().filter_map(|i| i.id.as_deref()).collect();
+    let mut shown: Vec<&str> = shown.iter().map(String::as_str).collect();
+    pending.sort_unstable();
+    shown.sort_unstable();
+    pending == shown
+}
+
 /// What the user sees of an answer: its text and, when the expert stopped to ask, what it asks
 /// and (for a decision) how to answer.
 fn shown(answer: RunAnswer, language: Language) -> String {
@@ -527,8 +579,11 @@ struct RunInput<'r, 'a> {
     resume: Option<Value>,
     /// Whether the thread may wait for this message (it asked the user), still to be checked.
     check_waiting: bool,
-    /// The message answers the thread's question in a way it does not allow: no run.
-    refused: bool,
+    /// What the user was shown of the thread's question, if it waits on one.
+    question: Option<WaitingQuestion>,
+    /// Said before the answer: set when the message ran nothing and the question is shown again
+    /// (a reply it does not allow, or a question the user had not seen).
+    preface: Option<Text>,
     event_id: &'r str,
     facts: &'r Facts,
     redelivered: bool,

@@ -53,8 +53,9 @@ pub fn run_cancelled(reason: &'static str) {
 }
 
 /// Human in the loop, by event: a run ended asking the user (`asked`), a message answered a
-/// waiting thread (`resumed`) or answered it in a way it does not allow (`refused`), or a thread
-/// recorded as waiting no longer was (`stale`).
+/// waiting thread (`resumed`) or answered it in a way it does not allow (`refused`), a question
+/// was shown again instead of answered (`reasked`), or a thread recorded as waiting no longer
+/// was (`stale`).
 pub fn interrupt(event: &'static str) {
     ::metrics::counter!("dingtalk_gateway_dispatcher_interrupts_total", "event" => event)
         .increment(1);

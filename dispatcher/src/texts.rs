@@ -34,6 +34,8 @@ pub enum Text {
     ReplyNotAllowed,
     /// The expert stopped to wait for the user without saying what it asks.
     WaitingForReply,
+    /// A message came while the expert waits on a question the user has not seen: shown first.
+    StillWaiting,
 }
 
 impl Text {
@@ -73,6 +75,8 @@ impl Text {
             (Self::ReplyNotAllowed, En) => "That reply does not fit this question.",
             (Self::WaitingForReply, ZhHans) => "专家正在等待您的回复。",
             (Self::WaitingForReply, En) => "The expert is waiting for your reply.",
+            (Self::StillWaiting, ZhHans) => "专家仍在等待您对以下问题的答复：",
+            (Self::StillWaiting, En) => "The expert is still waiting for your answer to this:",
         }
     }
 }
@@ -120,6 +124,7 @@ mod tests {
             Text::CannotDecideHere,
             Text::ReplyNotAllowed,
             Text::WaitingForReply,
+            Text::StillWaiting,
         ] {
             let zh = text.in_language(Language::ZhHans);
             let en = text.in_language(Language::En);

@@ -1014,8 +1014,17 @@ async fn an_expert_that_stops_to_ask_is_answered_by_the_next_message() {
         "{asked}"
     );
     let thread = world.expert.runs()[0].thread_id.clone();
-    let waiting = world.registry.waiting_thread(&conversation_of("u1")).await;
-    assert_eq!(waiting.unwrap().unwrap().as_str(), thread);
+    let waiting = world
+        .registry
+        .waiting_question(&conversation_of("u1"))
+        .await;
+    let waiting = waiting.unwrap().unwrap();
+    assert_eq!(waiting.thread_id.as_str(), thread);
+    assert_eq!(waiting.asked_by, "acme:m1");
+    assert_eq!(
+        waiting.interrupt_ids,
+        [format!("int-{}", world.expert.runs()[0].run_id)]
+    );
 
     // The reply answers the question: a resume of the same thread, not a new message.
     world
@@ -1032,7 +1041,10 @@ async fn an_expert_that_stops_to_ask_is_answered_by_the_next_message() {
         Some(json!({"decisions": [{"type": "approve"}]}))
     );
     assert_eq!(runs[1].metadata["dingtalk_event_id"], "acme:m2");
-    let waiting = world.registry.waiting_thread(&conversation_of("u1")).await;
+    let waiting = world
+        .registry
+        .waiting_question(&conversation_of("u1"))
+        .await;
     assert_eq!(waiting.unwrap(), None);
 
     // Nothing waits any more: the next message is a message.
@@ -1070,7 +1082,10 @@ async fn a_question_answered_elsewhere_or_left_with_new_no_longer_takes_the_next
         .await;
     assert_eq!(world.answer("acme:m2").await, "echo #2: Friday");
     assert_eq!(world.expert.runs()[1].resume, None);
-    let waiting = world.registry.waiting_thread(&conversation_of("u1")).await;
+    let waiting = world
+        .registry
+        .waiting_question(&conversation_of("u1"))
+        .await;
     assert_eq!(waiting.unwrap(), None);
 
     // A reset leaves the question behind with its thread.
@@ -1083,7 +1098,10 @@ async fn a_question_answered_elsewhere_or_left_with_new_no_longer_takes_the_next
         .publish(&private("acme", "m4", "u1", "/new"), None)
         .await;
     world.answer("acme:m4").await;
-    let waiting = world.registry.waiting_thread(&conversation_of("u1")).await;
+    let waiting = world
+        .registry
+        .waiting_question(&conversation_of("u1"))
+        .await;
     assert_eq!(waiting.unwrap(), None);
     world
         .publish(&private("acme", "m5", "u1", "Monday"), None)
@@ -1206,4 +1224,123 @@ async fn a_reply_the_question_does_not_allow_is_not_sent_and_the_question_stands
         runs[1].resume,
         Some(json!({"decisions": [{"type": "approve"}]}))
     );
+}
+
+#[tokio::test]
+async fn a_question_the_user_has_not_seen_is_shown_before_anything_answers_it() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), Some("en")).await;
+    let _d = world.dispatcher(&[]).await;
+    let review =
+        |what: &str| json!({"action_requests": [{"name": "t", "args": {}, "description": what}]});
+    world.expert.script(Behavior {
+        interrupt: Some(review("Email Li")),
+        ..Behavior::default()
+    });
+    world
+        .publish(&private("acme", "m1", "u1", "mail Li"), None)
+        .await;
+    world.answer("acme:m1").await;
+    let thread = world.expert.runs()[0].thread_id.clone();
+
+    // Answered in the expert's own UI, which then asks something else: "ok" must not approve
+    // what the user never saw.
+    world
+        .expert
+        .ask_elsewhere(&thread, review("Delete the Q3 folder"));
+    world
+        .publish(&private("acme", "m2", "u1", "ok"), None)
+        .await;
+    let shown = world.answer("acme:m2").await;
+    assert!(
+        shown.starts_with(
+            "The expert is still waiting for your answer to this:\n\nDelete the Q3 folder\n\nReply"
+        ),
+        "{shown}"
+    );
+    assert_eq!(world.expert.runs().len(), 1);
+    world
+        .publish(&private("acme", "m3", "u1", "no"), None)
+        .await;
+    world.answer("acme:m3").await;
+    assert_eq!(
+        world.expert.runs()[1].resume,
+        Some(json!({"decisions": [{"type": "reject"}]}))
+    );
+
+    // The binding expires while the expert waits: the thread, bound again, still waits, and
+    // the next message shows the question instead of going in on top of it.
+    world.expert.script(Behavior {
+        interrupt: Some(review("Email Wang")),
+        ..Behavior::default()
+    });
+    world
+        .publish(&private("acme", "m4", "u1", "mail Wang"), None)
+        .await;
+    world.answer("acme:m4").await;
+    let key = conversation_of("u1").encoded();
+    let mut redis = redis::Client::open(world.redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("DEL")
+        .arg(format!("dtg:conv:{key}"))
+        .arg(format!("dtg:conv-wait:{key}"))
+        .exec_async(&mut redis)
+        .await
+        .unwrap();
+    world
+        .publish(&private("acme", "m5", "u1", "hello"), None)
+        .await;
+    let shown = world.answer("acme:m5").await;
+    assert!(
+        shown.starts_with("The expert is still waiting for your answer to this:\n\nEmail Wang"),
+        "{shown}"
+    );
+    assert_eq!(world.expert.runs().len(), 3);
+    world
+        .publish(&private("acme", "m6", "u1", "yes"), None)
+        .await;
+    world.answer("acme:m6").await;
+    let runs = world.expert.runs();
+    assert_eq!(runs[3].thread_id, thread);
+    assert_eq!(
+        runs[3].resume,
+        Some(json!({"decisions": [{"type": "approve"}]}))
+    );
+}
+
+#[tokio::test]
+async fn a_redelivered_event_that_asked_shows_its_question_again_and_answers_nothing() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), Some("en")).await;
+    let _d = world.dispatcher(&[]).await;
+    world.expert.script(Behavior {
+        interrupt: Some(json!("Which day?")),
+        ..Behavior::default()
+    });
+    world
+        .publish(&private("acme", "m1", "u1", "plan a trip"), None)
+        .await;
+    world.answer("acme:m1").await;
+    // As if m2 had shown this question and died before its ack, on a server that cannot list
+    // runs: its redelivery must not take its own text for the answer.
+    let mut question = world
+        .registry
+        .waiting_question(&conversation_of("u1"))
+        .await
+        .unwrap()
+        .unwrap();
+    question.asked_by = "acme:m2".into();
+    world
+        .registry
+        .set_waiting_question(&conversation_of("u1"), Some(&question))
+        .await
+        .unwrap();
+    world
+        .publish(&private("acme", "m2", "u1", "book it"), None)
+        .await;
+    assert_eq!(world.answer("acme:m2").await, "Which day?");
+    assert_eq!(world.expert.runs().len(), 1);
 }

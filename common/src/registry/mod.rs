@@ -17,7 +17,7 @@
 //! | `dtg:trigger:<id>` | string | expert id for the integration |
 //! | `dtg:conv:<conversation key>` | string, TTL | JSON [`ConversationBinding`] |
 //! | `dtg:conv-gen:<conversation key>` | string | generation counter (`INCR`), no TTL |
-//! | `dtg:conv-wait:<conversation key>` | string, TTL | thread whose expert waits for the user's reply (human in the loop) |
+//! | `dtg:conv-wait:<conversation key>` | string, TTL | JSON [`WaitingQuestion`]: what the conversation's expert asked and waits on (human in the loop) |
 //! | `dtg:registry:invalidate` | pub/sub channel | id of an integration whose data changed |
 //!
 //! `<conversation key>` is [`ConversationKey::encoded`]:
@@ -73,7 +73,8 @@ use tokio::task::JoinHandle;
 pub use model::{
     mask, ConnectionMode, ConversationBinding, ConversationKey, CustomRobotSpec, FieldError,
     IdError, Integration, IntegrationId, IntegrationSpec, Language, MaskedCustomRobot,
-    MaskedIntegration, QpsLimit, ThreadId, XpertId, CALLBACK_AES_KEY_LEN, CUSTOM_ROBOTS_MAX,
+    MaskedIntegration, QpsLimit, ThreadId, WaitingQuestion, XpertId, CALLBACK_AES_KEY_LEN,
+    CUSTOM_ROBOTS_MAX,
 };
 pub use secrets::{KeyId, SecretsError, SecretsKeys, SECRETS_KEY_PREVIOUS_VAR, SECRETS_KEY_VAR};
 
@@ -685,42 +686,55 @@ impl Registry {
         .transpose()
     }
 
-    /// The thread of the conversation whose expert stopped to ask the user (a run that ended on
-    /// an interrupt), so that the next message answers it; `None` when nothing waits. Kept as
-    /// long as a binding is (the same TTL).
-    pub async fn waiting_thread(
+    /// The question the conversation's expert asked and waits on, if any; read like a binding
+    /// (its TTL starts again), so the two expire together. A record that does not read is
+    /// ignored with a warning: the expert's thread, asked before any resume, is the authority.
+    pub async fn waiting_question(
         &self,
         key: &ConversationKey,
-    ) -> Result<Option<ThreadId>, RegistryError> {
+    ) -> Result<Option<WaitingQuestion>, RegistryError> {
         let waiting_key = store::waiting_key(key);
         let raw: Option<String> = self
             .inner
             .store
-            .query("GET", redis::cmd("GET").arg(&waiting_key).clone())
+            .query(
+                "GETEX",
+                redis::cmd("GETEX")
+                    .arg(&waiting_key)
+                    .arg("EX")
+                    .arg(self.inner.binding_ttl_secs)
+                    .clone(),
+            )
             .await?;
-        raw.map(|thread| {
-            thread.parse().map_err(|e| RegistryError::Corrupt {
-                key: waiting_key,
-                reason: format!("not a thread id: {e}"),
-            })
-        })
-        .transpose()
+        Ok(raw.and_then(|json| match serde_json::from_str(&json) {
+            Ok(question) => Some(question),
+            Err(err) => {
+                tracing::warn!(key = %waiting_key, %err, "ignoring an unreadable waiting question");
+                None
+            }
+        }))
     }
 
-    /// Records that `thread` waits for the user's reply, or (`None`) that nothing waits.
-    pub async fn set_waiting_thread(
+    /// Records the question the conversation's expert waits on, or (`None`) that nothing waits.
+    pub async fn set_waiting_question(
         &self,
         key: &ConversationKey,
-        thread: Option<&ThreadId>,
+        question: Option<&WaitingQuestion>,
     ) -> Result<(), RegistryError> {
         let waiting_key = store::waiting_key(key);
-        let cmd = match thread {
-            Some(thread) => redis::cmd("SET")
-                .arg(&waiting_key)
-                .arg(thread.as_ref())
-                .arg("EX")
-                .arg(self.inner.binding_ttl_secs)
-                .clone(),
+        let cmd = match question {
+            Some(question) => {
+                let json = serde_json::to_string(question).map_err(|e| RegistryError::Corrupt {
+                    key: waiting_key.clone(),
+                    reason: format!("could not serialize: {e}"),
+                })?;
+                redis::cmd("SET")
+                    .arg(&waiting_key)
+                    .arg(json)
+                    .arg("EX")
+                    .arg(self.inner.binding_ttl_secs)
+                    .clone()
+            }
             None => redis::cmd("DEL").arg(&waiting_key).clone(),
         };
         self.inner.store.query::<()>("SET waiting", cmd).await

@@ -961,6 +961,19 @@ pub struct ConversationBinding {
     pub updated_at: OffsetDateTime,
 }
 
+/// A question a conversation's expert asked the user and waits on (human in the loop): the
+/// user's next message answers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitingQuestion {
+    /// The thread that waits.
+    pub thread_id: ThreadId,
+    /// The ids of the interrupts the user was shown (a reply answers these, not others).
+    #[serde(default)]
+    pub interrupt_ids: Vec<String>,
+    /// The event whose answer showed them.
+    pub asked_by: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -256,8 +256,13 @@ impl ExpertClient {
     }
 
     /// Creates the thread `thread_id` unless it exists (`if_exists: do_nothing`), so a retry
-    /// after a crash finds the same thread instead of forking the conversation.
-    pub async fn create_thread(&self, thread_id: &str, facts: &Facts) -> Result<(), ExpertError> {
+    /// after a crash finds the same thread instead of forking the conversation. Returns the
+    /// thread as the server shows it (`Null` when the answer is not JSON).
+    pub async fn create_thread(
+        &self,
+        thread_id: &str,
+        facts: &Facts,
+    ) -> Result<Value, ExpertError> {
         let body = json!({
             "thread_id": thread_id,
             "if_exists": "do_nothing",
@@ -273,7 +278,7 @@ impl ExpertClient {
             .send()
             .await
             .map_err(|e| transport(e, timeout))?;
-        check(response).await.map(drop)
+        Ok(check(response).await?.json().await.unwrap_or(Value::Null))
     }
 
     /// Starts a run and returns its events as they come.

@@ -339,6 +339,15 @@ impl FakeExpert {
             .and_then(|t| t.pending.clone())
     }
 
+    /// Makes thread `thread_id` wait on a new interrupt (id `elsewhere-{n}`), as a run driven
+    /// from the expert's own UI that stopped to ask would.
+    pub fn ask_elsewhere(&self, thread_id: &str, value: Value) {
+        if let Some(thread) = self.shared.lock().threads.get_mut(thread_id) {
+            let id = format!("elsewhere-{}", thread.runs.len());
+            thread.pending = Some(json!({"value": value, "id": id}));
+        }
+    }
+
     /// Drops the interrupt thread `thread_id` waits on, as an answer given elsewhere (the
     /// expert's own UI) would.
     pub fn answer_elsewhere(&self, thread_id: &str) {
