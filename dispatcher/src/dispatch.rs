@@ -13,9 +13,10 @@ use serde_json::Value;
 
 use crate::answer::{Commands, PublishError, Reply};
 use crate::expert::interrupt;
+use crate::expert::interrupt::UserReply;
 use crate::expert::stream::{Answer, RunAnswer, RunEvent};
 use crate::expert::{ExpertClient, ExpertError, RunLookup, RunRequest};
-use crate::routing::{choose_expert, Facts, Intent, Work};
+use crate::routing::{choose_expert, Facts, Intent, Press, Work};
 use crate::texts::{decision_hint, Text};
 use crate::throttle::Throttle;
 
@@ -139,8 +140,10 @@ impl Dispatcher {
                 reply.say(Text::NewConversation).await?;
                 return Ok(Outcome::Reset);
             }
-            Intent::Ask(input) => input,
+            Intent::Ask(text) => (text.clone(), None),
+            Intent::Press(press) => (press.input(), Some(press)),
         };
+        let (input, press) = (input.0.as_str(), input.1);
         let binding = self.registry.get_binding(&work.key).await?;
         let trigger = self.registry.get_trigger(&event.integration_id).await?;
         let fallback = integration.as_ref().and_then(|i| i.xpert_id());
@@ -175,6 +178,7 @@ impl Dispatcher {
             xpert: &xpert,
             thread,
             input,
+            press,
             resume: None,
             check_waiting: question.is_some(),
             question,
@@ -400,7 +404,14 @@ impl Dispatcher {
                         interrupts: pending,
                     });
                 }
-                match interrupt::resume_value(&pending, input.input) {
+                let reply = match input.press {
+                    Some(press) => UserReply::Press {
+                        action: &press.action,
+                        card_action: &press.card_action,
+                    },
+                    None => UserReply::Text(input.input),
+                };
+                match interrupt::resume_value(&pending, reply) {
                     Ok(resume) => {
                         crate::metrics::interrupt("resumed");
                         input.resume = Some(resume);
@@ -575,6 +586,8 @@ struct RunInput<'r, 'a> {
     xpert: &'r XpertId,
     thread: Option<ThreadId>,
     input: &'r str,
+    /// The card button pressed, when the message is a press.
+    press: Option<&'r Press>,
     /// The `command.resume` answering the thread's interrupts, once known.
     resume: Option<Value>,
     /// Whether the thread may wait for this message (it asked the user), still to be checked.

@@ -39,8 +39,26 @@ pub struct Work {
 pub enum Intent {
     /// Ask the expert.
     Ask(String),
+    /// A button pressed on a card (other than the end button).
+    Press(Press),
     /// End the conversation binding and start afresh.
     Reset,
+}
+
+/// A button pressed on a card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Press {
+    /// The button: its action id, or `params.action` when it sets one.
+    pub action: String,
+    /// What the expert gets: `{"card": out_track_id, "action": id, "params": {…}}`.
+    pub card_action: serde_json::Value,
+}
+
+impl Press {
+    /// The press as the message the expert reads: `{"card_action": {…}}` as JSON text.
+    pub fn input(&self) -> String {
+        serde_json::json!({ "card_action": self.card_action }).to_string()
+    }
 }
 
 /// The conversation's facts, as the expert's notify tools read them.
@@ -189,21 +207,26 @@ pub fn decide(event: &Event, now: Timestamp) -> Result<Decision, IdError> {
                     expires_at: None,
                 }
             };
-            let ends = action.action.id == END_CONVERSATION_ACTION
-                || action.action.params.get("action").and_then(|a| a.as_str())
-                    == Some(END_CONVERSATION_ACTION);
-            let intent = if ends {
+            let button = action
+                .action
+                .params
+                .get("action")
+                .and_then(|a| a.as_str())
+                .unwrap_or(&action.action.id);
+            let intent = if action.action.id == END_CONVERSATION_ACTION
+                || button == END_CONVERSATION_ACTION
+            {
                 Intent::Reset
             } else {
                 // The expert gets the button as a message it can read and act on.
-                let input = serde_json::json!({
-                    "card_action": {
+                Intent::Press(Press {
+                    action: button.to_owned(),
+                    card_action: serde_json::json!({
                         "card": action.card.out_track_id,
                         "action": action.action.id,
                         "params": action.action.params,
-                    }
-                });
-                Intent::Ask(input.to_string())
+                    }),
+                })
             };
             Ok(Decision::Handle(Box::new(Work {
                 facts: Facts {
@@ -412,9 +435,11 @@ mod tests {
         };
         let now = at("2026-11-25T10:00:00Z");
         let work = handled(decide(&card("confirm"), now).unwrap());
-        let Intent::Ask(input) = work.intent else {
-            panic!("not an ask")
+        let Intent::Press(press) = work.intent else {
+            panic!("not a press")
         };
+        assert_eq!(press.action, "confirm");
+        let input = press.input();
         assert!(input.contains("\"confirm\"") && input.contains("\"choice\""));
         assert_eq!(work.key.sender(), "u1");
         let work = handled(decide(&card(END_CONVERSATION_ACTION), now).unwrap());

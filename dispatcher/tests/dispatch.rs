@@ -1344,3 +1344,55 @@ async fn a_redelivered_event_that_asked_shows_its_question_again_and_answers_not
     assert_eq!(world.answer("acme:m2").await, "Which day?");
     assert_eq!(world.expert.runs().len(), 1);
 }
+
+#[tokio::test]
+async fn a_card_button_answers_a_waiting_question_only_as_it_can() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), Some("en")).await;
+    let _d = world.dispatcher(&[]).await;
+    let press = |id: &str, action: &str| {
+        json!({"v": 1, "id": format!("acme:{id}"), "integration_id": "acme", "kind": "card_action",
+            "received_at": "2026-11-25T10:01:00Z", "card": {"out_track_id": "acme:m1:reply"},
+            "action": {"id": action, "params": {"day": "Friday"}}, "user": {"staff_id": "u1"},
+            "conversation": {"id": "cid-u1", "type": "private"}})
+    };
+    // A free question gets the press itself.
+    world.expert.script(Behavior {
+        interrupt: Some(json!("Which day?")),
+        ..Behavior::default()
+    });
+    world
+        .publish(&private("acme", "m1", "u1", "plan a trip"), None)
+        .await;
+    world.answer("acme:m1").await;
+    world.publish(&press("c1", "pick_day"), None).await;
+    world.answer("acme:c1").await;
+    assert_eq!(
+        world.expert.runs()[1].resume,
+        Some(json!({"card": "acme:m1:reply", "action": "pick_day", "params": {"day": "Friday"}}))
+    );
+
+    // A tool review is decided by an approve or reject button, not by any other.
+    world.expert.script(Behavior {
+        interrupt: Some(
+            json!({"action_requests": [{"name": "t", "args": {}, "description": "Book it"}]}),
+        ),
+        ..Behavior::default()
+    });
+    world
+        .publish(&private("acme", "m2", "u1", "book it"), None)
+        .await;
+    world.answer("acme:m2").await;
+    world.publish(&press("c2", "details"), None).await;
+    assert!(world
+        .answer("acme:c2")
+        .await
+        .starts_with("That reply does not fit this question.\n\nBook it"));
+    assert_eq!(world.expert.runs().len(), 3);
+    world.publish(&press("c3", "approve"), None).await;
+    world.answer("acme:c3").await;
+    assert_eq!(
+        world.expert.runs()[3].resume,
+        Some(json!({"decisions": [{"type": "approve"}]}))
+    );
+}

@@ -17,6 +17,10 @@
 //! words (agent inbox), each only where the interrupt allows it (`review_configs[].
 //! allowed_decisions`, the agent-inbox `config.allow_*`): a reply it does not allow is not sent,
 //! since the graph would fail on it.
+//!
+//! A card button pressed while the expert waits answers too: its action id (or `params.action`)
+//! is read as yes or no, and a free question gets the press itself (`{"card", "action",
+//! "params"}`); a button that says neither yes nor no cannot decide.
 
 use serde_json::{json, Map, Value};
 
@@ -146,6 +150,7 @@ impl Choices {
             Verdict::Yes => self.yes,
             Verdict::No => self.no,
             Verdict::Other => self.other.is_some(),
+            Verdict::Unclear => false,
         }
     }
 
@@ -216,12 +221,50 @@ pub fn choices(interrupts: &[Interrupt]) -> Option<Choices> {
         .reduce(Choices::and)
 }
 
+/// What the user answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserReply<'a> {
+    /// A message.
+    Text(&'a str),
+    /// A card button.
+    Press {
+        /// Its action id (or `params.action`).
+        action: &'a str,
+        /// The press as the expert reads it.
+        card_action: &'a Value,
+    },
+}
+
+impl<'a> UserReply<'a> {
+    fn verdict(self) -> Verdict {
+        match self {
+            Self::Text(text) => Verdict::of(text),
+            Self::Press { action, .. } => match Verdict::of(action) {
+                // A button has no words to pass on.
+                Verdict::Other => Verdict::Unclear,
+                verdict => verdict,
+            },
+        }
+    }
+
+    /// The reply as words (a press has none but its action).
+    fn words(self) -> &'a str {
+        match self {
+            Self::Text(text) => text,
+            Self::Press { action, .. } => action,
+        }
+    }
+}
+
 /// A reply read as a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
     Yes,
     No,
+    /// Words that say neither: a reason, or an answer.
     Other,
+    /// A button that says neither.
+    Unclear,
 }
 
 const YES: [&str; 30] = [
@@ -256,7 +299,7 @@ const YES: [&str; 30] = [
     "批准",
     "继续",
 ];
-const NO: [&str; 21] = [
+const NO: [&str; 22] = [
     "no",
     "n",
     "nope",
@@ -267,6 +310,7 @@ const NO: [&str; 21] = [
     "stop",
     "don't",
     "no thanks",
+    "ignore",
     "否",
     "不",
     "不要",
@@ -301,14 +345,14 @@ impl Verdict {
 /// for one interrupt, a map of answers by interrupt id for several (without ids they cannot be
 /// told apart, and the first is answered). `Err` with what is allowed when a decision does not
 /// allow this reply.
-pub fn resume_value(interrupts: &[Interrupt], reply: &str) -> Result<Value, Choices> {
+pub fn resume_value(interrupts: &[Interrupt], reply: UserReply<'_>) -> Result<Value, Choices> {
     if let Some(choices) = choices(interrupts) {
-        if !choices.allows(Verdict::of(reply)) {
+        if !choices.allows(reply.verdict()) {
             return Err(choices);
         }
     }
     Ok(match interrupts {
-        [] => Value::String(reply.to_owned()),
+        [] => free_answer(reply),
         [only] => answer(&only.value, reply),
         several => several
             .iter()
@@ -318,15 +362,24 @@ pub fn resume_value(interrupts: &[Interrupt], reply: &str) -> Result<Value, Choi
     })
 }
 
-/// The answer to one interrupt.
-fn answer(value: &Value, reply: &str) -> Value {
-    let verdict = Verdict::of(reply);
+/// The answer to a free question: the message, or the press.
+fn free_answer(reply: UserReply<'_>) -> Value {
+    match reply {
+        UserReply::Text(text) => Value::String(text.to_owned()),
+        UserReply::Press { card_action, .. } => card_action.clone(),
+    }
+}
+
+/// The answer to one interrupt (for a decision, a reply it allows).
+fn answer(value: &Value, reply: UserReply<'_>) -> Value {
+    let verdict = reply.verdict();
+    let reply_words = reply.words();
     match Shape::of(value) {
         Shape::Review => {
             let decision = match verdict {
                 Verdict::Yes => json!({"type": "approve"}),
-                Verdict::No => json!({"type": "reject"}),
-                Verdict::Other => json!({"type": "reject", "message": reply}),
+                Verdict::No | Verdict::Unclear => json!({"type": "reject"}),
+                Verdict::Other => json!({"type": "reject", "message": reply_words}),
             };
             let count = value["action_requests"].as_array().map_or(1, Vec::len);
             json!({ "decisions": vec![decision; count.max(1)] })
@@ -334,8 +387,8 @@ fn answer(value: &Value, reply: &str) -> Value {
         Shape::Inbox => {
             let response = match verdict {
                 Verdict::Yes => json!({"type": "accept", "args": null}),
-                Verdict::No => json!({"type": "ignore", "args": null}),
-                Verdict::Other => json!({"type": "response", "args": reply}),
+                Verdict::No | Verdict::Unclear => json!({"type": "ignore", "args": null}),
+                Verdict::Other => json!({"type": "response", "args": reply_words}),
             };
             // A list of requests gets a list of answers, one request (not in a list) one answer.
             match value {
@@ -343,7 +396,7 @@ fn answer(value: &Value, reply: &str) -> Value {
                 _ => response,
             }
         }
-        Shape::Question => Value::String(reply.to_owned()),
+        Shape::Question => free_answer(reply),
     }
 }
 
@@ -485,12 +538,12 @@ mod tests {
     #[test]
     fn a_question_is_answered_with_the_reply_itself() {
         assert_eq!(
-            resume_value(&one(json!("Which day?")), "Friday").unwrap(),
+            resume_value(&one(json!("Which day?")), UserReply::Text("Friday")).unwrap(),
             json!("Friday")
         );
         // Even a "yes": a free question has no decision to make.
         assert_eq!(
-            resume_value(&one(json!({"question": "Sure?"})), "yes").unwrap(),
+            resume_value(&one(json!({"question": "Sure?"})), UserReply::Text("yes")).unwrap(),
             json!("yes")
         );
         assert_eq!(
@@ -512,15 +565,15 @@ mod tests {
         });
         let interrupts = one(review);
         assert_eq!(
-            resume_value(&interrupts, " 同意。").unwrap(),
+            resume_value(&interrupts, UserReply::Text(" 同意。")).unwrap(),
             json!({"decisions": [{"type": "approve"}, {"type": "approve"}]})
         );
         assert_eq!(
-            resume_value(&interrupts, "No!").unwrap(),
+            resume_value(&interrupts, UserReply::Text("No!")).unwrap(),
             json!({"decisions": [{"type": "reject"}, {"type": "reject"}]})
         );
         assert_eq!(
-            resume_value(&interrupts, "not to Li, to Wang").unwrap(),
+            resume_value(&interrupts, UserReply::Text("not to Li, to Wang")).unwrap(),
             json!({"decisions": [
                 {"type": "reject", "message": "not to Li, to Wang"},
                 {"type": "reject", "message": "not to Li, to Wang"}
@@ -541,15 +594,15 @@ mod tests {
         }]);
         let interrupts = one(inbox);
         assert_eq!(
-            resume_value(&interrupts, "ok").unwrap(),
+            resume_value(&interrupts, UserReply::Text("ok")).unwrap(),
             json!([{"type": "accept", "args": null}])
         );
         assert_eq!(
-            resume_value(&interrupts, "取消").unwrap(),
+            resume_value(&interrupts, UserReply::Text("取消")).unwrap(),
             json!([{"type": "ignore", "args": null}])
         );
         assert_eq!(
-            resume_value(&interrupts, "the 10:00 one").unwrap(),
+            resume_value(&interrupts, UserReply::Text("the 10:00 one")).unwrap(),
             json!([{"type": "response", "args": "the 10:00 one"}])
         );
         assert_eq!(
@@ -566,7 +619,7 @@ mod tests {
         // One request, not in a list: one answer, not in a list.
         let single = one(json!({"action_request": {"action": "book_flight", "args": {}}}));
         assert_eq!(
-            resume_value(&single, "ok").unwrap(),
+            resume_value(&single, UserReply::Text("ok")).unwrap(),
             json!({"type": "accept", "args": null})
         );
     }
@@ -582,9 +635,15 @@ mod tests {
             no: false,
             other: None,
         };
-        assert_eq!(resume_value(&approve_or_edit, "no"), Err(only_yes));
-        assert_eq!(resume_value(&approve_or_edit, "to Wang"), Err(only_yes));
-        assert!(resume_value(&approve_or_edit, "yes").is_ok());
+        assert_eq!(
+            resume_value(&approve_or_edit, UserReply::Text("no")),
+            Err(only_yes)
+        );
+        assert_eq!(
+            resume_value(&approve_or_edit, UserReply::Text("to Wang")),
+            Err(only_yes)
+        );
+        assert!(resume_value(&approve_or_edit, UserReply::Text("yes")).is_ok());
         assert_eq!(prompt(&approve_or_edit).1, Some(only_yes));
 
         // LangGraph's own example: accept, edit or respond, but not ignore.
@@ -592,9 +651,9 @@ mod tests {
             "action_request": {"action": "t", "args": {}},
             "config": {"allow_accept": true, "allow_ignore": false, "allow_respond": true, "allow_edit": true}
         }]));
-        assert!(resume_value(&no_ignore, "取消").is_err());
+        assert!(resume_value(&no_ignore, UserReply::Text("取消")).is_err());
         assert_eq!(
-            resume_value(&no_ignore, "later").unwrap(),
+            resume_value(&no_ignore, UserReply::Text("later")).unwrap(),
             json!([{"type": "response", "args": "later"}])
         );
         // A free question beside a decision does not narrow it.
@@ -610,6 +669,30 @@ mod tests {
     }
 
     #[test]
+    fn a_card_button_decides_by_its_action_and_answers_a_question_with_the_press() {
+        let card_action = json!({"card": "c1", "action": "approve", "params": {}});
+        let press = |action| UserReply::Press {
+            action,
+            card_action: &card_action,
+        };
+        let review = one(json!({"action_requests": [{"name": "t", "args": {}}]}));
+        assert_eq!(
+            resume_value(&review, press("approve")).unwrap(),
+            json!({"decisions": [{"type": "approve"}]})
+        );
+        assert_eq!(
+            resume_value(&review, press("reject")).unwrap(),
+            json!({"decisions": [{"type": "reject"}]})
+        );
+        // A button has no words to give as a reason.
+        assert!(resume_value(&review, press("details")).is_err());
+        assert_eq!(
+            resume_value(&one(json!("Which day?")), press("friday")).unwrap(),
+            card_action
+        );
+    }
+
+    #[test]
     fn several_interrupts_are_resumed_by_id_when_every_one_has_an_id() {
         let both = vec![
             Interrupt {
@@ -622,7 +705,7 @@ mod tests {
             },
         ];
         assert_eq!(
-            resume_value(&both, "yes").unwrap(),
+            resume_value(&both, UserReply::Text("yes")).unwrap(),
             json!({"a": "yes", "b": {"decisions": [{"type": "approve"}]}})
         );
         let (shown, decides) = prompt(&both);
@@ -633,6 +716,9 @@ mod tests {
             .into_iter()
             .map(|i| Interrupt { id: None, ..i })
             .collect();
-        assert_eq!(resume_value(&anonymous, "Li").unwrap(), json!("Li"));
+        assert_eq!(
+            resume_value(&anonymous, UserReply::Text("Li")).unwrap(),
+            json!("Li")
+        );
     }
 }
