@@ -173,6 +173,7 @@ impl Dispatcher {
                 .filter(|question| question.thread_id == *thread),
             None => None,
         };
+        let recorded = question.is_some();
         let mut run = RunInput {
             key: &work.key,
             xpert: &xpert,
@@ -189,7 +190,7 @@ impl Dispatcher {
             reply: &mut reply,
         };
         let result = self.run(&mut run).await;
-        let (thread, question, preface) = (run.thread, run.question, run.preface);
+        let (thread, preface) = (run.thread, run.preface);
         match result {
             Ok(answer) => {
                 crate::metrics::expert_run("answered", started.elapsed());
@@ -206,7 +207,7 @@ impl Dispatcher {
                     }),
                     _ => None,
                 };
-                if asked.is_some() || question.is_some() {
+                if asked.is_some() || recorded {
                     self.registry
                         .set_waiting_question(&work.key, asked.as_ref())
                         .await?;

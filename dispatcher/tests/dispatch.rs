@@ -1396,3 +1396,30 @@ async fn a_card_button_answers_a_waiting_question_only_as_it_can() {
         Some(json!({"decisions": [{"type": "approve"}]}))
     );
 }
+
+#[tokio::test]
+async fn a_question_whose_thread_the_expert_lost_leaves_the_reply_a_message() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), Some("en")).await;
+    let _d = world.dispatcher(&[]).await;
+    world.expert.script(Behavior {
+        interrupt: Some(json!("Which day?")),
+        ..Behavior::default()
+    });
+    world
+        .publish(&private("acme", "m1", "u1", "plan a trip"), None)
+        .await;
+    world.answer("acme:m1").await;
+    let thread = world.expert.runs()[0].thread_id.clone();
+    world.expert.forget_thread(&thread);
+    world
+        .publish(&private("acme", "m2", "u1", "Friday"), None)
+        .await;
+    assert_eq!(world.answer("acme:m2").await, "echo #1: Friday");
+    assert_eq!(world.expert.runs()[0].resume, None);
+    let waiting = world
+        .registry
+        .waiting_question(&conversation_of("u1"))
+        .await;
+    assert_eq!(waiting.unwrap(), None);
+}
