@@ -163,3 +163,44 @@ async fn langgraph_interrupt_of_a_joined_run_is_asked_by_the_successor() {
         "echo #1: slow trip on Monday"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs a LangGraph server: scripts/check-langgraph"]
+async fn langgraph_tool_review_is_approved_or_rejected_as_the_middleware_expects() {
+    let world = World::start().await;
+    world.integration("acme", Some("review"), Some("en")).await;
+    let url = langgraph_url();
+    let _d = world
+        .dispatcher(&[("EXPERT_API_URL", &url), ("THINKING_DELAY", "0s")])
+        .await;
+    let who = format!("r{}", std::process::id());
+    let question = "Email the report to Li\n\nReply \"yes\" to go ahead; \"no\" to decline; \
+                    anything else to decline, with your words as the reason.";
+    let turns = [
+        ("r1", "mail the report", question.to_owned()),
+        ("r2", "yes", "done: sent to li".to_owned()),
+        ("r3", "mail it again", question.to_owned()),
+        (
+            "r4",
+            "not to Li",
+            "done: User rejected the tool call for `send_email` with reason: not to Li".to_owned(),
+        ),
+        ("r5", "and again", question.to_owned()),
+    ];
+    for (id, text, expected) in turns {
+        world.publish(&private("acme", id, &who, text), None).await;
+        assert_eq!(
+            world.answer(&format!("acme:{id}")).await,
+            expected,
+            "{text}"
+        );
+    }
+    world
+        .publish(&private("acme", "r6", &who, "no"), None)
+        .await;
+    let declined = world.answer("acme:r6").await;
+    assert!(
+        declined.starts_with("done: User rejected the tool call for `send_email` with id"),
+        "{declined}"
+    );
+}
