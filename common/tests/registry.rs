@@ -560,7 +560,7 @@ async fn a_waiting_question_lives_and_is_refreshed_like_a_binding_and_goes_with_
     };
     let question = WaitingQuestion {
         thread_id: "thread-0".parse().unwrap(),
-        interrupt_ids: vec!["i1".into()],
+        interrupts: vec!["i1#0123456789abcdef".into()],
         asked_by: "acme:m1".into(),
     };
     registry

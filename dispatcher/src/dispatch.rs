@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::answer::{Commands, PublishError, Reply};
 use crate::expert::interrupt;
 use crate::expert::interrupt::UserReply;
-use crate::expert::stream::{Answer, RunAnswer, RunEvent};
+use crate::expert::stream::{final_text, Answer, RunAnswer, RunEvent};
 use crate::expert::{ExpertClient, ExpertError, RunLookup, RunRequest};
 use crate::routing::{choose_expert, Facts, Intent, Press, Work};
 use crate::texts::{decision_hint, Text};
@@ -184,24 +184,27 @@ impl Dispatcher {
             check_waiting: question.is_some(),
             question,
             preface: None,
+            ran_nothing: false,
             event_id: &event.id,
             facts: &work.facts,
             redelivered,
             reply: &mut reply,
         };
         let result = self.run(&mut run).await;
-        let (thread, preface) = (run.thread, run.preface);
+        let (thread, preface, ran_nothing) = (run.thread, run.preface, run.ran_nothing);
         match result {
             Ok(answer) => {
-                crate::metrics::expert_run("answered", started.elapsed());
+                if !ran_nothing {
+                    crate::metrics::expert_run("answered", started.elapsed());
+                }
                 // Before the answer goes out: the user's reply to it must find the question.
                 let asked = match (&thread, answer.interrupts.is_empty()) {
                     (Some(thread), false) => Some(WaitingQuestion {
                         thread_id: thread.clone(),
-                        interrupt_ids: answer
+                        interrupts: answer
                             .interrupts
                             .iter()
-                            .filter_map(|i| i.id.clone())
+                            .map(interrupt::Interrupt::fingerprint)
                             .collect(),
                         asked_by: event.id.clone(),
                     }),
@@ -212,7 +215,7 @@ impl Dispatcher {
                         .set_waiting_question(&work.key, asked.as_ref())
                         .await?;
                 }
-                if asked.is_some() && preface.is_none() {
+                if asked.is_some() && !ran_nothing {
                     crate::metrics::interrupt("asked");
                 }
                 let mut text = shown(answer, language);
@@ -282,6 +285,11 @@ impl Dispatcher {
             attempt += 1;
             // The failed attempt may have started a run: find it rather than start another.
             look_first = true;
+            // And a resume it sent may have been taken, the thread asking something new since:
+            // the thread is asked again before anything answers it.
+            if input.resume.take().is_some() {
+                input.check_waiting = true;
+            }
         }
     }
 
@@ -383,7 +391,12 @@ impl Dispatcher {
         if input.check_waiting {
             // The thread is asked, not told: it may have been answered elsewhere, or the
             // run that asked may have been cancelled.
-            let pending = self.expert.pending_interrupts(thread.as_str()).await?;
+            let state = self
+                .expert
+                .get_thread(thread.as_str())
+                .await?
+                .unwrap_or_default();
+            let pending = interrupt::from_thread(&state);
             input.check_waiting = false;
             if pending.is_empty() {
                 tracing::info!(thread = %thread, "the expert no longer waits for the user; the message is sent as a new one");
@@ -394,14 +407,19 @@ impl Dispatcher {
                 // place), or the thread waits on something the user was not shown (answered and
                 // asked anew elsewhere, or a binding bound again): show it instead of answering.
                 let asked_here = shown.is_some_and(|q| q.asked_by == input.event_id);
-                let seen = shown.is_some_and(|q| same_interrupts(&q.interrupt_ids, &pending));
+                let seen = shown.is_some_and(|q| same_interrupts(&q.interrupts, &pending));
                 if asked_here || !seen {
                     crate::metrics::interrupt("reasked");
-                    if !asked_here {
+                    input.ran_nothing = true;
+                    // The asking event's answer, as it would have been: what the run said too.
+                    let text = if asked_here {
+                        final_text(&state["values"]).unwrap_or_default()
+                    } else {
                         input.preface = Some(Text::StillWaiting);
-                    }
+                        String::new()
+                    };
                     return Ok(RunAnswer {
-                        text: String::new(),
+                        text,
                         interrupts: pending,
                     });
                 }
@@ -420,6 +438,7 @@ impl Dispatcher {
                     // The graph would fail on it: nothing is run, the question is asked again.
                     Err(_) => {
                         crate::metrics::interrupt("refused");
+                        input.ran_nothing = true;
                         input.preface = Some(Text::ReplyNotAllowed);
                         return Ok(RunAnswer {
                             text: String::new(),
@@ -550,11 +569,13 @@ impl Dispatcher {
     }
 }
 
-/// Whether the thread waits on the interrupts the user was shown (`shown`: their ids; a server
-/// without ids can only be taken at its word).
+/// Whether the thread waits on the interrupts the user was shown (`shown`: their fingerprints).
 fn same_interrupts(shown: &[String], pending: &[interrupt::Interrupt]) -> bool {
-    let mut pending: Vec<&str> = pending.iter().filter_map(|i| i.id.as_deref()).collect();
-    let mut shown: Vec<&str> = shown.iter().map(String::as_str).collect();
+    let mut pending: Vec<String> = pending
+        .iter()
+        .map(interrupt::Interrupt::fingerprint)
+        .collect();
+    let mut shown = shown.to_vec();
     pending.sort_unstable();
     shown.sort_unstable();
     pending == shown
@@ -598,6 +619,8 @@ struct RunInput<'r, 'a> {
     /// Said before the answer: set when the message ran nothing and the question is shown again
     /// (a reply it does not allow, or a question the user had not seen).
     preface: Option<Text>,
+    /// The message ran nothing: the thread's question is shown again.
+    ran_nothing: bool,
     event_id: &'r str,
     facts: &'r Facts,
     redelivered: bool,
@@ -617,6 +640,25 @@ mod tests {
         assert_ne!(thread_id(&key("cid1"), 0), thread_id(&key("cid1"), 1));
         assert_ne!(thread_id(&key("cid1"), 0), thread_id(&key("cid2"), 0));
         assert!(uuid::Uuid::parse_str(&thread_id(&key("cid1"), 0)).is_ok());
+    }
+
+    #[test]
+    fn a_question_is_told_from_another_by_what_it_asks_not_only_by_its_id() {
+        use interrupt::Interrupt;
+        let asking = |id: &str, value: &str| Interrupt {
+            id: Some(id.to_owned()),
+            value: value.into(),
+        };
+        let shown: Vec<String> = [asking("a", "Which day?"), asking("b", "Who?")]
+            .iter()
+            .map(Interrupt::fingerprint)
+            .collect();
+        let pending = [asking("b", "Who?"), asking("a", "Which day?")];
+        assert!(same_interrupts(&shown, &pending));
+        // LangGraph gives the second question a node asks the id of the first.
+        let asked_next = [asking("a", "Confirm $900?"), asking("b", "Who?")];
+        assert!(!same_interrupts(&shown, &asked_next));
+        assert!(!same_interrupts(&shown, &pending[..1]));
     }
 
     #[test]

@@ -1009,7 +1009,7 @@ async fn an_expert_that_stops_to_ask_is_answered_by_the_next_message() {
     let asked = world.answer("acme:m1").await;
     assert!(
         asked.starts_with(
-            "I will email Li the report.\n\nEmail the Q3 report to Li\n\nReply \"yes\""
+            "I will email Li the report.\n\nEmail the Q3 report to Li\n\n```json\n{\n  \"to\": \"li\"\n}\n```\n\nReply \"yes\""
         ),
         "{asked}"
     );
@@ -1021,10 +1021,10 @@ async fn an_expert_that_stops_to_ask_is_answered_by_the_next_message() {
     let waiting = waiting.unwrap().unwrap();
     assert_eq!(waiting.thread_id.as_str(), thread);
     assert_eq!(waiting.asked_by, "acme:m1");
-    assert_eq!(
-        waiting.interrupt_ids,
-        [format!("int-{}", world.expert.runs()[0].run_id)]
-    );
+    // The interrupt's id and a hash of what it asks.
+    assert_eq!(waiting.interrupts.len(), 1);
+    let id = format!("int-{}#", world.expert.runs()[0].run_id);
+    assert!(waiting.interrupts[0].starts_with(&id), "{waiting:?}");
 
     // The reply answers the question: a resume of the same thread, not a new message.
     world
@@ -1203,7 +1203,7 @@ async fn a_reply_the_question_does_not_allow_is_not_sent_and_the_question_stands
         .await;
     assert_eq!(
         world.answer("acme:m1").await,
-        "Ready to email Li.\n\nEmail Li\n\nReply \"yes\" to go ahead."
+        "Ready to email Li.\n\nEmail Li\n\n```json\n{\n  \"to\": \"li\"\n}\n```\n\nReply \"yes\" to go ahead."
     );
     // Rejecting is not allowed: the middleware would fail the run on it.
     world
@@ -1211,7 +1211,7 @@ async fn a_reply_the_question_does_not_allow_is_not_sent_and_the_question_stands
         .await;
     assert_eq!(
         world.answer("acme:m2").await,
-        "That reply does not fit this question.\n\nEmail Li\n\nReply \"yes\" to go ahead."
+        "That reply does not fit this question.\n\nEmail Li\n\n```json\n{\n  \"to\": \"li\"\n}\n```\n\nReply \"yes\" to go ahead."
     );
     assert_eq!(world.expert.runs().len(), 1);
     world
@@ -1341,7 +1341,11 @@ async fn a_redelivered_event_that_asked_shows_its_question_again_and_answers_not
     world
         .publish(&private("acme", "m2", "u1", "book it"), None)
         .await;
-    assert_eq!(world.answer("acme:m2").await, "Which day?");
+    // The answer it would have given: what the run said, and what it asks.
+    assert_eq!(
+        world.answer("acme:m2").await,
+        "echo #1: plan a trip\n\nWhich day?"
+    );
     assert_eq!(world.expert.runs().len(), 1);
 }
 
@@ -1422,4 +1426,46 @@ async fn a_question_whose_thread_the_expert_lost_leaves_the_reply_a_message() {
         .waiting_question(&conversation_of("u1"))
         .await;
     assert_eq!(waiting.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_retried_reply_asks_the_thread_again_before_it_answers_anything() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), Some("en")).await;
+    world.expert.disable_run_listing();
+    let review =
+        |what: &str| json!({"action_requests": [{"name": "t", "args": {}, "description": what}]});
+    world.expert.script(Behavior {
+        interrupt: Some(review("Email Li")),
+        ..Behavior::default()
+    });
+    // The resume outlives EXPERT_TIMEOUT, goes on at the server and stops on a new question.
+    world.expert.script(Behavior {
+        delay: Duration::from_millis(1500),
+        interrupt: Some(review("Delete the Q3 folder")),
+        ..Behavior::default()
+    });
+    let _d = world
+        .dispatcher(&[
+            ("EXPERT_TIMEOUT", "1s"),
+            ("EXPERT_MAX_ATTEMPTS", "2"),
+            ("EXPERT_RETRY_BACKOFF", "2s"),
+        ])
+        .await;
+    world
+        .publish(&private("acme", "m1", "u1", "mail Li"), None)
+        .await;
+    world.answer("acme:m1").await;
+    world
+        .publish(&private("acme", "m2", "u1", "yes"), None)
+        .await;
+    let shown = world.answer("acme:m2").await;
+    // The retry must not take "yes" to the question the user never saw.
+    assert_eq!(world.expert.runs().len(), 2, "{shown}");
+    assert!(
+        shown.starts_with(
+            "The expert is still waiting for your answer to this:\n\nDelete the Q3 folder"
+        ),
+        "{shown}"
+    );
 }

@@ -174,7 +174,8 @@ async fn langgraph_tool_review_is_approved_or_rejected_as_the_middleware_expects
         .dispatcher(&[("EXPERT_API_URL", &url), ("THINKING_DELAY", "0s")])
         .await;
     let who = format!("r{}", std::process::id());
-    let question = "Email the report to Li\n\nReply \"yes\" to go ahead; \"no\" to decline; \
+    let question = "Email the report to Li\n\n```json\n{\n  \"to\": \"li\"\n}\n```\n\n\
+                    Reply \"yes\" to go ahead; \"no\" to decline; \
                     anything else to decline, with your words as the reason.";
     let turns = [
         ("r1", "mail the report", question.to_owned()),

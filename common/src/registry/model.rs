@@ -967,9 +967,11 @@ pub struct ConversationBinding {
 pub struct WaitingQuestion {
     /// The thread that waits.
     pub thread_id: ThreadId,
-    /// The ids of the interrupts the user was shown (a reply answers these, not others).
+    /// The interrupts the user was shown, as fingerprints (their id and a hash of what they
+    /// ask: LangGraph may give two questions of one task the same id). A reply answers these,
+    /// not others.
     #[serde(default)]
-    pub interrupt_ids: Vec<String>,
+    pub interrupts: Vec<String>,
     /// The event whose answer showed them.
     pub asked_by: String,
 }

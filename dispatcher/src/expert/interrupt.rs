@@ -23,6 +23,7 @@
 //! "params"}`); a button that says neither yes nor no cannot decide.
 
 use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
 
 /// One pending interrupt of a thread.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +36,15 @@ pub struct Interrupt {
 }
 
 impl Interrupt {
+    /// Its id and a hash of its value: what tells one question from another (ids alone do not
+    /// always: LangGraph derives them from the task, so two questions a node asks one after the
+    /// other share one).
+    pub fn fingerprint(&self) -> String {
+        let hash = Sha256::digest(self.value.to_string().as_bytes());
+        let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}#{hex}", self.id.as_deref().unwrap_or(""))
+    }
+
     fn read(item: &Value) -> Self {
         let id = item["id"]
             .as_str()
@@ -342,8 +352,8 @@ impl Verdict {
 }
 
 /// The `command.resume` value answering `interrupts` with the user's `reply`: the answer itself
-/// for one interrupt, a map of answers by interrupt id for several (without ids they cannot be
-/// told apart, and the first is answered). `Err` with what is allowed when a decision does not
+/// for one interrupt, a map of answers by interrupt id for several (without distinct ids they
+/// cannot be told apart, and the first is answered). `Err` with what is allowed when a decision does not
 /// allow this reply.
 pub fn resume_value(interrupts: &[Interrupt], reply: UserReply<'_>) -> Result<Value, Choices> {
     if let Some(choices) = choices(interrupts) {
@@ -358,6 +368,7 @@ pub fn resume_value(interrupts: &[Interrupt], reply: UserReply<'_>) -> Result<Va
             .iter()
             .map(|i| i.id.clone().map(|id| (id, answer(&i.value, reply))))
             .collect::<Option<Map<_, _>>>()
+            .filter(|by_id| by_id.len() == several.len())
             .map_or_else(|| answer(&several[0].value, reply), Value::Object),
     })
 }
@@ -441,16 +452,18 @@ pub fn prompt(interrupts: &[Interrupt]) -> (String, Option<Choices>) {
     (parts.join("\n\n"), choices(interrupts))
 }
 
-/// A request to approve: its description, else the action and its arguments.
+/// A request to approve: its description (else the action), and its arguments, always: a fixed
+/// description ("Email the report to Li") would not show that this call emails someone else.
 fn describe(description: &Value, action: Option<&str>, args: &Value) -> String {
-    if let Some(text) = description.as_str().filter(|t| !t.trim().is_empty()) {
-        return text.to_owned();
-    }
-    let action = action.unwrap_or("?");
-    if args.is_null() {
-        format!("**{action}**")
+    let text = match description.as_str().filter(|t| !t.trim().is_empty()) {
+        Some(text) => text.to_owned(),
+        None => format!("**{}**", action.unwrap_or("?")),
+    };
+    let no_args = args.is_null() || args.as_object().is_some_and(Map::is_empty);
+    if no_args {
+        text
     } else {
-        format!("**{action}**\n\n{}", code_block(args))
+        format!("{text}\n\n{}", code_block(args))
     }
 }
 
@@ -581,8 +594,12 @@ mod tests {
         );
         let (shown, decides) = prompt(&interrupts);
         assert!(decides.is_some());
-        assert!(shown.starts_with("Send the report to Li\n\n**delete_file**\n\n```json\n"));
-        assert!(shown.contains("\"path\": \"/tmp/x\""));
+        // The arguments are shown under a description too: it may not say where the email goes.
+        assert_eq!(
+            shown,
+            "Send the report to Li\n\n```json\n{\n  \"to\": \"li@example.com\"\n}\n```\n\n\
+             **delete_file**\n\n```json\n{\n  \"path\": \"/tmp/x\"\n}\n```"
+        );
     }
 
     #[test]
@@ -608,7 +625,7 @@ mod tests {
         assert_eq!(
             prompt(&interrupts),
             (
-                "Book the 9:00 flight?".to_owned(),
+                "Book the 9:00 flight?\n\n```json\n{\n  \"to\": \"PEK\"\n}\n```".to_owned(),
                 Some(Choices {
                     yes: true,
                     no: true,
@@ -711,6 +728,19 @@ mod tests {
         let (shown, decides) = prompt(&both);
         assert!(shown.starts_with("Name?\n\n**t**"));
         assert!(decides.is_some());
+        // With one id for both (LangGraph derives ids from the task) a map would lose one:
+        // the first is answered, as without ids.
+        let same_id: Vec<Interrupt> = both
+            .iter()
+            .map(|i| Interrupt {
+                id: Some("t".into()),
+                ..i.clone()
+            })
+            .collect();
+        assert_eq!(
+            resume_value(&same_id, UserReply::Text("Li")).unwrap(),
+            json!("Li")
+        );
         // Without ids they cannot be told apart: the first is answered.
         let anonymous: Vec<Interrupt> = both
             .into_iter()
