@@ -985,6 +985,19 @@ async fn an_answer_slower_than_the_ack_wait_is_kept_alive_not_redelivered() {
     assert_eq!(info.delivered.consumer_sequence, 1, "{info:?}");
 }
 
+/// A world in English with one dispatcher, whose expert stops on `interrupt` after answering
+/// the first message.
+async fn asking(interrupt: serde_json::Value) -> (World, support::Replica) {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), Some("en")).await;
+    let dispatcher = world.dispatcher(&[]).await;
+    world.expert.script(Behavior {
+        interrupt: Some(interrupt),
+        ..Behavior::default()
+    });
+    (world, dispatcher)
+}
+
 fn conversation_of(staff_id: &str) -> ConversationKey {
     ConversationKey::new("acme".parse().unwrap(), format!("cid-{staff_id}"), staff_id).unwrap()
 }
@@ -1003,10 +1016,7 @@ async fn an_expert_that_stops_to_ask_is_answered_by_the_next_message() {
         ..Behavior::default()
     });
 
-    world
-        .publish(&private("acme", "m1", "u1", "mail Li the Q3 report"), None)
-        .await;
-    let asked = world.answer("acme:m1").await;
+    let asked = world.say("m1", "u1", "mail Li the Q3 report").await;
     assert!(
         asked.starts_with(
             "I will email Li the report.\n\nEmail the Q3 report to Li\n\n```json\n{\n  \"to\": \"li\"\n}\n```\n\nReply \"yes\""
@@ -1027,11 +1037,8 @@ async fn an_expert_that_stops_to_ask_is_answered_by_the_next_message() {
     assert!(waiting.interrupts[0].starts_with(&id), "{waiting:?}");
 
     // The reply answers the question: a resume of the same thread, not a new message.
-    world
-        .publish(&private("acme", "m2", "u1", "Yes"), None)
-        .await;
     assert_eq!(
-        world.answer("acme:m2").await,
+        world.say("m2", "u1", "Yes").await,
         r#"echo #2: resumed with {"decisions":[{"type":"approve"}]}"#
     );
     let runs = world.expert.runs();
@@ -1048,10 +1055,7 @@ async fn an_expert_that_stops_to_ask_is_answered_by_the_next_message() {
     assert_eq!(waiting.unwrap(), None);
 
     // Nothing waits any more: the next message is a message.
-    world
-        .publish(&private("acme", "m3", "u1", "thanks"), None)
-        .await;
-    assert_eq!(world.answer("acme:m3").await, "echo #3: thanks");
+    assert_eq!(world.say("m3", "u1", "thanks").await, "echo #3: thanks");
     assert_eq!(world.expert.runs()[2].resume, None);
 }
 
@@ -1065,11 +1069,8 @@ async fn a_question_answered_elsewhere_or_left_with_new_no_longer_takes_the_next
         ..Behavior::default()
     };
     world.expert.script(asks());
-    world
-        .publish(&private("acme", "m1", "u1", "plan a trip"), None)
-        .await;
     assert_eq!(
-        world.answer("acme:m1").await,
+        world.say("m1", "u1", "plan a trip").await,
         "echo #1: plan a trip\n\nWhich day?"
     );
     let thread = world.expert.runs()[0].thread_id.clone();
@@ -1077,10 +1078,7 @@ async fn a_question_answered_elsewhere_or_left_with_new_no_longer_takes_the_next
 
     // Answered in the expert's own UI meanwhile: the thread is asked before it is resumed.
     world.expert.answer_elsewhere(&thread);
-    world
-        .publish(&private("acme", "m2", "u1", "Friday"), None)
-        .await;
-    assert_eq!(world.answer("acme:m2").await, "echo #2: Friday");
+    assert_eq!(world.say("m2", "u1", "Friday").await, "echo #2: Friday");
     assert_eq!(world.expert.runs()[1].resume, None);
     let waiting = world
         .registry
@@ -1090,23 +1088,14 @@ async fn a_question_answered_elsewhere_or_left_with_new_no_longer_takes_the_next
 
     // A reset leaves the question behind with its thread.
     world.expert.script(asks());
-    world
-        .publish(&private("acme", "m3", "u1", "another trip"), None)
-        .await;
-    world.answer("acme:m3").await;
-    world
-        .publish(&private("acme", "m4", "u1", "/new"), None)
-        .await;
-    world.answer("acme:m4").await;
+    world.say("m3", "u1", "another trip").await;
+    world.say("m4", "u1", "/new").await;
     let waiting = world
         .registry
         .waiting_question(&conversation_of("u1"))
         .await;
     assert_eq!(waiting.unwrap(), None);
-    world
-        .publish(&private("acme", "m5", "u1", "Monday"), None)
-        .await;
-    assert_eq!(world.answer("acme:m5").await, "echo #1: Monday");
+    assert_eq!(world.say("m5", "u1", "Monday").await, "echo #1: Monday");
     let runs = world.expert.runs();
     assert_eq!(runs[3].resume, None);
     assert_ne!(runs[3].thread_id, thread);
@@ -1138,11 +1127,8 @@ async fn a_question_asked_while_the_dispatcher_died_is_shown_by_its_successor() 
             "join shows interrupts: {join_shows_interrupts}"
         );
         assert_eq!(world.expert.runs().len(), 1);
-        world
-            .publish(&private("acme", "m2", "u1", "Friday"), None)
-            .await;
         assert_eq!(
-            world.answer("acme:m2").await,
+            world.say("m2", "u1", "Friday").await,
             "echo #2: resumed with Friday"
         );
     }
@@ -1165,23 +1151,14 @@ async fn a_reply_whose_run_was_cancelled_leaves_nothing_to_answer() {
     let _d = world
         .dispatcher(&[("EXPERT_TIMEOUT", "1s"), ("EXPERT_MAX_ATTEMPTS", "1")])
         .await;
-    world
-        .publish(&private("acme", "m1", "u1", "plan a trip"), None)
-        .await;
-    world.answer("acme:m1").await;
-    world
-        .publish(&private("acme", "m2", "u1", "Friday"), None)
-        .await;
-    assert!(world.answer("acme:m2").await.starts_with("Sorry"));
+    world.say("m1", "u1", "plan a trip").await;
+    assert!(world.say("m2", "u1", "Friday").await.starts_with("Sorry"));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while world.expert.statuses_for_event("acme:m2") != ["interrupted"] {
         assert!(std::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    world
-        .publish(&private("acme", "m3", "u1", "hello"), None)
-        .await;
-    assert_eq!(world.answer("acme:m3").await, "echo #2: hello");
+    assert_eq!(world.say("m3", "u1", "hello").await, "echo #2: hello");
     assert_eq!(world.expert.runs()[2].resume, None);
 }
 
@@ -1198,26 +1175,17 @@ async fn a_reply_the_question_does_not_allow_is_not_sent_and_the_question_stands
         })),
         ..Behavior::default()
     });
-    world
-        .publish(&private("acme", "m1", "u1", "mail Li"), None)
-        .await;
     assert_eq!(
-        world.answer("acme:m1").await,
+        world.say("m1", "u1", "mail Li").await,
         "Ready to email Li.\n\nEmail Li\n\n```json\n{\n  \"to\": \"li\"\n}\n```\n\nReply \"yes\" to go ahead."
     );
     // Rejecting is not allowed: the middleware would fail the run on it.
-    world
-        .publish(&private("acme", "m2", "u1", "no"), None)
-        .await;
     assert_eq!(
-        world.answer("acme:m2").await,
+        world.say("m2", "u1", "no").await,
         "That reply does not fit this question.\n\nEmail Li\n\n```json\n{\n  \"to\": \"li\"\n}\n```\n\nReply \"yes\" to go ahead."
     );
     assert_eq!(world.expert.runs().len(), 1);
-    world
-        .publish(&private("acme", "m3", "u1", "ok"), None)
-        .await;
-    world.answer("acme:m3").await;
+    world.say("m3", "u1", "ok").await;
     let runs = world.expert.runs();
     assert_eq!(runs.len(), 2);
     assert_eq!(
@@ -1237,10 +1205,7 @@ async fn a_question_the_user_has_not_seen_is_shown_before_anything_answers_it() 
         interrupt: Some(review("Email Li")),
         ..Behavior::default()
     });
-    world
-        .publish(&private("acme", "m1", "u1", "mail Li"), None)
-        .await;
-    world.answer("acme:m1").await;
+    world.say("m1", "u1", "mail Li").await;
     let thread = world.expert.runs()[0].thread_id.clone();
 
     // Answered in the expert's own UI, which then asks something else: "ok" must not approve
@@ -1248,10 +1213,7 @@ async fn a_question_the_user_has_not_seen_is_shown_before_anything_answers_it() 
     world
         .expert
         .ask_elsewhere(&thread, review("Delete the Q3 folder"));
-    world
-        .publish(&private("acme", "m2", "u1", "ok"), None)
-        .await;
-    let shown = world.answer("acme:m2").await;
+    let shown = world.say("m2", "u1", "ok").await;
     assert!(
         shown.starts_with(
             "The expert is still waiting for your answer to this:\n\nDelete the Q3 folder\n\nReply"
@@ -1259,10 +1221,7 @@ async fn a_question_the_user_has_not_seen_is_shown_before_anything_answers_it() 
         "{shown}"
     );
     assert_eq!(world.expert.runs().len(), 1);
-    world
-        .publish(&private("acme", "m3", "u1", "no"), None)
-        .await;
-    world.answer("acme:m3").await;
+    world.say("m3", "u1", "no").await;
     assert_eq!(
         world.expert.runs()[1].resume,
         Some(json!({"decisions": [{"type": "reject"}]}))
@@ -1274,10 +1233,7 @@ async fn a_question_the_user_has_not_seen_is_shown_before_anything_answers_it() 
         interrupt: Some(review("Email Wang")),
         ..Behavior::default()
     });
-    world
-        .publish(&private("acme", "m4", "u1", "mail Wang"), None)
-        .await;
-    world.answer("acme:m4").await;
+    world.say("m4", "u1", "mail Wang").await;
     let key = conversation_of("u1").encoded();
     let mut redis = redis::Client::open(world.redis.url())
         .unwrap()
@@ -1290,19 +1246,13 @@ async fn a_question_the_user_has_not_seen_is_shown_before_anything_answers_it() 
         .exec_async(&mut redis)
         .await
         .unwrap();
-    world
-        .publish(&private("acme", "m5", "u1", "hello"), None)
-        .await;
-    let shown = world.answer("acme:m5").await;
+    let shown = world.say("m5", "u1", "hello").await;
     assert!(
         shown.starts_with("The expert is still waiting for your answer to this:\n\nEmail Wang"),
         "{shown}"
     );
     assert_eq!(world.expert.runs().len(), 3);
-    world
-        .publish(&private("acme", "m6", "u1", "yes"), None)
-        .await;
-    world.answer("acme:m6").await;
+    world.say("m6", "u1", "yes").await;
     let runs = world.expert.runs();
     assert_eq!(runs[3].thread_id, thread);
     assert_eq!(
@@ -1313,17 +1263,8 @@ async fn a_question_the_user_has_not_seen_is_shown_before_anything_answers_it() 
 
 #[tokio::test]
 async fn a_redelivered_event_that_asked_shows_its_question_again_and_answers_nothing() {
-    let world = World::start().await;
-    world.integration("acme", Some("x"), Some("en")).await;
-    let _d = world.dispatcher(&[]).await;
-    world.expert.script(Behavior {
-        interrupt: Some(json!("Which day?")),
-        ..Behavior::default()
-    });
-    world
-        .publish(&private("acme", "m1", "u1", "plan a trip"), None)
-        .await;
-    world.answer("acme:m1").await;
+    let (world, _d) = asking(json!("Which day?")).await;
+    world.say("m1", "u1", "plan a trip").await;
     // As if m2 had shown this question and died before its ack, on a server that cannot list
     // runs: its redelivery must not take its own text for the answer.
     let mut question = world
@@ -1338,12 +1279,9 @@ async fn a_redelivered_event_that_asked_shows_its_question_again_and_answers_not
         .set_waiting_question(&conversation_of("u1"), Some(&question))
         .await
         .unwrap();
-    world
-        .publish(&private("acme", "m2", "u1", "book it"), None)
-        .await;
     // The answer it would have given: what the run said, and what it asks.
     assert_eq!(
-        world.answer("acme:m2").await,
+        world.say("m2", "u1", "book it").await,
         "echo #1: plan a trip\n\nWhich day?"
     );
     assert_eq!(world.expert.runs().len(), 1);
@@ -1365,10 +1303,7 @@ async fn a_card_button_answers_a_waiting_question_only_as_it_can() {
         interrupt: Some(json!("Which day?")),
         ..Behavior::default()
     });
-    world
-        .publish(&private("acme", "m1", "u1", "plan a trip"), None)
-        .await;
-    world.answer("acme:m1").await;
+    world.say("m1", "u1", "plan a trip").await;
     world.publish(&press("c1", "pick_day"), None).await;
     world.answer("acme:c1").await;
     assert_eq!(
@@ -1383,10 +1318,7 @@ async fn a_card_button_answers_a_waiting_question_only_as_it_can() {
         ),
         ..Behavior::default()
     });
-    world
-        .publish(&private("acme", "m2", "u1", "book it"), None)
-        .await;
-    world.answer("acme:m2").await;
+    world.say("m2", "u1", "book it").await;
     world.publish(&press("c2", "details"), None).await;
     assert!(world
         .answer("acme:c2")
@@ -1403,23 +1335,11 @@ async fn a_card_button_answers_a_waiting_question_only_as_it_can() {
 
 #[tokio::test]
 async fn a_question_whose_thread_the_expert_lost_leaves_the_reply_a_message() {
-    let world = World::start().await;
-    world.integration("acme", Some("x"), Some("en")).await;
-    let _d = world.dispatcher(&[]).await;
-    world.expert.script(Behavior {
-        interrupt: Some(json!("Which day?")),
-        ..Behavior::default()
-    });
-    world
-        .publish(&private("acme", "m1", "u1", "plan a trip"), None)
-        .await;
-    world.answer("acme:m1").await;
+    let (world, _d) = asking(json!("Which day?")).await;
+    world.say("m1", "u1", "plan a trip").await;
     let thread = world.expert.runs()[0].thread_id.clone();
     world.expert.forget_thread(&thread);
-    world
-        .publish(&private("acme", "m2", "u1", "Friday"), None)
-        .await;
-    assert_eq!(world.answer("acme:m2").await, "echo #1: Friday");
+    assert_eq!(world.say("m2", "u1", "Friday").await, "echo #1: Friday");
     assert_eq!(world.expert.runs()[0].resume, None);
     let waiting = world
         .registry
@@ -1452,14 +1372,8 @@ async fn a_retried_reply_asks_the_thread_again_before_it_answers_anything() {
             ("EXPERT_RETRY_BACKOFF", "2s"),
         ])
         .await;
-    world
-        .publish(&private("acme", "m1", "u1", "mail Li"), None)
-        .await;
-    world.answer("acme:m1").await;
-    world
-        .publish(&private("acme", "m2", "u1", "yes"), None)
-        .await;
-    let shown = world.answer("acme:m2").await;
+    world.say("m1", "u1", "mail Li").await;
+    let shown = world.say("m2", "u1", "yes").await;
     // The retry must not take "yes" to the question the user never saw.
     assert_eq!(world.expert.runs().len(), 2, "{shown}");
     assert!(

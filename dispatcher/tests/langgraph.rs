@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{of_event, private, World};
+use support::{of_event, private, Replica, World};
 
 fn langgraph_url() -> String {
     std::env::var("LANGGRAPH_URL").expect("LANGGRAPH_URL: run scripts/check-langgraph")
@@ -41,6 +41,22 @@ async fn thread_of(world: &World, staff_id: &str) -> String {
         .unwrap()
         .thread_id
         .to_string()
+}
+
+/// Sends message `s1` of `who` to a dispatcher that is killed once the run has begun (its
+/// first command is out), and returns its successor.
+async fn dies_mid_run(world: &World, who: &str, text: &str) -> Replica {
+    let url = langgraph_url();
+    let overrides = [("EXPERT_API_URL", url.as_str()), ("THINKING_DELAY", "0s")];
+    let mut first = world.dispatcher(&overrides).await;
+    world.publish(&private("acme", "s1", who, text), None).await;
+    world
+        .wait_commands(Duration::from_secs(10), |c| {
+            !of_event(c, "acme:s1").is_empty()
+        })
+        .await;
+    first.kill();
+    world.dispatcher(&overrides).await
 }
 
 #[tokio::test]
@@ -81,21 +97,8 @@ async fn langgraph_answers_streams_and_keeps_the_thread_across_turns() {
 async fn langgraph_run_is_joined_after_a_dispatcher_dies_mid_run() {
     let world = World::start().await;
     world.integration("acme", Some("echo"), None).await;
-    let url = langgraph_url();
-    let overrides = [("EXPERT_API_URL", url.as_str()), ("THINKING_DELAY", "0s")];
-    let mut first = world.dispatcher(&overrides).await;
     let who = format!("k{}", std::process::id());
-
-    world
-        .publish(&private("acme", "s1", &who, "slow one"), None)
-        .await;
-    world
-        .wait_commands(Duration::from_secs(10), |c| {
-            !of_event(c, "acme:s1").is_empty()
-        })
-        .await;
-    first.kill();
-    let _second = world.dispatcher(&overrides).await;
+    let _second = dies_mid_run(&world, &who, "slow one").await;
     assert_eq!(world.answer("acme:s1").await, "echo #1: slow one");
     let runs = runs_of(&thread_of(&world, &who).await).await;
     assert_eq!(
@@ -139,21 +142,8 @@ async fn langgraph_interrupt_is_asked_and_the_reply_resumes_it() {
 async fn langgraph_interrupt_of_a_joined_run_is_asked_by_the_successor() {
     let world = World::start().await;
     world.integration("acme", Some("echo"), Some("en")).await;
-    let url = langgraph_url();
-    let overrides = [("EXPERT_API_URL", url.as_str()), ("THINKING_DELAY", "0s")];
-    let mut first = world.dispatcher(&overrides).await;
     let who = format!("j{}", std::process::id());
-
-    world
-        .publish(&private("acme", "s1", &who, "slow trip"), None)
-        .await;
-    world
-        .wait_commands(Duration::from_secs(10), |c| {
-            !of_event(c, "acme:s1").is_empty()
-        })
-        .await;
-    first.kill();
-    let _second = world.dispatcher(&overrides).await;
+    let _second = dies_mid_run(&world, &who, "slow trip").await;
     assert_eq!(world.answer("acme:s1").await, "Which day?");
     world
         .publish(&private("acme", "s2", &who, "Monday"), None)

@@ -658,6 +658,17 @@ impl Registry {
         })
     }
 
+    /// A key of a conversation, read: its TTL starts again (`GETEX`), so what an active
+    /// conversation keeps lives on.
+    async fn read_conversation_key(&self, key: &str) -> Result<Option<String>, RegistryError> {
+        let getex = redis::cmd("GETEX")
+            .arg(key)
+            .arg("EX")
+            .arg(self.inner.binding_ttl_secs)
+            .clone();
+        self.inner.store.query("GETEX", getex).await
+    }
+
     /// The conversation's binding, if any; reading it extends its TTL (`GETEX`), so active
     /// conversations keep their thread.
     pub async fn get_binding(
@@ -665,18 +676,7 @@ impl Registry {
         key: &ConversationKey,
     ) -> Result<Option<ConversationBinding>, RegistryError> {
         let binding_key = store::binding_key(key);
-        let raw: Option<String> = self
-            .inner
-            .store
-            .query(
-                "GETEX",
-                redis::cmd("GETEX")
-                    .arg(&binding_key)
-                    .arg("EX")
-                    .arg(self.inner.binding_ttl_secs)
-                    .clone(),
-            )
-            .await?;
+        let raw = self.read_conversation_key(&binding_key).await?;
         raw.map(|json| {
             serde_json::from_str(&json).map_err(|e| RegistryError::Corrupt {
                 key: binding_key,
@@ -694,18 +694,7 @@ impl Registry {
         key: &ConversationKey,
     ) -> Result<Option<WaitingQuestion>, RegistryError> {
         let waiting_key = store::waiting_key(key);
-        let raw: Option<String> = self
-            .inner
-            .store
-            .query(
-                "GETEX",
-                redis::cmd("GETEX")
-                    .arg(&waiting_key)
-                    .arg("EX")
-                    .arg(self.inner.binding_ttl_secs)
-                    .clone(),
-            )
-            .await?;
+        let raw = self.read_conversation_key(&waiting_key).await?;
         Ok(raw.and_then(|json| match serde_json::from_str(&json) {
             Ok(question) => Some(question),
             Err(err) => {

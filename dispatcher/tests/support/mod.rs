@@ -194,6 +194,14 @@ impl World {
         }
     }
 
+    /// Publishes private message `msg_id` of `staff_id` to integration `acme`, and waits for
+    /// its answer.
+    pub async fn say(&self, msg_id: &str, staff_id: &str, text: &str) -> String {
+        self.publish(&private("acme", msg_id, staff_id, text), None)
+            .await;
+        self.answer(&format!("acme:{msg_id}")).await
+    }
+
     /// Waits until the final answer to `event_id` is on the bus; returns its text.
     pub async fn answer(&self, event_id: &str) -> String {
         let commands = self
