@@ -12,8 +12,7 @@ use futures::StreamExt;
 use serde_json::Value;
 
 use crate::answer::{Commands, PublishError, Reply};
-use crate::expert::interrupt;
-use crate::expert::interrupt::UserReply;
+use crate::expert::interrupt::{self, UserReply};
 use crate::expert::stream::{final_text, Answer, RunAnswer, RunEvent};
 use crate::expert::{ExpertClient, ExpertError, RunLookup, RunRequest};
 use crate::routing::{choose_expert, Facts, Intent, Press, Work};
@@ -133,7 +132,7 @@ impl Dispatcher {
             self.settings.update_interval,
             received,
         );
-        let input = match &work.intent {
+        let (text, press) = match &work.intent {
             Intent::Reset => {
                 let generation = self.registry.unbind(&work.key).await?;
                 tracing::info!(conversation = %work.key, generation, "conversation reset");
@@ -143,7 +142,7 @@ impl Dispatcher {
             Intent::Ask(text) => (text.clone(), None),
             Intent::Press(press) => (press.input(), Some(press)),
         };
-        let (input, press) = (input.0.as_str(), input.1);
+        let input = text.as_str();
         let binding = self.registry.get_binding(&work.key).await?;
         let trigger = self.registry.get_trigger(&event.integration_id).await?;
         let fallback = integration.as_ref().and_then(|i| i.xpert_id());
