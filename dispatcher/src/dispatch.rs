@@ -15,7 +15,7 @@ use crate::answer::{Commands, PublishError, Reply};
 use crate::expert::interrupt::{self, UserReply};
 use crate::expert::stream::{final_text, Answer, RunAnswer, RunEvent};
 use crate::expert::{ExpertClient, ExpertError, RunLookup, RunRequest};
-use crate::routing::{choose_expert, Facts, Intent, Press, Work};
+use crate::routing::{choose_expert, Facts, Intent, Press, Source, Work};
 use crate::texts::{decision_hint, Text};
 use crate::throttle::Throttle;
 
@@ -162,35 +162,55 @@ impl Dispatcher {
         };
         tracing::debug!(expert = %xpert, source = source.as_str(), "expert chosen");
         let started = Instant::now();
-        let thread = binding.map(|b| b.thread_id);
-        // The expert may have stopped to ask this user something: then this message answers it.
-        let question = match &thread {
-            Some(thread) => self
-                .registry
-                .waiting_question(&work.key)
-                .await?
-                .filter(|question| question.thread_id == *thread),
-            None => None,
+        let mut thread = binding.map(|b| b.thread_id);
+        let (mut xpert, mut source) = (xpert, source);
+        let (result, thread, preface, ran_nothing, recorded) = loop {
+            // The expert may have stopped to ask this user something: then this message
+            // answers it.
+            let question = match &thread {
+                Some(thread) => self
+                    .registry
+                    .waiting_question(&work.key)
+                    .await?
+                    .filter(|question| question.thread_id == *thread),
+                None => None,
+            };
+            let recorded = question.is_some();
+            let mut run = RunInput {
+                key: &work.key,
+                xpert: &xpert,
+                thread,
+                input,
+                press,
+                resume: None,
+                check_waiting: question.is_some(),
+                question,
+                preface: None,
+                ran_nothing: false,
+                event_id: &event.id,
+                facts: &work.facts,
+                redelivered,
+                reply: &mut reply,
+            };
+            let result = self.run(&mut run).await;
+            // The expert the conversation was bound to is gone from the expert server (deleted
+            // or replaced): the conversation starts over with the integration's expert, once.
+            if let (Err(Failure::Expert(ExpertError::UnknownExpert(_))), Source::Binding) =
+                (&result, source)
+            {
+                if let Some((current, current_source)) =
+                    choose_expert(None, trigger.as_ref(), fallback)
+                        .filter(|(current, _)| *current != xpert)
+                {
+                    let generation = self.registry.unbind(&work.key).await?;
+                    tracing::warn!(conversation = %work.key, gone = %xpert, expert = %current, generation,
+                        "the conversation's expert is unknown to the expert server; starting over with the integration's expert");
+                    (xpert, source, thread) = (current, current_source, None);
+                    continue;
+                }
+            }
+            break (result, run.thread, run.preface, run.ran_nothing, recorded);
         };
-        let recorded = question.is_some();
-        let mut run = RunInput {
-            key: &work.key,
-            xpert: &xpert,
-            thread,
-            input,
-            press,
-            resume: None,
-            check_waiting: question.is_some(),
-            question,
-            preface: None,
-            ran_nothing: false,
-            event_id: &event.id,
-            facts: &work.facts,
-            redelivered,
-            reply: &mut reply,
-        };
-        let result = self.run(&mut run).await;
-        let (thread, preface, ran_nothing) = (run.thread, run.preface, run.ran_nothing);
         match result {
             Ok(answer) => {
                 if !ran_nothing {

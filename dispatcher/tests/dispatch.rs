@@ -455,6 +455,35 @@ async fn an_expert_the_server_does_not_know_is_named_not_taken_for_a_lost_thread
 }
 
 #[tokio::test]
+async fn a_conversation_whose_expert_is_gone_starts_over_with_the_integrations_expert() {
+    let world = World::start().await;
+    world.integration("acme", Some("fallback-x"), None).await;
+    let acme: common::registry::IntegrationId = "acme".parse().unwrap();
+    world
+        .registry
+        .set_trigger(&acme, "old-x".parse().unwrap())
+        .await
+        .unwrap();
+    let _d = world.dispatcher(&[]).await;
+    assert_eq!(world.say("m1", "u1", "hi").await, "echo #1: hi");
+
+    // The expert is replaced: the old one deleted at the server, the trigger moved on.
+    world.expert.forget_assistant("old-x");
+    world
+        .registry
+        .set_trigger(&acme, "new-x".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(world.say("m2", "u1", "again").await, "echo #1: again");
+    let runs = world.expert.runs();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[1].assistant_id, "new-x");
+    assert_ne!(runs[1].thread_id, runs[0].thread_id);
+    let binding = world.registry.get_binding(&conversation_of("u1")).await;
+    assert_eq!(binding.unwrap().unwrap().xpert_id.as_str(), "new-x");
+}
+
+#[tokio::test]
 async fn the_api_key_goes_in_the_configured_header() {
     let world = World::start().await;
     world.integration("acme", Some("x"), None).await;
