@@ -28,6 +28,9 @@ pub enum Text {
     HintOtherDeclines,
     /// How to answer a decision: other words are the answer.
     HintOtherAnswers,
+    /// How to answer a review and a request at once: other words answer the one and decline
+    /// the other.
+    HintOtherDeclinesAndAnswers,
     /// A decision that allows no answer typed in DingTalk (only an edit, say).
     CannotDecideHere,
     /// The reply is not one the expert's decision allows; the question follows again.
@@ -65,6 +68,12 @@ impl Text {
             (Self::HintOtherDeclines, En) => "anything else to decline, with your words as the reason",
             (Self::HintOtherAnswers, ZhHans) => "其他内容将作为您的答复转告专家",
             (Self::HintOtherAnswers, En) => "anything else to answer in your own words",
+            (Self::HintOtherDeclinesAndAnswers, ZhHans) => {
+                "其他内容将作为您的答复转告专家，并作为理由拒绝工具调用"
+            }
+            (Self::HintOtherDeclinesAndAnswers, En) => {
+                "anything else to answer in your own words and decline the tool calls with them as the reason"
+            }
             (Self::CannotDecideHere, ZhHans) => {
                 "这一步无法在钉钉中确认：请在专家的应用中处理，或发送 /new 开始新的对话。"
             }
@@ -93,6 +102,7 @@ pub fn decision_hint(choices: Choices, language: Language) -> String {
     match choices.other {
         Some(OtherReply::Declines) => options.push(Text::HintOtherDeclines),
         Some(OtherReply::Answers) => options.push(Text::HintOtherAnswers),
+        Some(OtherReply::DeclinesAndAnswers) => options.push(Text::HintOtherDeclinesAndAnswers),
         None => {}
     }
     if options.is_empty() {
@@ -121,6 +131,7 @@ mod tests {
             Text::HintNo,
             Text::HintOtherDeclines,
             Text::HintOtherAnswers,
+            Text::HintOtherDeclinesAndAnswers,
             Text::CannotDecideHere,
             Text::ReplyNotAllowed,
             Text::WaitingForReply,

@@ -152,6 +152,8 @@ pub enum OtherReply {
     Declines,
     /// Answers in the user's words (an agent-inbox request).
     Answers,
+    /// Both, for a review and an agent-inbox request asked at once.
+    DeclinesAndAnswers,
 }
 
 impl Choices {
@@ -169,8 +171,8 @@ impl Choices {
             yes: self.yes && other.yes,
             no: self.no && other.no,
             other: match (self.other, other.other) {
-                (Some(OtherReply::Answers), Some(OtherReply::Answers)) => Some(OtherReply::Answers),
-                (Some(_), Some(_)) => Some(OtherReply::Declines),
+                (Some(a), Some(b)) if a == b => Some(a),
+                (Some(_), Some(_)) => Some(OtherReply::DeclinesAndAnswers),
                 _ => None,
             },
         }
@@ -683,6 +685,19 @@ mod tests {
         ];
         assert_eq!(choices(&mixed), Some(only_yes));
         assert_eq!(choices(&one(json!("Why?"))), None);
+        // A review and an agent-inbox request at once: other words do both.
+        let review = Interrupt {
+            id: Some("r".into()),
+            value: json!({"action_requests": [{"name": "t", "args": {}}]}),
+        };
+        let inbox = Interrupt {
+            id: Some("i".into()),
+            value: json!({"action_request": {"action": "a", "args": {}}}),
+        };
+        assert_eq!(
+            choices(&[review, inbox]).and_then(|c| c.other),
+            Some(OtherReply::DeclinesAndAnswers)
+        );
     }
 
     #[test]
