@@ -448,7 +448,7 @@ async fn an_expert_the_server_does_not_know_is_named_not_taken_for_a_lost_thread
         "抱歉，专家暂时无法回答，请稍后再试。"
     );
     assert!(world.expert.runs().is_empty());
-    let letters = world.dead_letters().await;
+    let letters = world.wait_dead_letters(Duration::from_secs(10)).await;
     let reason = letters[0].1.get(dlq_headers::REASON).unwrap().as_str();
     assert!(reason.starts_with("expert_not_found:"), "{reason}");
     assert!(reason.contains("\"ghost\""), "{reason}");

@@ -195,3 +195,30 @@ async fn langgraph_tool_review_is_approved_or_rejected_as_the_middleware_expects
         "{declined}"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs a LangGraph server: scripts/check-langgraph"]
+async fn langgraph_unknown_expert_is_named_not_taken_for_a_lost_thread() {
+    let world = World::start().await;
+    // A UUID the server has no assistant for: LangGraph answers "Thread or assistant not found."
+    let ghost = "33333333-1111-1111-1111-111111111111";
+    world.integration("acme", Some(ghost), Some("en")).await;
+    let url = langgraph_url();
+    let _d = world
+        .dispatcher(&[("EXPERT_API_URL", &url), ("THINKING_DELAY", "0s")])
+        .await;
+    let who = format!("g{}", std::process::id());
+    world
+        .publish(&private("acme", "g1", &who, "hello"), None)
+        .await;
+    assert!(world.answer("acme:g1").await.starts_with("Sorry"));
+    let letters = world.wait_dead_letters(Duration::from_secs(10)).await;
+    let reason = letters[0]
+        .1
+        .get(common::bus::dlq_headers::REASON)
+        .unwrap()
+        .as_str()
+        .to_owned();
+    assert!(reason.starts_with("expert_not_found:"), "{reason}");
+    assert!(runs_of(&thread_of(&world, &who).await).await.is_empty());
+}
