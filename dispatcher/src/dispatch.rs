@@ -667,6 +667,7 @@ mod tests {
         let asking = |id: &str, value: &str| Interrupt {
             id: Some(id.to_owned()),
             value: value.into(),
+            schema: None,
         };
         let shown: Vec<String> = [asking("a", "Which day?"), asking("b", "Who?")]
             .iter()
@@ -685,7 +686,11 @@ mod tests {
         use interrupt::Interrupt;
         let asking = |text: &str, value: Value| RunAnswer {
             text: text.to_owned(),
-            interrupts: vec![Interrupt { id: None, value }],
+            interrupts: vec![Interrupt {
+                id: None,
+                value,
+                schema: None,
+            }],
         };
         assert_eq!(
             shown(

@@ -222,3 +222,43 @@ async fn langgraph_unknown_expert_is_named_not_taken_for_a_lost_thread() {
     assert!(reason.starts_with("expert_not_found:"), "{reason}");
     assert!(runs_of(&thread_of(&world, &who).await).await.is_empty());
 }
+
+#[tokio::test]
+#[ignore = "needs a LangGraph server: scripts/check-langgraph"]
+async fn langgraph_per_call_approval_is_answered_within_its_response_schema() {
+    let world = World::start().await;
+    world
+        .integration("acme", Some("review_per_call"), Some("en"))
+        .await;
+    let url = langgraph_url();
+    let _d = world
+        .dispatcher(&[("EXPERT_API_URL", &url), ("THINKING_DELAY", "0s")])
+        .await;
+    let who = format!("p{}", std::process::id());
+    let question = "Email the report to Li\n\n```json\n{\n  \"to\": \"li\"\n}\n```\n\n\
+                    Reply \"yes\" to go ahead; anything else to answer in your own words.";
+    let turns = [
+        ("p1", "mail the report", question.to_owned()),
+        ("p2", "yes", "done: sent to li".to_owned()),
+        ("p3", "mail it again", question.to_owned()),
+        // Rejecting is not among its decisions: refused here, not failed at the server.
+        (
+            "p4",
+            "no",
+            format!("That reply does not fit this question.\n\n{question}"),
+        ),
+        (
+            "p5",
+            "already sent it myself",
+            "done: already sent it myself".to_owned(),
+        ),
+    ];
+    for (id, text, expected) in turns {
+        world.publish(&private("acme", id, &who, text), None).await;
+        assert_eq!(
+            world.answer(&format!("acme:{id}")).await,
+            expected,
+            "{text}"
+        );
+    }
+}

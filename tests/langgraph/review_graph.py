@@ -52,3 +52,21 @@ graph = create_agent(
         )
     ],
 )
+
+# The same agent in `per_call` mode: one `tool_approval` interrupt per call, whose allowed
+# decisions (here approve, or respond in the tool's place) come in its `response_schema`.
+per_call_graph = create_agent(
+    ScriptedModel(),
+    tools=[send_email],
+    middleware=[
+        HumanInTheLoopMiddleware(
+            interrupt_on={
+                "send_email": {
+                    "allowed_decisions": ["approve", "respond"],
+                    "description": "Email the report to Li",
+                }
+            },
+            interrupt_mode="per_call",
+        )
+    ],
+)

@@ -2,10 +2,14 @@
 //! user's reply that lets it go on (`command.resume`). Pure: reading interrupts, showing them,
 //! and turning a reply typed in DingTalk into the value the graph waits for.
 //!
-//! Three shapes of interrupt value are understood:
+//! Four shapes of interrupt value are understood:
 //! - **a tool-call review** (LangChain's human-in-the-loop middleware): `{"action_requests":
 //!   [{"name", "args", "description"}], "review_configs": …}`, resumed with
-//!   `{"decisions": [{"type": "approve"} | {"type": "reject", "message"?}]}`, one per request;
+//!   `{"decisions": [{"type": "approve"} | {"type": "reject", "message"?} | {"type":
+//!   "respond", "message"}]}`, one per request;
+//! - **a tool-call approval** (the same middleware in `per_call` mode): `{"type":
+//!   "tool_approval", "name", "args", "description"}`, one interrupt per call, its allowed
+//!   decisions in the interrupt's `response_schema`, resumed with one such decision;
 //! - **an agent-inbox request** (LangGraph's prebuilt `HumanInterrupt`): `[{"action_request":
 //!   {"action", "args"}, "config", "description"}]`, resumed with `[{"type": "accept" | "ignore"
 //!   | "response", "args"}]`, one per request;
@@ -33,6 +37,8 @@ pub struct Interrupt {
     pub id: Option<String>,
     /// What the graph passed to `interrupt()`.
     pub value: Value,
+    /// The JSON Schema of the answer it takes, when the graph gave one (`response_schema`).
+    pub schema: Option<Value>,
 }
 
 impl Interrupt {
@@ -53,6 +59,10 @@ impl Interrupt {
         Self {
             id,
             value: item.get("value").cloned().unwrap_or(Value::Null),
+            schema: item
+                .get("response_schema")
+                .filter(|schema| !schema.is_null())
+                .cloned(),
         }
     }
 }
@@ -84,6 +94,7 @@ pub fn from_thread(thread: &Value) -> Vec<Interrupt> {
         _ => vec![Interrupt {
             id: None,
             value: Value::Null,
+            schema: None,
         }],
     }
 }
@@ -103,6 +114,8 @@ pub fn merge(interrupts: &mut Vec<Interrupt>, more: &[Interrupt]) {
 enum Shape {
     /// Tool calls to approve or reject (LangChain's middleware).
     Review,
+    /// One tool call to approve or reject (the middleware's `per_call` mode).
+    Approval,
     /// Agent-inbox requests to accept, ignore or answer.
     Inbox,
     /// A free question.
@@ -113,6 +126,8 @@ impl Shape {
     fn of(value: &Value) -> Self {
         if value["action_requests"].is_array() {
             Self::Review
+        } else if value["type"] == "tool_approval" {
+            Self::Approval
         } else if inbox_requests(value).is_some() {
             Self::Inbox
         } else {
@@ -132,6 +147,118 @@ fn inbox_requests(value: &Value) -> Option<Vec<&Value>> {
         Value::Object(_) if value["action_request"].is_object() => Some(vec![value]),
         _ => None,
     }
+}
+
+/// The decisions LangChain's middleware allows for one tool call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Allowed {
+    approve: bool,
+    reject: bool,
+    respond: bool,
+}
+
+impl Allowed {
+    /// What a tool without a configuration (or with `True`) allows.
+    const ALL: Self = Self {
+        approve: true,
+        reject: true,
+        respond: true,
+    };
+
+    /// From a list of decision types (`allowed_decisions`).
+    fn listed(decisions: &[Value]) -> Self {
+        let has = |name: &str| decisions.iter().any(|d| d == name);
+        Self {
+            approve: has("approve"),
+            reject: has("reject"),
+            respond: has("respond"),
+        }
+    }
+
+    /// From a `response_schema`: the decision types it names (`const` or `enum` values); `None`
+    /// when it names none.
+    fn from_schema(schema: &Value) -> Option<Self> {
+        fn collect<'a>(value: &'a Value, found: &mut Vec<&'a Value>) {
+            match value {
+                Value::Object(fields) => {
+                    if let Some(constant) = fields.get("const") {
+                        found.push(constant);
+                    }
+                    if let Some(Value::Array(values)) = fields.get("enum") {
+                        found.extend(values);
+                    }
+                    fields.values().for_each(|v| collect(v, found));
+                }
+                Value::Array(items) => items.iter().for_each(|v| collect(v, found)),
+                _ => {}
+            }
+        }
+        let mut found = Vec::new();
+        collect(schema, &mut found);
+        let decisions: Vec<Value> = found.into_iter().cloned().collect();
+        let allowed = Self::listed(&decisions);
+        (allowed.approve
+            || allowed.reject
+            || allowed.respond
+            || decisions.iter().any(|d| d == "edit"))
+        .then_some(allowed)
+    }
+
+    fn choices(self) -> Choices {
+        Choices {
+            yes: self.approve,
+            no: self.reject,
+            other: if self.reject {
+                Some(OtherReply::Declines)
+            } else if self.respond {
+                Some(OtherReply::Answers)
+            } else {
+                None
+            },
+        }
+    }
+
+    /// The decision a reply makes (one the tool allows: checked before).
+    fn decision(self, verdict: Verdict, words: &str) -> Value {
+        match verdict {
+            Verdict::Yes => json!({"type": "approve"}),
+            Verdict::No | Verdict::Unclear => json!({"type": "reject"}),
+            Verdict::Other if self.reject => json!({"type": "reject", "message": words}),
+            Verdict::Other => json!({"type": "respond", "message": words}),
+        }
+    }
+}
+
+/// What each tool call of a review allows, in the order of its `action_requests`.
+fn review_allowed(value: &Value) -> Vec<Allowed> {
+    let configs = value["review_configs"].as_array();
+    value["action_requests"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|request| {
+            let name = request["name"].as_str().or(request["action"].as_str());
+            // A tool without a config (or a config without a list) allows every decision.
+            configs
+                .and_then(|configs| {
+                    configs
+                        .iter()
+                        .find(|config| config["action_name"].as_str() == name)
+                })
+                .and_then(|config| config["allowed_decisions"].as_array())
+                .map_or(Allowed::ALL, |decisions| Allowed::listed(decisions))
+        })
+        .collect()
+}
+
+/// What a `per_call` approval allows: its schema's decisions, else every one.
+fn approval_allowed(interrupt: &Interrupt) -> Allowed {
+    interrupt
+        .schema
+        .as_ref()
+        .and_then(Allowed::from_schema)
+        .unwrap_or(Allowed::ALL)
 }
 
 /// What a decision lets the user reply (for several decisions: what every one of them allows).
@@ -179,35 +306,16 @@ impl Choices {
     }
 
     /// The choices of one interrupt; `None` for a free question.
-    fn of(value: &Value) -> Option<Self> {
+    fn of(interrupt: &Interrupt) -> Option<Self> {
+        let value = &interrupt.value;
         match Shape::of(value) {
             Shape::Question => None,
-            Shape::Review => {
-                let requests = value["action_requests"]
-                    .as_array()
-                    .map(Vec::as_slice)
-                    .unwrap_or_default();
-                let configs = value["review_configs"].as_array();
-                // A tool without a config (or a config without a list) allows every decision.
-                let allowed = |request: &Value, decision: &str| {
-                    let name = request["name"].as_str().or(request["action"].as_str());
-                    configs
-                        .and_then(|configs| {
-                            configs
-                                .iter()
-                                .find(|config| config["action_name"].as_str() == name)
-                        })
-                        .and_then(|config| config["allowed_decisions"].as_array())
-                        .is_none_or(|decisions| decisions.iter().any(|d| d == decision))
-                };
-                let every = |decision| requests.iter().all(|r| allowed(r, decision));
-                let reject = every("reject");
-                Some(Self {
-                    yes: every("approve"),
-                    no: reject,
-                    other: reject.then_some(OtherReply::Declines),
-                })
-            }
+            Shape::Review => review_allowed(value)
+                .into_iter()
+                .map(Allowed::choices)
+                .reduce(Self::and)
+                .or(Some(Allowed::ALL.choices())),
+            Shape::Approval => Some(approval_allowed(interrupt).choices()),
             Shape::Inbox => {
                 let requests = inbox_requests(value).unwrap_or_default();
                 let every = |flag: &str| {
@@ -229,7 +337,7 @@ impl Choices {
 pub fn choices(interrupts: &[Interrupt]) -> Option<Choices> {
     interrupts
         .iter()
-        .filter_map(|i| Choices::of(&i.value))
+        .filter_map(Choices::of)
         .reduce(Choices::and)
 }
 
@@ -365,13 +473,13 @@ pub fn resume_value(interrupts: &[Interrupt], reply: UserReply<'_>) -> Result<Va
     }
     Ok(match interrupts {
         [] => free_answer(reply),
-        [only] => answer(&only.value, reply),
+        [only] => answer(only, reply),
         several => several
             .iter()
-            .map(|i| i.id.clone().map(|id| (id, answer(&i.value, reply))))
+            .map(|i| i.id.clone().map(|id| (id, answer(i, reply))))
             .collect::<Option<Map<_, _>>>()
             .filter(|by_id| by_id.len() == several.len())
-            .map_or_else(|| answer(&several[0].value, reply), Value::Object),
+            .map_or_else(|| answer(&several[0], reply), Value::Object),
     })
 }
 
@@ -384,19 +492,20 @@ fn free_answer(reply: UserReply<'_>) -> Value {
 }
 
 /// The answer to one interrupt (for a decision, a reply it allows).
-fn answer(value: &Value, reply: UserReply<'_>) -> Value {
+fn answer(interrupt: &Interrupt, reply: UserReply<'_>) -> Value {
+    let value = &interrupt.value;
     let verdict = reply.verdict();
     let reply_words = reply.words();
     match Shape::of(value) {
+        // One decision per tool call, each as that tool allows.
         Shape::Review => {
-            let decision = match verdict {
-                Verdict::Yes => json!({"type": "approve"}),
-                Verdict::No | Verdict::Unclear => json!({"type": "reject"}),
-                Verdict::Other => json!({"type": "reject", "message": reply_words}),
-            };
-            let count = value["action_requests"].as_array().map_or(1, Vec::len);
-            json!({ "decisions": vec![decision; count.max(1)] })
+            let decisions: Vec<Value> = review_allowed(value)
+                .into_iter()
+                .map(|allowed| allowed.decision(verdict, reply_words))
+                .collect();
+            json!({ "decisions": decisions })
         }
+        Shape::Approval => approval_allowed(interrupt).decision(verdict, reply_words),
         Shape::Inbox => {
             let response = match verdict {
                 Verdict::Yes => json!({"type": "accept", "args": null}),
@@ -434,6 +543,11 @@ pub fn prompt(interrupts: &[Interrupt]) -> (String, Option<Choices>) {
                     })
                     .collect::<Vec<_>>()
                     .join("\n\n"),
+                Shape::Approval => describe(
+                    &value["description"],
+                    value["name"].as_str(),
+                    &value["args"],
+                ),
                 Shape::Inbox => inbox_requests(value)
                     .unwrap_or_default()
                     .into_iter()
@@ -505,6 +619,7 @@ mod tests {
         vec![Interrupt {
             id: Some("i1".into()),
             value,
+            schema: None,
         }]
     }
 
@@ -681,6 +796,7 @@ mod tests {
             Interrupt {
                 id: Some("q".into()),
                 value: json!("Why?"),
+                schema: None,
             },
         ];
         assert_eq!(choices(&mixed), Some(only_yes));
@@ -689,15 +805,76 @@ mod tests {
         let review = Interrupt {
             id: Some("r".into()),
             value: json!({"action_requests": [{"name": "t", "args": {}}]}),
+            schema: None,
         };
         let inbox = Interrupt {
             id: Some("i".into()),
             value: json!({"action_request": {"action": "a", "args": {}}}),
+            schema: None,
         };
         assert_eq!(
             choices(&[review, inbox]).and_then(|c| c.other),
             Some(OtherReply::DeclinesAndAnswers)
         );
+    }
+
+    #[test]
+    fn a_per_call_approval_is_answered_with_one_decision_its_schema_allows() {
+        // The shape of a `response_schema` for approve-or-respond: a union on `type`.
+        let schema = json!({
+            "oneOf": [
+                {"properties": {"type": {"const": "approve"}}, "type": "object"},
+                {"$ref": "#/$defs/RespondDecision"}
+            ],
+            "$defs": {"RespondDecision": {"properties": {
+                "type": {"const": "respond"}, "message": {"type": "string"}}}}
+        });
+        let approval = vec![Interrupt {
+            id: Some("i1".into()),
+            value: json!({"type": "tool_approval", "tool_call_id": "c1", "name": "send_email",
+                "args": {"to": "li"}, "description": "Email Li"}),
+            schema: Some(schema),
+        }];
+        assert_eq!(
+            resume_value(&approval, UserReply::Text("ok")).unwrap(),
+            json!({"type": "approve"})
+        );
+        assert_eq!(
+            resume_value(&approval, UserReply::Text("sent it myself")).unwrap(),
+            json!({"type": "respond", "message": "sent it myself"})
+        );
+        let only = Choices {
+            yes: true,
+            no: false,
+            other: Some(OtherReply::Answers),
+        };
+        assert_eq!(resume_value(&approval, UserReply::Text("no")), Err(only));
+        let (shown, choices) = prompt(&approval);
+        assert!(shown.starts_with("Email Li\n\n```json"), "{shown}");
+        assert_eq!(choices, Some(only));
+
+        // Without a schema: every decision, reject first for other words.
+        let unschemed = vec![Interrupt {
+            schema: None,
+            ..approval[0].clone()
+        }];
+        assert_eq!(
+            resume_value(&unschemed, UserReply::Text("not now")).unwrap(),
+            json!({"type": "reject", "message": "not now"})
+        );
+    }
+
+    #[test]
+    fn a_review_that_allows_respond_but_not_reject_takes_other_words_as_the_response() {
+        let review = one(json!({
+            "action_requests": [{"name": "lookup", "args": {}}],
+            "review_configs": [{"action_name": "lookup", "allowed_decisions": ["approve", "respond"]}]
+        }));
+        assert_eq!(
+            resume_value(&review, UserReply::Text("it is 42")).unwrap(),
+            json!({"decisions": [{"type": "respond", "message": "it is 42"}]})
+        );
+        assert!(resume_value(&review, UserReply::Text("no")).is_err());
     }
 
     #[test]
@@ -730,10 +907,12 @@ mod tests {
             Interrupt {
                 id: Some("a".into()),
                 value: json!("Name?"),
+                schema: None,
             },
             Interrupt {
                 id: Some("b".into()),
                 value: json!({"action_requests": [{"name": "t", "args": {}}]}),
+                schema: None,
             },
         ];
         assert_eq!(

@@ -598,6 +598,7 @@ mod tests {
         let asked = Interrupt {
             id: None,
             value: json!("Which day?"),
+            schema: None,
         };
         let asking = joined_answer(&human_last, vec![asked.clone()]).unwrap();
         assert_eq!(asking.text, "");

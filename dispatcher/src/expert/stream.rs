@@ -339,7 +339,8 @@ mod tests {
                 answer: None,
                 interrupts: vec![Interrupt {
                     id: Some("i1".into()),
-                    value: "Send it?".into()
+                    value: "Send it?".into(),
+                    schema: None
                 }]
             }
         );
