@@ -164,6 +164,7 @@ impl Dispatcher {
         let started = Instant::now();
         let mut thread = binding.map(|b| b.thread_id);
         let (mut xpert, mut source) = (xpert, source);
+        let mut replaced = false;
         let (result, thread, preface, ran_nothing, recorded) = loop {
             // The expert may have stopped to ask this user something: then this message
             // answers it.
@@ -206,6 +207,7 @@ impl Dispatcher {
                     tracing::warn!(conversation = %work.key, gone = %xpert, expert = %current, generation,
                         "the conversation's expert is unknown to the expert server; starting over with the integration's expert");
                     (xpert, source, thread) = (current, current_source, None);
+                    replaced = true;
                     continue;
                 }
             }
@@ -238,8 +240,11 @@ impl Dispatcher {
                     crate::metrics::interrupt("asked");
                 }
                 let mut text = shown(answer, language);
-                if let Some(preface) = preface {
-                    text = format!("{}\n\n{text}", preface.in_language(language));
+                for said in [preface, replaced.then_some(Text::ExpertReplaced)]
+                    .into_iter()
+                    .flatten()
+                {
+                    text = format!("{}\n\n{text}", said.in_language(language));
                 }
                 reply.finish(&text).await?;
                 Ok(Outcome::Answered)
@@ -247,6 +252,18 @@ impl Dispatcher {
             Err(Failure::Expert(err)) => {
                 crate::metrics::expert_run("failed", started.elapsed());
                 tracing::warn!(event = %event.id, %err, "the expert failed for good; apologizing");
+                if let (true, Some(thread)) = (recorded, &thread) {
+                    // A reply that failed leaves its question open: the next message shows it
+                    // again rather than answer it unseen (nothing recorded as shown).
+                    let unanswered = WaitingQuestion {
+                        thread_id: thread.clone(),
+                        interrupts: Vec::new(),
+                        asked_by: event.id.clone(),
+                    };
+                    self.registry
+                        .set_waiting_question(&work.key, Some(&unanswered))
+                        .await?;
+                }
                 reply.say(Text::Apology).await?;
                 Ok(Outcome::Failed(err))
             }
@@ -267,15 +284,17 @@ impl Dispatcher {
                 Err(Failure::Expert(err)) => err,
                 Err(other) => return Err(other),
             };
-            if err.is_not_found() && !recreated {
-                if let Some(thread) = &input.thread {
-                    // LangGraph's 404 says "thread or assistant not found": a thread the
-                    // server still has means it does not know the expert.
-                    if let Ok(Some(_)) = self.expert.get_thread(thread.as_str()).await {
-                        let unknown = ExpertError::UnknownExpert(input.xpert.to_string());
-                        tracing::error!(thread = %thread, "{unknown}");
-                        return Err(Failure::Expert(unknown));
-                    }
+            if let (true, Some(thread)) = (err.is_not_found(), &input.thread) {
+                // LangGraph's 404 says "thread or assistant not found": a thread the server
+                // still has (also one created again after a first 404) means it does not know
+                // the expert.
+                let known = self.expert.get_thread(thread.as_str()).await;
+                if let Ok(Some(_)) = known {
+                    let unknown = ExpertError::UnknownExpert(input.xpert.to_string());
+                    tracing::error!(thread = %thread, "{unknown}");
+                    return Err(Failure::Expert(unknown));
+                }
+                if let (Ok(None), false) = (known, recreated) {
                     // The expert lost the thread: create it again (same id), once.
                     tracing::warn!(thread = %thread, "the expert no longer knows the thread; creating it again");
                     recreated = true;

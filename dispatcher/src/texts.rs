@@ -39,6 +39,8 @@ pub enum Text {
     WaitingForReply,
     /// A message came while the expert waits on a question the user has not seen: shown first.
     StillWaiting,
+    /// The conversation's expert is gone from the expert server: another took over.
+    ExpertReplaced,
 }
 
 impl Text {
@@ -86,6 +88,12 @@ impl Text {
             (Self::WaitingForReply, En) => "The expert is waiting for your reply.",
             (Self::StillWaiting, ZhHans) => "专家仍在等待您对以下问题的答复：",
             (Self::StillWaiting, En) => "The expert is still waiting for your answer to this:",
+            (Self::ExpertReplaced, ZhHans) => {
+                "这个对话原来的专家已不可用，已由当前的专家开始新的对话。"
+            }
+            (Self::ExpertReplaced, En) => {
+                "This conversation's expert is no longer available; a new conversation has started with the current one."
+            }
         }
     }
 }
@@ -136,6 +144,7 @@ mod tests {
             Text::ReplyNotAllowed,
             Text::WaitingForReply,
             Text::StillWaiting,
+            Text::ExpertReplaced,
         ] {
             let zh = text.in_language(Language::ZhHans);
             let en = text.in_language(Language::En);

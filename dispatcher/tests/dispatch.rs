@@ -466,21 +466,56 @@ async fn a_conversation_whose_expert_is_gone_starts_over_with_the_integrations_e
         .unwrap();
     let _d = world.dispatcher(&[]).await;
     assert_eq!(world.say("m1", "u1", "hi").await, "echo #1: hi");
+    assert_eq!(world.say("m2", "u2", "hi").await, "echo #1: hi");
+    let lost = world.expert.runs()[1].thread_id.clone();
 
-    // The expert is replaced: the old one deleted at the server, the trigger moved on.
+    // The expert is replaced: the old one deleted at the server, the trigger moved on. u2's
+    // thread is gone too (a server wiped): the 404 for the thread created again still names
+    // the expert.
     world.expert.forget_assistant("old-x");
+    world.expert.forget_thread(&lost);
     world
         .registry
         .set_trigger(&acme, "new-x".parse().unwrap())
         .await
         .unwrap();
-    assert_eq!(world.say("m2", "u1", "again").await, "echo #1: again");
+    let notice = "这个对话原来的专家已不可用，已由当前的专家开始新的对话。";
+    for (id, who) in [("m3", "u1"), ("m4", "u2")] {
+        assert_eq!(
+            world.say(id, who, "again").await,
+            format!("{notice}\n\necho #1: again")
+        );
+        let binding = world.registry.get_binding(&conversation_of(who)).await;
+        assert_eq!(binding.unwrap().unwrap().xpert_id.as_str(), "new-x");
+    }
+    // (u2's first run went with its thread.)
     let runs = world.expert.runs();
-    assert_eq!(runs.len(), 2);
-    assert_eq!(runs[1].assistant_id, "new-x");
-    assert_ne!(runs[1].thread_id, runs[0].thread_id);
-    let binding = world.registry.get_binding(&conversation_of("u1")).await;
-    assert_eq!(binding.unwrap().unwrap().xpert_id.as_str(), "new-x");
+    let new: Vec<_> = runs.iter().filter(|r| r.assistant_id == "new-x").collect();
+    assert_eq!((runs.len(), new.len()), (3, 2));
+    assert_ne!(new[0].thread_id, runs[0].thread_id);
+}
+
+#[tokio::test]
+async fn a_reply_that_failed_leaves_its_question_to_be_shown_again() {
+    let world = World::start().await;
+    world.integration("acme", Some("x"), Some("en")).await;
+    world.expert.script(Behavior {
+        interrupt: Some(
+            json!({"action_requests": [{"name": "t", "args": {}, "description": "Email Li"}]}),
+        ),
+        ..Behavior::default()
+    });
+    world.expert.script(Behavior::status(503));
+    let _d = world.dispatcher(&[("EXPERT_MAX_ATTEMPTS", "1")]).await;
+    world.say("m1", "u1", "mail Li").await;
+    assert!(world.say("m2", "u1", "yes").await.starts_with("Sorry"));
+    // The question still waits; "hello" must not reject it unseen.
+    let shown = world.say("m3", "u1", "hello").await;
+    assert!(
+        shown.starts_with("The expert is still waiting for your answer to this:\n\nEmail Li"),
+        "{shown}"
+    );
+    assert_eq!(world.expert.runs().len(), 1);
 }
 
 #[tokio::test]

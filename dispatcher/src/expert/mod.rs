@@ -51,7 +51,7 @@ pub enum ExpertError {
     #[error("unreadable answer from the expert: {0}")]
     Protocol(String),
     /// The server answered 404 for a run on a thread it knows: it does not know the expert.
-    #[error("the expert server does not know expert {0:?}: check the xpert id of the trigger binding or the integration (a conversation bound to it starts over with /new)")]
+    #[error("the expert server does not know expert {0:?}: check the xpert id of the trigger binding or the integration")]
     UnknownExpert(String),
 }
 
@@ -429,15 +429,6 @@ impl ExpertClient {
             Err(err) if err.is_not_found() => Ok(None),
             Err(err) => Err(err),
         }
-    }
-
-    /// What the thread waits for the user to answer: nothing unless the thread is
-    /// `interrupted`.
-    pub async fn pending_interrupts(&self, thread_id: &str) -> Result<Vec<Interrupt>, ExpertError> {
-        let thread = self.get_thread(thread_id).await?;
-        Ok(thread
-            .map(|thread| interrupt::from_thread(&thread))
-            .unwrap_or_default())
     }
 
     /// Waits for a run to finish and returns its answer (the thread's last AI message), with

@@ -602,20 +602,26 @@ async fn stream_run(
     let resume = body.command.get("resume").cloned();
     let (behavior, run_id, turn, done_tx) = {
         let mut inner = shared.lock();
+        let known = !inner.unknown_assistants.contains(&body.assistant_id);
+        let refused = match inner.threads.get(&thread_id).filter(|_| known) {
+            None => Some(error(StatusCode::NOT_FOUND, "Thread or assistant not found.")),
+            Some(thread) if thread.runs.iter().any(|run| run.status == "running") => Some(error(
+                StatusCode::CONFLICT,
+                "Thread is already running a task. Wait for it to finish or choose a different multitask strategy.",
+            )),
+            Some(_) => None,
+        };
+        // A run refused before it exists leaves the script for the next one.
+        if let Some(refused) = refused {
+            return refused;
+        }
         let behavior = match inner.script.pop_front() {
             Some(behavior) => behavior,
             None => inner.default.clone(),
         };
-        let known = !inner.unknown_assistants.contains(&body.assistant_id);
-        let Some(thread) = inner.threads.get_mut(&thread_id).filter(|_| known) else {
+        let Some(thread) = inner.threads.get_mut(&thread_id) else {
             return error(StatusCode::NOT_FOUND, "Thread or assistant not found.");
         };
-        if thread.runs.iter().any(|run| run.status == "running") {
-            return error(
-                StatusCode::CONFLICT,
-                "Thread is already running a task. Wait for it to finish or choose a different multitask strategy.",
-            );
-        }
         if let Some(Failure::Status(code)) = &behavior.failure {
             let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return error(status, "scripted failure");
