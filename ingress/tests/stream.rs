@@ -566,11 +566,35 @@ async fn replicas_keep_their_connections_when_redis_forgets_every_lease_and_repl
     for n in 0..4 {
         put(&first, &format!("app{n}"), "stream", SECRET).await;
     }
-    let mut before = connections(&sim, 8).await;
-    // Both replicas renew only slots they hold; wait until the leases settled on both.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    before.sort();
+    // Both replicas renew only slots they hold; wait until the leases settled on both: every
+    // slot held by its preferred replica, and the same connections a second later (a slot
+    // still moving would be taken by its preferred replica the moment Redis forgets it).
     let mut redis = redis(&first).await;
+    let replicas = ["one".to_owned(), "two".to_owned()];
+    let mut previous: Vec<String> = Vec::new();
+    let before = eventually("leases settled on their preferred replicas", async || {
+        let mut open = connections(&sim, 8).await;
+        open.sort();
+        let mut settled = open == previous;
+        for n in 0..4 {
+            let id: common::registry::IntegrationId = format!("app{n}").parse().unwrap();
+            for slot in 0..2 {
+                let holder: Option<String> = redis::cmd("GET")
+                    .arg(ingress::stream::lease::lease_key(&id, slot))
+                    .query_async(&mut redis)
+                    .await
+                    .unwrap();
+                let preferred = ingress::stream::lease::owner(&id, slot, &replicas);
+                settled &= holder.as_ref() == preferred;
+            }
+        }
+        previous = open.clone();
+        if !settled {
+            tokio::time::sleep(Duration::from_millis(900)).await;
+        }
+        settled.then_some(open)
+    })
+    .await;
     let mut keys: Vec<String> = redis::cmd("KEYS")
         .arg("dtg:stream:lease:*")
         .query_async(&mut redis)

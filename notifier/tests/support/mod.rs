@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, consumer};
 use async_nats::HeaderMap;
 use common::bus::result::CommandResult;
+use common::bus::streams::COMMANDS;
 use common::bus::MSG_ID_HEADER;
 use common::config::Env;
 use common::registry::{IntegrationSpec, Registry, RegistryOptions, SecretsKeys};
@@ -199,6 +200,30 @@ impl Bed {
             let _ = running.worker.await;
             running.foundation.ops.task.abort();
             drop(running.foundation);
+        }
+        // A pull request of the killed worker can stand at the server until its connection
+        // closes or it expires: a command published meanwhile would be handed to it and come
+        // back only after the ack wait. Wait until none stands.
+        let started = Instant::now();
+        loop {
+            let waiting = match self.js.get_stream(COMMANDS).await {
+                Ok(stream) => match stream
+                    .get_consumer::<consumer::pull::Config>(notifier::worker::CONSUMER)
+                    .await
+                {
+                    Ok(mut consumer) => consumer.info().await.map(|i| i.num_waiting).unwrap_or(0),
+                    Err(_) => 0,
+                },
+                Err(_) => 0,
+            };
+            if waiting == 0 {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the killed notifier's pull requests never went away"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
