@@ -185,7 +185,9 @@ async fn a_command_that_waited_in_a_backlog_may_still_be_put_off() {
         if since.is_some() {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "never put off");
+        // The token fetch's own server retries, with backoff, come first: a loaded machine
+        // needs room.
+        assert!(started.elapsed() < Duration::from_secs(60), "never put off");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     bed.sim.state().clear_faults();
