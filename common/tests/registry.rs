@@ -65,6 +65,23 @@ async fn raw_get(redis: &RedisServer, key: &str) -> Option<String> {
         .unwrap()
 }
 
+async fn raw_ttl(redis: &RedisServer, key: &str) -> i64 {
+    redis::cmd("TTL")
+        .arg(key)
+        .query_async(&mut raw(redis).await)
+        .await
+        .unwrap()
+}
+
+async fn raw_expire(redis: &RedisServer, key: &str, seconds: u64) {
+    redis::cmd("EXPIRE")
+        .arg(key)
+        .arg(seconds)
+        .query_async::<()>(&mut raw(redis).await)
+        .await
+        .unwrap();
+}
+
 /// How many times Redis has run `command` since the last `CONFIG RESETSTAT`.
 async fn command_calls(redis: &RedisServer, command: &str) -> u64 {
     let info: String = redis::cmd("INFO")
@@ -472,17 +489,7 @@ async fn conversation_binding_ttl_is_set_and_refreshed_on_read_and_unbind_bumps_
     .await;
     let key = ConversationKey::new(id("acme"), "cid$:LWCP=+x==", "$:LWCP_v1:$user").unwrap();
     let redis_key = "dtg:conv:acme:14:cid$:LWCP=+x==:$:LWCP_v1:$user";
-    let ttl = |k: &'static str| {
-        let redis = &redis;
-        async move {
-            let ttl: i64 = redis::cmd("TTL")
-                .arg(k)
-                .query_async(&mut raw(redis).await)
-                .await
-                .unwrap();
-            ttl
-        }
-    };
+    let ttl = |key| raw_ttl(&redis, key);
 
     assert_eq!(registry.get_binding(&key).await.unwrap(), None);
     assert_eq!(registry.generation(&key).await.unwrap(), 0);
@@ -495,12 +502,7 @@ async fn conversation_binding_ttl_is_set_and_refreshed_on_read_and_unbind_bumps_
     assert!((990..=1000).contains(&ttl(redis_key).await));
 
     // Age the key, then read: the TTL is back to the full binding TTL.
-    let _: () = redis::cmd("EXPIRE")
-        .arg(redis_key)
-        .arg(10)
-        .query_async(&mut raw(&redis).await)
-        .await
-        .unwrap();
+    raw_expire(&redis, redis_key, 10).await;
     assert!(ttl(redis_key).await <= 10);
     assert_eq!(registry.get_binding(&key).await.unwrap(), Some(bound));
     assert!((990..=1000).contains(&ttl(redis_key).await));
@@ -550,14 +552,7 @@ async fn a_waiting_question_lives_and_is_refreshed_like_a_binding_and_goes_with_
     .await;
     let key = ConversationKey::new(id("acme"), "cid1", "u1").unwrap();
     let redis_key = "dtg:conv-wait:acme:4:cid1:u1";
-    let ttl = || async {
-        let ttl: i64 = redis::cmd("TTL")
-            .arg(redis_key)
-            .query_async(&mut raw(&redis).await)
-            .await
-            .unwrap();
-        ttl
-    };
+    let ttl = || raw_ttl(&redis, redis_key);
     let question = WaitingQuestion {
         thread_id: "thread-0".parse().unwrap(),
         interrupts: vec!["i1#0123456789abcdef".into()],
@@ -568,12 +563,7 @@ async fn a_waiting_question_lives_and_is_refreshed_like_a_binding_and_goes_with_
         .await
         .unwrap();
     assert!((990..=1000).contains(&ttl().await));
-    let _: () = redis::cmd("EXPIRE")
-        .arg(redis_key)
-        .arg(10)
-        .query_async(&mut raw(&redis).await)
-        .await
-        .unwrap();
+    raw_expire(&redis, redis_key, 10).await;
     assert_eq!(
         registry.waiting_question(&key).await.unwrap(),
         Some(question.clone())

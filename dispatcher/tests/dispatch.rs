@@ -1049,16 +1049,13 @@ async fn an_answer_slower_than_the_ack_wait_is_kept_alive_not_redelivered() {
     assert_eq!(info.delivered.consumer_sequence, 1, "{info:?}");
 }
 
-/// A world in English with one dispatcher, whose expert stops on `interrupt` after answering
-/// the first message.
-async fn asking(interrupt: serde_json::Value) -> (World, support::Replica) {
+/// A world in English with one dispatcher, whose expert runs the first message as `script`
+/// says.
+async fn asking(script: Behavior) -> (World, support::Replica) {
     let world = World::start().await;
     world.integration("acme", Some("x"), Some("en")).await;
     let dispatcher = world.dispatcher(&[]).await;
-    world.expert.script(Behavior {
-        interrupt: Some(interrupt),
-        ..Behavior::default()
-    });
+    world.expert.script(script);
     (world, dispatcher)
 }
 
@@ -1068,17 +1065,15 @@ fn conversation_of(staff_id: &str) -> ConversationKey {
 
 #[tokio::test]
 async fn an_expert_that_stops_to_ask_is_answered_by_the_next_message() {
-    let world = World::start().await;
-    world.integration("acme", Some("x"), Some("en")).await;
-    let _d = world.dispatcher(&[]).await;
-    world.expert.script(Behavior {
+    let (world, _d) = asking(Behavior {
         reply: Reply::Text("I will email Li the report.".into()),
         interrupt: Some(json!({
             "action_requests": [{"name": "send_email", "args": {"to": "li"}, "description": "Email the Q3 report to Li"}],
             "review_configs": [{"action_name": "send_email", "allowed_decisions": ["approve", "reject"]}]
         })),
         ..Behavior::default()
-    });
+    })
+    .await;
 
     let asked = world.say("m1", "u1", "mail Li the Q3 report").await;
     assert!(
@@ -1228,17 +1223,15 @@ async fn a_reply_whose_run_was_cancelled_leaves_nothing_to_answer() {
 
 #[tokio::test]
 async fn a_reply_the_question_does_not_allow_is_not_sent_and_the_question_stands() {
-    let world = World::start().await;
-    world.integration("acme", Some("x"), Some("en")).await;
-    let _d = world.dispatcher(&[]).await;
-    world.expert.script(Behavior {
+    let (world, _d) = asking(Behavior {
         reply: Reply::Text("Ready to email Li.".into()),
         interrupt: Some(json!({
             "action_requests": [{"name": "send_email", "args": {"to": "li"}, "description": "Email Li"}],
             "review_configs": [{"action_name": "send_email", "allowed_decisions": ["approve", "edit"]}]
         })),
         ..Behavior::default()
-    });
+    })
+    .await;
     assert_eq!(
         world.say("m1", "u1", "mail Li").await,
         "Ready to email Li.\n\nEmail Li\n\n```json\n{\n  \"to\": \"li\"\n}\n```\n\nReply \"yes\" to go ahead."
@@ -1327,7 +1320,11 @@ async fn a_question_the_user_has_not_seen_is_shown_before_anything_answers_it() 
 
 #[tokio::test]
 async fn a_redelivered_event_that_asked_shows_its_question_again_and_answers_nothing() {
-    let (world, _d) = asking(json!("Which day?")).await;
+    let (world, _d) = asking(Behavior {
+        interrupt: Some(json!("Which day?")),
+        ..Behavior::default()
+    })
+    .await;
     world.say("m1", "u1", "plan a trip").await;
     // As if m2 had shown this question and died before its ack, on a server that cannot list
     // runs: its redelivery must not take its own text for the answer.
@@ -1399,7 +1396,11 @@ async fn a_card_button_answers_a_waiting_question_only_as_it_can() {
 
 #[tokio::test]
 async fn a_question_whose_thread_the_expert_lost_leaves_the_reply_a_message() {
-    let (world, _d) = asking(json!("Which day?")).await;
+    let (world, _d) = asking(Behavior {
+        interrupt: Some(json!("Which day?")),
+        ..Behavior::default()
+    })
+    .await;
     world.say("m1", "u1", "plan a trip").await;
     let thread = world.expert.runs()[0].thread_id.clone();
     world.expert.forget_thread(&thread);

@@ -43,12 +43,18 @@ async fn thread_of(world: &World, staff_id: &str) -> String {
         .to_string()
 }
 
+/// A dispatcher whose expert is the LangGraph server.
+async fn on_langgraph(world: &World) -> Replica {
+    let url = langgraph_url();
+    world
+        .dispatcher(&[("EXPERT_API_URL", &url), ("THINKING_DELAY", "0s")])
+        .await
+}
+
 /// Sends message `s1` of `who` to a dispatcher that is killed once the run has begun (its
 /// first command is out), and returns its successor.
 async fn dies_mid_run(world: &World, who: &str, text: &str) -> Replica {
-    let url = langgraph_url();
-    let overrides = [("EXPERT_API_URL", url.as_str()), ("THINKING_DELAY", "0s")];
-    let mut first = world.dispatcher(&overrides).await;
+    let mut first = on_langgraph(world).await;
     world.publish(&private("acme", "s1", who, text), None).await;
     world
         .wait_commands(Duration::from_secs(10), |c| {
@@ -56,7 +62,7 @@ async fn dies_mid_run(world: &World, who: &str, text: &str) -> Replica {
         })
         .await;
     first.kill();
-    world.dispatcher(&overrides).await
+    on_langgraph(world).await
 }
 
 #[tokio::test]
@@ -64,21 +70,12 @@ async fn dies_mid_run(world: &World, who: &str, text: &str) -> Replica {
 async fn langgraph_answers_streams_and_keeps_the_thread_across_turns() {
     let world = World::start().await;
     world.integration("acme", Some("echo"), None).await;
-    let url = langgraph_url();
-    let _d = world
-        .dispatcher(&[("EXPERT_API_URL", &url), ("THINKING_DELAY", "0s")])
-        .await;
+    let _d = on_langgraph(&world).await;
     // A unique sender per run: the in-memory server keeps threads while it runs.
     let who = format!("u{}", std::process::id());
 
-    world
-        .publish(&private("acme", "m1", &who, "hello"), None)
-        .await;
-    assert_eq!(world.answer("acme:m1").await, "echo #1: hello");
-    world
-        .publish(&private("acme", "m2", &who, "again"), None)
-        .await;
-    assert_eq!(world.answer("acme:m2").await, "echo #2: again");
+    assert_eq!(world.say("m1", &who, "hello").await, "echo #1: hello");
+    assert_eq!(world.say("m2", &who, "again").await, "echo #2: again");
 
     let thread = thread_of(&world, &who).await;
     let runs = runs_of(&thread).await;
@@ -113,28 +110,16 @@ async fn langgraph_run_is_joined_after_a_dispatcher_dies_mid_run() {
 async fn langgraph_interrupt_is_asked_and_the_reply_resumes_it() {
     let world = World::start().await;
     world.integration("acme", Some("echo"), Some("en")).await;
-    let url = langgraph_url();
-    let _d = world
-        .dispatcher(&[("EXPERT_API_URL", &url), ("THINKING_DELAY", "0s")])
-        .await;
+    let _d = on_langgraph(&world).await;
     let who = format!("h{}", std::process::id());
 
-    world
-        .publish(&private("acme", "t1", &who, "plan a trip"), None)
-        .await;
-    assert_eq!(world.answer("acme:t1").await, "Which day?");
-    world
-        .publish(&private("acme", "t2", &who, "Friday"), None)
-        .await;
+    assert_eq!(world.say("t1", &who, "plan a trip").await, "Which day?");
     // Resumed, not a second message: the graph saw one human message.
     assert_eq!(
-        world.answer("acme:t2").await,
+        world.say("t2", &who, "Friday").await,
         "echo #1: plan a trip on Friday"
     );
-    world
-        .publish(&private("acme", "t3", &who, "thanks"), None)
-        .await;
-    assert_eq!(world.answer("acme:t3").await, "echo #2: thanks");
+    assert_eq!(world.say("t3", &who, "thanks").await, "echo #2: thanks");
 }
 
 #[tokio::test]
@@ -145,11 +130,8 @@ async fn langgraph_interrupt_of_a_joined_run_is_asked_by_the_successor() {
     let who = format!("j{}", std::process::id());
     let _second = dies_mid_run(&world, &who, "slow trip").await;
     assert_eq!(world.answer("acme:s1").await, "Which day?");
-    world
-        .publish(&private("acme", "s2", &who, "Monday"), None)
-        .await;
     assert_eq!(
-        world.answer("acme:s2").await,
+        world.say("s2", &who, "Monday").await,
         "echo #1: slow trip on Monday"
     );
 }
@@ -159,10 +141,7 @@ async fn langgraph_interrupt_of_a_joined_run_is_asked_by_the_successor() {
 async fn langgraph_tool_review_is_approved_or_rejected_as_the_middleware_expects() {
     let world = World::start().await;
     world.integration("acme", Some("review"), Some("en")).await;
-    let url = langgraph_url();
-    let _d = world
-        .dispatcher(&[("EXPERT_API_URL", &url), ("THINKING_DELAY", "0s")])
-        .await;
+    let _d = on_langgraph(&world).await;
     let who = format!("r{}", std::process::id());
     let question = "Email the report to Li\n\n```json\n{\n  \"to\": \"li\"\n}\n```\n\n\
                     Reply \"yes\" to go ahead; \"no\" to decline; \
@@ -179,17 +158,9 @@ async fn langgraph_tool_review_is_approved_or_rejected_as_the_middleware_expects
         ("r5", "and again", question.to_owned()),
     ];
     for (id, text, expected) in turns {
-        world.publish(&private("acme", id, &who, text), None).await;
-        assert_eq!(
-            world.answer(&format!("acme:{id}")).await,
-            expected,
-            "{text}"
-        );
+        assert_eq!(world.say(id, &who, text).await, expected, "{text}");
     }
-    world
-        .publish(&private("acme", "r6", &who, "no"), None)
-        .await;
-    let declined = world.answer("acme:r6").await;
+    let declined = world.say("r6", &who, "no").await;
     assert!(
         declined.starts_with("done: User rejected the tool call for `send_email` with id"),
         "{declined}"
@@ -203,15 +174,9 @@ async fn langgraph_unknown_expert_is_named_not_taken_for_a_lost_thread() {
     // A UUID the server has no assistant for: LangGraph answers "Thread or assistant not found."
     let ghost = "33333333-1111-1111-1111-111111111111";
     world.integration("acme", Some(ghost), Some("en")).await;
-    let url = langgraph_url();
-    let _d = world
-        .dispatcher(&[("EXPERT_API_URL", &url), ("THINKING_DELAY", "0s")])
-        .await;
+    let _d = on_langgraph(&world).await;
     let who = format!("g{}", std::process::id());
-    world
-        .publish(&private("acme", "g1", &who, "hello"), None)
-        .await;
-    assert!(world.answer("acme:g1").await.starts_with("Sorry"));
+    assert!(world.say("g1", &who, "hello").await.starts_with("Sorry"));
     let letters = world.wait_dead_letters(Duration::from_secs(10)).await;
     let reason = letters[0]
         .1
@@ -230,10 +195,7 @@ async fn langgraph_per_call_approval_is_answered_within_its_response_schema() {
     world
         .integration("acme", Some("review_per_call"), Some("en"))
         .await;
-    let url = langgraph_url();
-    let _d = world
-        .dispatcher(&[("EXPERT_API_URL", &url), ("THINKING_DELAY", "0s")])
-        .await;
+    let _d = on_langgraph(&world).await;
     let who = format!("p{}", std::process::id());
     let question = "Email the report to Li\n\n```json\n{\n  \"to\": \"li\"\n}\n```\n\n\
                     Reply \"yes\" to go ahead; anything else to answer in your own words.";
@@ -254,11 +216,6 @@ async fn langgraph_per_call_approval_is_answered_within_its_response_schema() {
         ),
     ];
     for (id, text, expected) in turns {
-        world.publish(&private("acme", id, &who, text), None).await;
-        assert_eq!(
-            world.answer(&format!("acme:{id}")).await,
-            expected,
-            "{text}"
-        );
+        assert_eq!(world.say(id, &who, text).await, expected, "{text}");
     }
 }

@@ -38,35 +38,18 @@ class ScriptedModel(BaseChatModel):
         return ChatResult(generations=[ChatGeneration(message=reply)])
 
 
-graph = create_agent(
-    ScriptedModel(),
-    tools=[send_email],
-    middleware=[
-        HumanInTheLoopMiddleware(
-            interrupt_on={
-                "send_email": {
-                    "allowed_decisions": ["approve", "reject"],
-                    "description": "Email the report to Li",
-                }
-            }
-        )
-    ],
-)
+def agent(allowed_decisions, **middleware):
+    """The agent, its tool gated by the middleware with `allowed_decisions`."""
+    gate = {"allowed_decisions": allowed_decisions, "description": "Email the report to Li"}
+    return create_agent(
+        ScriptedModel(),
+        tools=[send_email],
+        middleware=[HumanInTheLoopMiddleware(interrupt_on={"send_email": gate}, **middleware)],
+    )
+
+
+graph = agent(["approve", "reject"])
 
 # The same agent in `per_call` mode: one `tool_approval` interrupt per call, whose allowed
 # decisions (here approve, or respond in the tool's place) come in its `response_schema`.
-per_call_graph = create_agent(
-    ScriptedModel(),
-    tools=[send_email],
-    middleware=[
-        HumanInTheLoopMiddleware(
-            interrupt_on={
-                "send_email": {
-                    "allowed_decisions": ["approve", "respond"],
-                    "description": "Email the report to Li",
-                }
-            },
-            interrupt_mode="per_call",
-        )
-    ],
-)
+per_call_graph = agent(["approve", "respond"], interrupt_mode="per_call")
