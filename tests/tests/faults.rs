@@ -279,6 +279,25 @@ async fn nothing_is_lost_or_doubled_across_crashes_hangs_and_throttling() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // Then every command's result: a reply is the answer's first send, and the last answers'
+    // updates may still be retried through the last fault.
+    let js = async_nats::jetstream::new(stack.nats_client().await);
+    loop {
+        let commands = stream_payloads(&js, "DINGTALK_COMMANDS").await;
+        let results = stream_payloads(&js, "DINGTALK_RESULTS").await;
+        let answered: std::collections::HashSet<&str> = results
+            .iter()
+            .filter_map(|r| r["command_id"].as_str())
+            .collect();
+        let pending = commands
+            .iter()
+            .filter_map(|c| c["id"].as_str())
+            .any(|id| !answered.contains(id));
+        if !pending || settle.elapsed() > Duration::from_secs(180) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     // A little longer, so that a late duplicate would show.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let replies = replies_now(&stack, true);
@@ -324,7 +343,6 @@ async fn nothing_is_lost_or_doubled_across_crashes_hangs_and_throttling() {
         }
     }
     // Commands and results: exactly one result per command.
-    let js = async_nats::jetstream::new(stack.nats_client().await);
     let commands = stream_payloads(&js, "DINGTALK_COMMANDS").await;
     let results = stream_payloads(&js, "DINGTALK_RESULTS").await;
     let mut per_command: HashMap<String, usize> = HashMap::new();
